@@ -1,0 +1,156 @@
+"""Atomic, verified file I/O: nothing half-written is ever taken for a result.
+
+Every checkpoint and array gets a JSON sidecar with its size and SHA-256, so a truncated or
+corrupt file is reported with its path and the fix instead of a traceback from inside torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lrdecay import __version__
+
+
+class CorruptFileError(RuntimeError):
+    """A checkpoint or array on disk is missing, truncated or does not match its checksum."""
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `path` that replaces `path` whole when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_csv(path: str | Path, frame: Any) -> None:
+    """Write a pandas DataFrame as tidy CSV, atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def _record(path: Path, extra: dict | None = None) -> None:
+    meta = {"bytes": path.stat().st_size, "sha256": sha256(path), "lrdecay_version": __version__}
+    meta.update(extra or {})
+    write_json(_sidecar(path), meta)
+
+
+def verify(path: str | Path, fix: str) -> dict:
+    """Check `path` against its sidecar; return the sidecar, or raise naming the path and the fix."""
+    path = Path(path)
+    sidecar = _sidecar(path)
+    if not path.exists():
+        raise CorruptFileError(f"{path} is missing. Fix: {fix}")
+    if not sidecar.exists():
+        raise CorruptFileError(f"{path} has no checksum record {sidecar.name}. Fix: {fix}")
+    try:
+        meta = json.loads(sidecar.read_text())
+    except json.JSONDecodeError as err:
+        raise CorruptFileError(f"{sidecar} is not valid JSON ({err}). Fix: {fix}") from err
+    size = path.stat().st_size
+    if size != meta["bytes"]:
+        raise CorruptFileError(
+            f"{path} is truncated or overwritten: {size} bytes, expected {meta['bytes']}. "
+            f"Fix: {fix}"
+        )
+    if sha256(path) != meta["sha256"]:
+        raise CorruptFileError(f"{path} does not match its SHA-256 in {sidecar.name}. Fix: {fix}")
+    return meta
+
+
+def save_checkpoint(path: str | Path, state: dict, meta: dict | None = None) -> None:
+    """torch.save `state` atomically with a size/checksum sidecar."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    _record(path, meta)
+
+
+def load_checkpoint(path: str | Path, fix: str, map_location: Any = "cpu") -> dict:
+    """Verify then load a checkpoint with weights_only=True (no arbitrary code from pickles)."""
+    verify(path, fix)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for unreadable files
+        raise CorruptFileError(f"{path} could not be read by torch ({err}). Fix: {fix}") from err
+
+
+def save_array(path: str | Path, array: np.ndarray, meta: dict) -> None:
+    """Save a .npy (memory-mappable) with a JSON sidecar describing its layout."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+    _record(path, {"shape": list(array.shape), "dtype": str(array.dtype), **meta})
+
+
+def record_array(path: str | Path, meta: dict) -> None:
+    """Write the sidecar of a .npy that was filled in place (e.g. through np.lib.format.open_memmap)."""
+    array = np.load(path, mmap_mode="r")
+    _record(Path(path), {"shape": list(array.shape), "dtype": str(array.dtype), **meta})
+
+
+def load_array(path: str | Path, fix: str, mmap: bool = True) -> tuple[np.ndarray, dict]:
+    """Verify and open a .npy (memory-mapped by default) with its sidecar."""
+    meta = verify(path, fix)
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None)
+    except ValueError as err:
+        raise CorruptFileError(f"{path} is not a valid .npy file ({err}). Fix: {fix}") from err
+    return array, meta
