@@ -198,7 +198,7 @@ class DeviceData:
         return tuple(self.train_x.shape[1:])
 
     def to_float(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 -> normalised float32 on the device (done per batch: the stored copy stays small)."""
+        """uint8 -> normalised float32 on the device, per batch (the stored copy stays small)."""
         return (images.float() - self.mean) / self.std
 
     def train_batch(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -208,7 +208,9 @@ class DeviceData:
         return self.to_float(images)
 
 
-def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+def random_crop_flip(
+    images: torch.Tensor, generator: torch.Generator, pad: int = 4
+) -> torch.Tensor:
     """Random crop with zero padding and horizontal flip for a whole batch at once.
 
     One gather with per-image offsets replaces a Python loop of torchvision transforms.

@@ -92,7 +92,7 @@ def _record(path: Path, extra: dict | None = None) -> None:
 
 
 def verify(path: str | Path, fix: str) -> dict:
-    """Check `path` against its sidecar; return the sidecar, or raise naming the path and the fix."""
+    """Check `path` against its sidecar; return the sidecar, or raise naming path and fix."""
     path = Path(path)
     sidecar = _sidecar(path)
     if not path.exists():
@@ -141,7 +141,7 @@ def save_array(path: str | Path, array: np.ndarray, meta: dict) -> None:
 
 
 def record_array(path: str | Path, meta: dict) -> None:
-    """Write the sidecar of a .npy that was filled in place (e.g. through np.lib.format.open_memmap)."""
+    """Write the sidecar of a .npy filled in place (e.g. through np.lib.format.open_memmap)."""
     array = np.load(path, mmap_mode="r")
     _record(Path(path), {"shape": list(array.shape), "dtype": str(array.dtype), **meta})
 

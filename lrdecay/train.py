@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrdecay import __version__, io, models
+from lrdecay import io, models
 from lrdecay.config import Plan, config_hash
 from lrdecay.data import DeviceData
 

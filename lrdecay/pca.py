@@ -1,0 +1,95 @@
+"""PCA of all parameter snapshots (main path and subpaths), as in the paper's Section 2.2.
+
+`exact` stacks every snapshot in memory (scikit-learn PCA); `incremental` streams chunks of rows
+from the memory-mapped trajectories (scikit-learn IncrementalPCA), for studies whose snapshots
+do not fit in memory. Both return the same quantities up to numerical precision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA, IncrementalPCA
+
+from lrdecay import io
+from lrdecay.trajectories import iter_trajectories
+
+
+@dataclass
+class PCAResult:
+    mean: np.ndarray  # (n_params,) float64
+    components: np.ndarray  # (n_components, n_params) float64, orthonormal rows
+    explained_variance: np.ndarray  # (n_components,)
+    explained_variance_ratio: np.ndarray  # (n_components,) fraction of the total variance
+
+    def project(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Coordinates (n, k) and distance of each row from the PC1-PC2 plane (n,)."""
+        centred = rows.astype(np.float64) - self.mean
+        coords = centred @ self.components.T
+        in_plane = coords[:, :2] @ self.components[:2]
+        return coords, np.linalg.norm(centred - in_plane, axis=1)
+
+
+def _chunks(files: list[Path], rows: int):
+    for array, meta in iter_trajectories(files):
+        for start in range(0, len(array), rows):
+            yield np.asarray(array[start : start + rows], dtype=np.float64), meta, start
+
+
+def fit(files: list[Path], n_components: int, method: str = "exact",
+        chunk_rows: int = 512) -> PCAResult:
+    """Fit PCA on every snapshot of every trajectory file."""
+    total_rows = sum(len(array) for array, _ in iter_trajectories(files))
+    n_components = min(n_components, total_rows)
+    if method == "exact":
+        arrays = iter_trajectories(files)
+        stacked = np.concatenate([np.asarray(a, dtype=np.float64) for a, _ in arrays])
+        model = PCA(n_components=n_components, svd_solver="full").fit(stacked)
+    else:
+        model = IncrementalPCA(n_components=n_components)
+        pending = []
+        for chunk, _, _ in _chunks(files, chunk_rows):
+            pending.append(chunk)
+            if sum(len(c) for c in pending) >= max(chunk_rows, n_components):
+                model.partial_fit(np.concatenate(pending))
+                pending = []
+        if pending:  # a last batch smaller than n_components would be rejected: merge it back
+            model.partial_fit(np.concatenate(pending))
+    return PCAResult(model.mean_, model.components_, model.explained_variance_,
+                     model.explained_variance_ratio_)
+
+
+def run(files: list[Path], pca_config: dict, out_variance: str | Path, out_coords: str | Path,
+        out_basis: str | Path, config_hash: str) -> PCAResult:
+    """Fit, then write the explained-variance table, every snapshot's coordinates, the basis."""
+    result = fit(files, pca_config["n_components"], pca_config["method"], pca_config["chunk_rows"])
+    k = len(result.components)
+    io.write_csv(out_variance, pd.DataFrame({
+        "component": np.arange(1, k + 1),
+        "explained_variance": result.explained_variance,
+        "explained_variance_ratio": result.explained_variance_ratio,
+        "cumulative_ratio": np.cumsum(result.explained_variance_ratio),
+    }))
+    frames = []
+    for chunk, meta, start in _chunks(files, pca_config["chunk_rows"]):
+        coords, distance = result.project(chunk)
+        epochs = meta["epochs"][start : start + len(chunk)]
+        frame = pd.DataFrame(coords, columns=[f"pc{i + 1}" for i in range(k)])
+        frame.insert(0, "epoch", epochs)
+        frame.insert(0, "branch_epoch", meta["branch_epoch"])
+        frame.insert(0, "path", "main" if meta["branch_epoch"] is None else "subpath")
+        frame["distance_to_plane"] = distance
+        frames.append(frame)
+    coordinates = pd.concat(frames, ignore_index=True)
+    coordinates["branch_epoch"] = coordinates["branch_epoch"].astype("Int64")
+    io.write_csv(out_coords, coordinates)
+    basis = np.vstack([result.mean[None], result.components]).astype(np.float64)
+    io.save_array(out_basis, basis, {
+        "layout": "row 0: PCA mean; rows 1..k: principal components (orthonormal)",
+        "explained_variance_ratio": result.explained_variance_ratio.tolist(),
+        "config_hash": config_hash,
+    })
+    return result

@@ -1,0 +1,18 @@
+# Data preparation (lrdecay/data.py): one compact, verified file per run.
+
+
+rule prepare_data:
+    output:
+        data=str(PLAN.data_path),
+    params:
+        data=config["data"],
+        seed=config["seed"],
+    log:
+        f"{RUN_DIR}/logs/prepare_data.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+        gpu=0,
+    script:
+        "../scripts/prepare_data.py"

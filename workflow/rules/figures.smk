@@ -1,0 +1,53 @@
+# Figures 1 and 2 (lrdecay/figures.py), computed from the result tables.
+
+
+def figure(name, caption):
+    """PNG (shown in the report) and PDF of one figure."""
+    png = report(
+        f"{RUN_DIR}/figures/{name}.png",
+        caption=f"../report/{caption}.rst",
+        category="Figures (Section 2)",
+    )
+    return [png, f"{RUN_DIR}/figures/{name}.pdf"]
+
+
+rule figure1:
+    input:
+        metrics=f"{RUN_DIR}/metrics.csv",
+    output:
+        fig1a=figure("fig1a_learning_curves", "fig1a"),
+        fig1b=figure("fig1b_subpath_train_loss", "fig1b"),
+        fig1c=figure("fig1c_subpath_test_loss", "fig1c"),
+        fig1d=figure("fig1d_decay_timing", "fig1d"),
+        table=report(
+            f"{RUN_DIR}/decay_timing.csv",
+            caption="../report/decay_timing.rst",
+            category="Tables",
+        ),
+    log:
+        f"{RUN_DIR}/logs/figure1.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+        gpu=0,
+    script:
+        "../scripts/figure1.py"
+
+
+rule figure2:
+    input:
+        grid=f"{RUN_DIR}/landscape/grid.csv",
+        coordinates=f"{RUN_DIR}/pca/coordinates.csv",
+    output:
+        fig2a=figure("fig2a_landscape_train", "fig2a"),
+        fig2b=figure("fig2b_landscape_test", "fig2b"),
+    log:
+        f"{RUN_DIR}/logs/figure2.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+        gpu=0,
+    script:
+        "../scripts/figure2.py"

@@ -1,0 +1,42 @@
+# Loss landscape (lrdecay/landscape.py): grid in the PC1-PC2 plane, split into shard jobs.
+
+
+rule landscape_shard:
+    input:
+        data=str(PLAN.data_path),
+        basis=f"{RUN_DIR}/pca/basis.npy",
+        coordinates=f"{RUN_DIR}/pca/coordinates.csv",
+    output:
+        f"{RUN_DIR}/landscape/shard-{{shard}}.csv",
+    params:
+        landscape=config["landscape"],
+        n_shards=PLAN.n_shards,
+    log:
+        f"{RUN_DIR}/logs/landscape_shard-{{shard}}.log",
+    threads: TRAIN_THREADS
+    resources:
+        mem_mb=mem_mb,
+        runtime=runtime_for(PLAN.grid_points / PLAN.n_shards),
+        gpu=GPU,
+    script:
+        "../scripts/landscape_shard.py"
+
+
+rule landscape_gather:
+    input:
+        SHARD_FILES,
+    output:
+        report(
+            f"{RUN_DIR}/landscape/grid.csv",
+            caption="../report/landscape.rst",
+            category="Tables",
+        ),
+    log:
+        f"{RUN_DIR}/logs/landscape_gather.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+        gpu=0,
+    script:
+        "../scripts/landscape_gather.py"

@@ -1,0 +1,26 @@
+# Trajectory PCA (lrdecay/pca.py) over every snapshot of the main path and the subpaths.
+
+
+rule pca:
+    input:
+        main=f"{RUN_DIR}/trajectories/main.npy",
+        groups=GROUP_DIRS,
+    output:
+        variance=report(
+            f"{RUN_DIR}/pca/explained_variance.csv",
+            caption="../report/pca.rst",
+            category="Tables",
+        ),
+        coordinates=f"{RUN_DIR}/pca/coordinates.csv",
+        basis=f"{RUN_DIR}/pca/basis.npy",
+    params:
+        pca=config["pca"],
+    log:
+        f"{RUN_DIR}/logs/pca.log",
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=0,
+    script:
+        "../scripts/pca.py"

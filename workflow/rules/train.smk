@@ -1,0 +1,66 @@
+# Training (lrdecay/train.py): the main path as a chain of segment jobs, subpaths in groups of K.
+# Partial state lives in <run>/.resume/ (not an output), so a killed job resumes where it stopped.
+
+
+rule main_segment:
+    input:
+        data=str(PLAN.data_path),
+        previous=segment_input,
+    output:
+        directory(f"{RUN_DIR}/main/segment-{{end}}"),
+    params:
+        training={k: config[k] for k in ("seed", "model", "loss", "optimizer", "schedule",
+                                         "metrics", "trajectory")},
+    log:
+        f"{RUN_DIR}/logs/main_segment-{{end}}.log",
+    threads: TRAIN_THREADS
+    resources:
+        mem_mb=mem_mb,
+        runtime=runtime_for(config["schedule"]["segment_epochs"]),
+        gpu=GPU,
+    script:
+        "../scripts/main_segment.py"
+
+
+rule subpath_group:
+    input:
+        data=str(PLAN.data_path),
+        segments=group_inputs,
+    output:
+        directory(f"{RUN_DIR}/subpaths/group-{{group}}"),
+    params:
+        training={k: config[k] for k in ("seed", "model", "loss", "optimizer", "schedule",
+                                         "metrics", "trajectory")},
+    log:
+        f"{RUN_DIR}/logs/subpath_group-{{group}}.log",
+    threads: TRAIN_THREADS
+    resources:
+        mem_mb=mem_mb,
+        runtime=runtime_for(
+            config["schedule"]["subpath_epochs"] * config["schedule"]["subpaths_per_job"]
+        ),
+        gpu=GPU,
+    script:
+        "../scripts/subpath_group.py"
+
+
+rule gather_training:
+    input:
+        segments=SEGMENT_DIRS,
+        groups=GROUP_DIRS,
+    output:
+        metrics=report(
+            f"{RUN_DIR}/metrics.csv",
+            caption="../report/metrics.rst",
+            category="Tables",
+        ),
+        main=f"{RUN_DIR}/trajectories/main.npy",
+    log:
+        f"{RUN_DIR}/logs/gather_training.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=0,
+    script:
+        "../scripts/gather_training.py"

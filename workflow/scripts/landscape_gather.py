@@ -1,0 +1,6 @@
+"""Snakemake job: join the landscape shards into one table (lrdecay.landscape.gather)."""
+
+from lrdecay import landscape, logs
+
+logs.setup(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
+landscape.gather(list(snakemake.input), snakemake.output[0])  # noqa: F821
