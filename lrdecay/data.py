@@ -177,9 +177,14 @@ def prepare(data_config: dict, seed: int, out_path: str | Path) -> None:
 
 
 class DeviceData:
-    """The prepared dataset resident on the training device, with batched augmentation there."""
+    """The prepared dataset resident on the training device, with batched augmentation there.
 
-    def __init__(self, path: str | Path, device: torch.device, normalize: bool, augment: bool):
+    Augmentation draws for a whole epoch come from the path's generator in four calls
+    (`epoch_order`), so K paths trained at once and one at a time see identical batches.
+    """
+
+    def __init__(self, path: str | Path, device: torch.device, normalize: bool, augment: bool,
+                 pad: int = 4):
         blob = io.load_checkpoint(
             path, fix="delete it and rerun: snakemake --forcerun prepare_data", map_location=device
         )
@@ -192,6 +197,11 @@ class DeviceData:
         std = blob["std"].view(shape) if normalize else torch.ones(1, device=device)
         self.mean, self.std = mean, std
         self.augment = augment
+        self.pad = pad
+        # Padded once per job (uint8: 1.6x the images), so a crop is one gather per step.
+        self.train_padded = (
+            torch.nn.functional.pad(self.train_x, (pad, pad, pad, pad)) if augment else None
+        )
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -201,29 +211,54 @@ class DeviceData:
         """uint8 -> normalised float32 on the device, per batch (the stored copy stays small)."""
         return (images.float() - self.mean) / self.std
 
-    def train_batch(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        images = self.train_x[index]
-        if self.augment:
-            images = random_crop_flip(images, generator)
-        return self.to_float(images)
+    def epoch_order(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(order (n,), crop/flip draws (3, n) or None) for one epoch, from `generator` alone."""
+        n = len(self.train_y)
+        order = torch.randperm(n, generator=generator, device=self.device)
+        if not self.augment:
+            return order, None
+        return order, draw_crop_flip(n, generator, self.device, self.pad)
+
+    def train_batch(self, index: torch.Tensor, draws: torch.Tensor | None) -> torch.Tensor:
+        """Float inputs for `index` (any shape) with their crop/flip draws (3, *index.shape)."""
+        if draws is None:
+            return self.to_float(self.train_x[index])
+        flat = crop_flip(self.train_padded, index.reshape(-1), *draws.reshape(3, -1),
+                         pad=self.pad)
+        return self.to_float(flat.reshape(*index.shape, *flat.shape[1:]))
+
+
+def draw_crop_flip(n: int, generator: torch.Generator, device: torch.device,
+                   pad: int = 4) -> torch.Tensor:
+    """(3, n) int64: vertical offset, horizontal offset and flip flag for n crops."""
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=device)
+    flip = (torch.rand(n, generator=generator, device=device) < 0.5).long()
+    return torch.stack([dy, dx, flip])
+
+
+def crop_flip(padded: torch.Tensor, index: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor,
+              flip: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """Crops of images `index` of a padded (N, C, H+2p, W+2p) stack: one gather, no loop.
+
+    index, dy, dx, flip: (m,) int64; returns (m, C, H, W) in the stack's dtype.
+    """
+    dev = padded.device
+    _, channels, h_pad, w_pad = padded.shape
+    h, w = h_pad - 2 * pad, w_pad - 2 * pad
+    rows = dy[:, None] + torch.arange(h, device=dev)[None, :]  # (m, h)
+    cols = torch.arange(w, device=dev)[None, :].expand(len(index), w)
+    cols = torch.where(flip[:, None].bool(), w - 1 - cols, cols) + dx[:, None]  # (m, w)
+    channel = torch.arange(channels, device=dev)[None, :, None, None]
+    image = index[:, None, None, None]
+    return padded[image, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def random_crop_flip(
     images: torch.Tensor, generator: torch.Generator, pad: int = 4
 ) -> torch.Tensor:
-    """Random crop with zero padding and horizontal flip for a whole batch at once.
-
-    One gather with per-image offsets replaces a Python loop of torchvision transforms.
-    """
-    n, _, h, w = images.shape
+    """Random crop with zero padding and horizontal flip for a whole batch at once."""
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
-    dev = images.device
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=dev)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=dev)
-    flip = torch.rand(n, generator=generator, device=dev) < 0.5
-    rows = (dy[:, None] + torch.arange(h, device=dev)[None, :])  # (n, h)
-    cols = torch.arange(w, device=dev)[None, :].expand(n, w)
-    cols = torch.where(flip[:, None], w - 1 - cols, cols) + dx[:, None]  # (n, w)
-    batch = torch.arange(n, device=dev)[:, None, None, None]
-    channel = torch.arange(images.shape[1], device=dev)[None, :, None, None]
-    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+    index = torch.arange(len(images), device=images.device)
+    draws = draw_crop_flip(len(images), generator, images.device, pad)
+    return crop_flip(padded, index, *draws, pad=pad)

@@ -83,7 +83,8 @@ def loss_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Ten
         return F.cross_entropy
 
     def mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        target = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
+        classes = torch.arange(logits.shape[-1], device=logits.device)
+        target = (labels[..., None] == classes).to(logits.dtype)  # one-hot, vmap-safe (no .max())
         return 0.5 * (logits - target).pow(2).sum(-1).mean()
 
     return mse
@@ -107,6 +108,8 @@ class Trainer:
         self.full_pass = config["metrics"]["train_metric"] == "full_pass"
         self.engine = config["engine"]
         self.hash = config_hash({k: v for k, v in config.items() if k != "toy"})
+        self.channels_last = self.engine["channels_last"]
+        self._compiled: dict = {}
 
     def build_model(self) -> nn.Module:
         torch.manual_seed(self.config["seed"])
@@ -129,25 +132,46 @@ class Trainer:
     def train_epoch(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One epoch of SGD; returns (sum of batch losses x sizes, correct count) on the device."""
+        """One epoch of SGD; returns (mean batch loss, accuracy) of the epoch, on the device."""
         model.train()
         n = len(self.data.train_y)
-        order = torch.randperm(n, generator=generator, device=self.device)
+        order, draws = self.data.epoch_order(generator)  # the epoch's randomness, drawn up front
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
+        step = self._compiled_step(model, optimizer)
         for start in range(0, n, self.batch_size):
             index = order[start : start + self.batch_size]
-            inputs = self.data.train_batch(index, generator)
+            inputs = self.data.train_batch(
+                index, None if draws is None else draws[:, start : start + self.batch_size]
+            )
             labels = self.data.train_y[index]
+            loss, hits = step(inputs, labels)
+            loss_sum += loss * len(index)  # stays on the device: no sync per step
+            correct += hits
+        return loss_sum / n, correct.float() / n
+
+    def _compiled_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> Callable:
+        """The forward/backward/update of one batch, through torch.compile if engine.compile."""
+
+        def step(inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if self.channels_last and inputs.ndim == 4:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
             with self._autocast():
                 logits = model(inputs)
                 loss = self.loss(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.detach() * len(index)  # stays on the device: no sync per step
-            correct += (logits.detach().argmax(-1) == labels).sum()
-        return loss_sum / n, correct.float() / n
+            return loss.detach(), (logits.detach().argmax(-1) == labels).sum()
+
+        if not self.engine["compile"]:
+            return step
+        key = (id(model), id(optimizer))
+        if key not in self._compiled:
+            # Compiles forward+backward of the model; optimizer.step runs eagerly (exact SGD).
+            model.compile()
+            self._compiled[key] = step
+        return self._compiled[key]
 
     @torch.no_grad()
     def evaluate(
@@ -175,6 +199,11 @@ class Trainer:
         else:
             train = running
         values = torch.stack([train[0], train[1], test[0], test[1]]).tolist()
+        return self.make_row(spec, epoch, values, self.full_pass or running is None)
+
+    @staticmethod
+    def make_row(spec: PathSpec, epoch: int, values: list[float], full_pass: bool) -> dict:
+        """A metrics row from [train_loss, train_acc, test_loss, test_acc]."""
         after = None if spec.branch_epoch is None else epoch - spec.branch_epoch
         return {
             "path": "main" if spec.branch_epoch is None else "subpath",
@@ -186,8 +215,22 @@ class Trainer:
             "train_acc": values[1],
             "test_loss": values[2],
             "test_acc": values[3],
-            "train_metric": "full_pass" if (self.full_pass or running is None) else "running",
+            "train_metric": "full_pass" if full_pass else "running",
         }
+
+
+def diverged(row: dict) -> bool:
+    return not all(np.isfinite([row["train_loss"], row["test_loss"]]))
+
+
+def divergence_message(spec: PathSpec, epoch: int, row: dict, kept: Path) -> str:
+    """What diverged, when, at which learning rate, and what to change."""
+    return (
+        f"{spec.name} diverged at epoch {epoch} (lr {spec.lr}): train loss "
+        f"{row['train_loss']}, test loss {row['test_loss']}. Lower the learning rate "
+        "(optimizer.main_lr / optimizer.subpath_lr) or use the mse/cross_entropy loss "
+        f"that suits the model. Epochs before {epoch} are kept in {kept}."
+    )
 
 
 def _rng_state(generator: torch.Generator, device: torch.device) -> dict:
@@ -280,13 +323,8 @@ class PathRun:
             running = trainer.train_epoch(model, optimizer, generator)
             epoch += 1
             row = trainer.epoch_row(self.spec, model, epoch, running)
-            if not all(np.isfinite([row["train_loss"], row["test_loss"]])):
-                raise DivergenceError(
-                    f"{self.spec.name} diverged at epoch {epoch} (lr {self.spec.lr}): train loss "
-                    f"{row['train_loss']}, test loss {row['test_loss']}. Lower the learning rate "
-                    "(optimizer.main_lr / optimizer.subpath_lr) or use the mse/cross_entropy loss "
-                    f"that suits the model. Epochs before {epoch} are kept in {self.work}."
-                )
+            if diverged(row):
+                raise DivergenceError(divergence_message(self.spec, epoch, row, self.work))
             rows.append(row)
             if epoch in snap_epochs:
                 snapshots[snap_epochs.index(epoch)] = flat_parameters(model).cpu().numpy()
@@ -393,7 +431,12 @@ def run_main_segment(config: dict, data_path: str, end: int, out_dir: str, devic
 
 def run_subpath_group(config: dict, data_path: str, group: int, out_dir: str, device_name: str,
                       threads: int | None = None) -> None:
-    """Train the group's subpaths from their branch states; keep finished ones if one fails."""
+    """Train the group's subpaths from their branch states; keep finished ones if one fails.
+
+    engine.batched_subpaths picks K at once (lrdecay.batched) or one after another.
+    """
+    from lrdecay import batched  # imported here: lrdecay.batched builds on this module
+
     plan = Plan(config)
     device = resolve_device(device_name)
     configure_backend(config["engine"], device, threads)
@@ -401,15 +444,29 @@ def run_subpath_group(config: dict, data_path: str, group: int, out_dir: str, de
     trainer = Trainer(config, data, device)
     sub_epochs = config["schedule"]["subpath_epochs"]
     group_work = plan.resume_dir / f"subpath-group-{group:03d}"
-    failures = []
-    for branch in plan.subpath_groups[group]:
-        work = group_work / f"branch-{branch:04d}"
-        if (work / "metrics.csv").exists():
-            log.info("branch %d already finished in %s", branch, work)
-            continue
+    branches = plan.subpath_groups[group]
+    works = {b: group_work / f"branch-{b:04d}" for b in branches}
+    todo = [b for b in branches if not (works[b] / "metrics.csv").exists()]
+    for b in sorted(set(branches) - set(todo)):
+        log.info("branch %d already finished in %s", b, works[b])
+    mode = config["engine"]["batched_subpaths"]
+    if mode == "auto":  # measured: vmap is faster on GPUs, slower than one at a time on CPUs
+        mode = "vmap" if device.type == "cuda" else "sequential"
+    saved = batched.saved_members(group_work)
+    if mode == "vmap" and saved is not None and set(saved) <= set(branches):
+        todo = saved  # finish the interrupted batch as it was (its outputs are rewritten alike)
+    failures: list[str] = []
+    if mode == "vmap" and len(todo) > 1:
+        specs = [branch_spec(config, b) for b in todo]
+        failures = batched.BatchedGroupRun(
+            trainer, specs, sub_epochs, [works[b] for b in todo],
+            [plan.branch_state(b) for b in todo], group_work,
+        ).run()
+        todo = []
+    for branch in todo:  # one at a time (also K = 1 under vmap: the plain path)
         spec = branch_spec(config, branch)
         try:
-            PathRun(trainer, spec, branch, branch + sub_epochs, work,
+            PathRun(trainer, spec, branch, branch + sub_epochs, works[branch],
                     _load_into(plan.branch_state(branch), device), snapshot_start=True).run()
         except DivergenceError as err:
             failures.append(str(err))
