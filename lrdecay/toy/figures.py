@@ -1,0 +1,192 @@
+"""Figures of the toy model: Figure 3 (landscapes), Figure 4 (drift on M), and the extra figures
+(||w|| against the ODE, losses through the phases, final test loss against the decay step)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+from scipy.optimize import minimize  # noqa: E402
+
+from lrdecay.io import atomic_path  # noqa: E402
+from lrdecay.toy import model  # noqa: E402
+from lrdecay.toy.instance import FIG3_W_STAR, FIG3_X, Instance, figure3_instance  # noqa: E402
+
+
+def save(fig: plt.Figure, png: str | Path, pdf: str | Path) -> None:
+    """Write PNG and PDF atomically."""
+    for path, fmt in ((png, "png"), (pdf, "pdf")):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _min_norm_on(residual, w_start: np.ndarray) -> np.ndarray:
+    """Minimum-norm zero of a scalar residual (SLSQP), for models without a closed form."""
+    best = None
+    for s in (w_start, -w_start, w_start[::-1].copy()):
+        sol = minimize(lambda w: w @ w, s, jac=lambda w: 2 * w, method="SLSQP",
+                       constraints=[{"type": "eq", "fun": residual}],
+                       options={"ftol": 1e-14, "maxiter": 500})
+        if abs(residual(sol.x)) < 1e-8 and (best is None or sol.x @ sol.x < best @ best):
+            best = sol.x
+    return best
+
+
+def figure3(png: str, pdf: str, points: int, lim: float = 2.0) -> None:
+    """Paper Figure 3: train/test landscapes of linear regression, the diagonal network
+    y = (w^3)^T x and y = ||w||^2 w^T x on d = 2, n = 1, with the train-loss zero set, w* and the
+    minimum-norm interpolant."""
+    x = FIG3_X[:, 0]
+    g = np.linspace(-lim, lim, points)
+    W1, W2 = np.meshgrid(g, g)
+    W = np.stack([W1, W2], axis=-1)  # (P, P, 2)
+    inst = figure3_instance()
+    models = {
+        "linear  $y = w^\\top x$": lambda w: w,
+        "diagonal  $y = (w^{\\odot 3})^\\top x$": lambda w: w**3,
+        "ours  $y = \\|w\\|^2 w^\\top x$": lambda w: model.alpha(w, 2.0),
+    }
+    fig, axes = plt.subplots(2, 3, figsize=(13, 8.2))
+    for col, (name, pred) in enumerate(models.items()):
+        a_star = pred(FIG3_W_STAR)
+        resid = pred(W) @ x - a_star @ x
+        train = 0.5 * resid**2
+        test = 0.5 * np.sum((pred(W) - a_star) ** 2, axis=-1)
+        if col == 0:
+            w_min = x * (x @ FIG3_W_STAR) / (x @ x)
+        elif col == 2:
+            w_min = inst.w_dagger
+        else:
+            w_min = _min_norm_on(lambda w, p=pred, a=a_star: p(w) @ x - a @ x, FIG3_W_STAR * 0.7)
+        for row, (field, label) in enumerate(((train, "train"), (test, "test"))):
+            ax = axes[row, col]
+            cs = ax.contourf(W1, W2, field + 1e-6, levels=np.logspace(-4, 2, 25), norm=LogNorm(),
+                             cmap="viridis", extend="both")
+            ax.contour(W1, W2, resid, levels=[0.0], colors="white", linewidths=1.5)
+            ax.plot(*FIG3_W_STAR, "r*", ms=14, label="$w^*$")
+            if w_min is not None:
+                ax.plot(*w_min, "o", color="orange", mec="k", ms=8, label="min-norm interpolant")
+            ax.set_title(f"{label} loss, {name}", fontsize=9)
+            ax.set_aspect("equal")
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
+        fig.colorbar(cs, ax=axes[:, col], shrink=0.6)
+    axes[0, 0].legend(loc="lower left", fontsize=7)
+    fig.suptitle("Figure 3: d = 2, n = 1, w* = (-1, 0.5), X = (0.15, -0.7); white: train-loss "
+                 "zero set", fontsize=10)
+    save(fig, png, pdf)
+
+
+def _manifold_curve(inst: Instance, e_v: np.ndarray, rho_max: float, k: int = 300):
+    """Points of M in span{alpha*_X, e_v} with norms from ||w_dagger|| to rho_max (both signs)."""
+    rhos = inst.norm_dagger * (1 + np.linspace(0, 1, k) ** 2 * (rho_max / inst.norm_dagger - 1))
+    up = np.array([inst.manifold_point(r, e_v) for r in rhos])
+    down = np.array([inst.manifold_point(r, -e_v) for r in rhos])
+    return np.concatenate([down[::-1], up])
+
+
+def _drift_panel(ax, inst: Instance, e_u, e_v, traj_u, traj_v, rho_max, eta, sigma2, title):
+    curve = _manifold_curve(inst, e_v, rho_max)
+    ax.plot(curve @ e_u, curve @ e_v, "k-", lw=1.5, label="minima manifold M")
+    pts = curve[:: max(len(curve) // 24, 1)]
+    drift = np.array([model.effective_drift(p, inst.X, inst.gamma, eta, sigma2) for p in pts])
+    mag = np.linalg.norm(drift, axis=1, keepdims=True)
+    direction = drift / np.where(mag > 0, mag, 1)
+    ax.quiver(pts @ e_u, pts @ e_v, direction @ e_u, direction @ e_v, np.log10(mag[:, 0] + 1e-30),
+              cmap="coolwarm", angles="xy", scale=18, width=0.006)
+    for u, v in zip(traj_u, traj_v, strict=True):
+        ax.plot(u, v, "-", lw=0.6, alpha=0.6)
+        ax.plot(u[0], v[0], "k.", ms=5)
+    wd = inst.w_dagger
+    ax.plot(wd @ e_u, wd @ e_v, "o", color="orange", mec="k", ms=9, label="$w^\\dagger$")
+    ax.set_xlabel("$\\bar\\alpha^*_X$ coordinate")
+    ax.set_ylabel("$X^\\perp$ coordinate (path direction)")
+    ax.set_title(title, fontsize=9)
+    ax.set_aspect("equal", adjustable="datalim")
+
+
+def figure4(png: str, pdf: str, traces: dict, toy: dict) -> None:
+    """Figure 4: the drift of Eq. 3.15 on M (arrows, colour = log10 speed) with SGD paths over it:
+    (a) Figure 3's data (n = 1: C < 0 at w_dagger, paths settle at rho_inf); (b) the default
+    instance at the largest gamma (paths go to w_dagger). The ODE keeps w in span{alpha*_X, e_v},
+    so both panels are exact sections."""
+    g = max(traces)
+    tr = traces[g]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6))
+    inst1 = figure3_instance(g)
+    e_u = inst1.alpha_star_X / np.linalg.norm(inst1.alpha_star_X)
+    e_v = inst1.perp_basis[:, 0]
+    pts_u = tr["n1_w0"] * e_u[0] + tr["n1_w1"] * e_u[1]
+    pts_v = tr["n1_w0"] * e_v[0] + tr["n1_w1"] * e_v[1]
+    _drift_panel(axes[0], inst1, e_u, e_v, pts_u, pts_v, 1.8 * inst1.norm_dagger,
+                 toy["fig3_eta"], toy["fig3_sigma"] ** 2,
+                 f"(a) Figure 3 data, n = 1, gamma = {g:g}: C(w_dagger) < 0")
+    theta = np.linspace(0, 2 * np.pi, 200)
+    r_inf = float(tr["n1_rho_inf"])
+    axes[0].plot(r_inf * np.cos(theta), r_inf * np.sin(theta), "g--", lw=1,
+                 label="$\\|w\\| = \\rho_\\infty$ (C = 0)")
+    axes[0].legend(fontsize=7, loc="lower left")
+    inst2 = Instance(tr["X"], tr["w_star"], g)
+    rho_max = 1.05 * float(np.max(np.hypot(tr["main_u"], tr["main_v"])))
+    _drift_panel(axes[1], inst2, tr["e_u"], tr["e_v"], tr["main_u"], tr["main_v"], rho_max,
+                 toy["eta_large"], toy["sigma"] ** 2 / toy["batch_size"],
+                 f"(b) d = {inst2.d}, n = {inst2.n}, gamma = {g:g}: SGD paths (projected)")
+    axes[1].legend(fontsize=7, loc="lower left")
+    save(fig, png, pdf)
+
+
+def norm_vs_ode(png: str, pdf: str, traces: dict) -> None:
+    """Mean ||w|| of label-noise SGD (+- 2 SE) against Eq. 3.15, at eta and eta/2, per gamma."""
+    fig, axes = plt.subplots(1, len(traces), figsize=(5 * len(traces), 4), squeeze=False)
+    for ax, (g, tr) in zip(axes[0], sorted(traces.items()), strict=True):
+        for name, color in (("eta", "C0"), ("eta/2", "C1"), ("sigma*sqrt2", "C2")):
+            t = tr[f"lemma_t_{name}"]
+            scale = t[-1]
+            m, se = tr[f"lemma_sgd_mean_{name}"], tr[f"lemma_sgd_se_{name}"]
+            ax.fill_between(t / scale, m - 2 * se, m + 2 * se, color=color, alpha=0.25)
+            ax.plot(t / scale, m, color=color, lw=1, label=f"SGD mean, {name}")
+            ax.plot(tr[f"lemma_ode_t_{name}"] / scale, tr[f"lemma_ode_norm_{name}"], "--",
+                    color=color, lw=1.5, label=f"ODE 3.15, {name}")
+        ax.axhline(float(tr["norm_dagger"]), color="k", lw=0.8, ls=":", label="$\\|w^\\dagger\\|$")
+        ax.set_title(f"gamma = {g:g}")
+        ax.set_xlabel("t / run length (each run spans the same multiple of its tau_II)")
+        ax.set_ylabel("||w||")
+    axes[0, 0].legend(fontsize=7)
+    save(fig, png, pdf)
+
+
+def phases(png: str, pdf: str, traces: dict) -> None:
+    """Train and test loss (mean over replicas) through Phases I-II with the derived noise floor."""
+    fig, axes = plt.subplots(1, len(traces), figsize=(5 * len(traces), 4), squeeze=False)
+    for ax, (g, tr) in zip(axes[0], sorted(traces.items()), strict=True):
+        t = tr["main_t"]
+        ax.plot(t, tr["main_train_mean"], label="train loss")
+        ax.plot(t, tr["main_floor_mean"], "--", label="floor (eta sigma^2/4) tr H")
+        ax.plot(t, tr["main_test_mean"], label="test loss")
+        ax.axhline(float(tr["test_loss_dagger"]), color="k", ls=":", label="test loss at w_dagger")
+        ax.axvline(float(tr["k1"]) * float(tr["eta"]), color="grey", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_xlabel("paper time t = k eta (grey: end of Phase I)")
+        ax.set_title(f"gamma = {g:g}")
+    axes[0, 0].legend(fontsize=7)
+    save(fig, png, pdf)
+
+
+def late_decay(png: str, pdf: str, traces: dict) -> None:
+    """Final test loss after Phase III against the decay step (mean +- 1 SE over replicas)."""
+    fig, axes = plt.subplots(1, len(traces), figsize=(5 * len(traces), 4), squeeze=False)
+    for ax, (g, tr) in zip(axes[0], sorted(traces.items()), strict=True):
+        ax.errorbar(tr["decay_t"], tr["decay_final_mean"], yerr=tr["decay_final_se"], fmt="o-",
+                    capsize=3, label="after Phase III")
+        ax.axhline(float(tr["test_loss_dagger"]), color="k", ls=":", label="test loss at w_dagger")
+        ax.set_xlabel("decay time t = k eta_L")
+        ax.set_ylabel("final test loss")
+        ax.set_title(f"gamma = {g:g}")
+    axes[0, 0].legend(fontsize=7)
+    save(fig, png, pdf)

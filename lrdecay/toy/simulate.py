@@ -1,0 +1,187 @@
+"""Simulators of the toy model, vectorised over replicas (rows of `w`).
+
+Time convention (tested in tests/toy/test_simulate.py): paper time t = k * eta after k steps of
+learning rate eta. Label-noise SGD with minibatch B and label-noise std sigma has gradient-noise
+covariance (sigma^2 / B) * (1/n) A X X^T A on M, i.e. it is the SDE 3.7 with sigma^2 -> sigma^2 / B.
+
+- :func:`sgd`: discrete label-noise SGD (what is actually run; everything else is a model of it).
+- :func:`langevin_sde`: Eq. 3.4, dw = -grad L dt + sqrt(eta) dB, by Euler-Maruyama.
+- :func:`label_noise_sde`: Eq. 3.7 with sigma(w) = (sigma / sqrt n) A(w) X (B.7), Euler-Maruyama.
+- :func:`effective_ode`: Eq. 3.15 integrated on M (RK4 plus a retraction onto M).
+- :func:`gradient_flow`: Eq. 3.18 by small-step gradient descent (Phase III, Theorem 3.6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from lrdecay.config import ConfigError
+from lrdecay.toy import model
+from lrdecay.toy.instance import Instance
+
+Recorder = Callable[[np.ndarray], dict]
+
+
+class DivergenceError(ConfigError):
+    """The simulated iterates left any bounded region: the step size is too large."""
+
+
+def _guard(w: np.ndarray, eta: float, key: str, step: int) -> None:
+    if not np.all(np.isfinite(w)) or np.max(np.abs(w)) > 1e6:
+        raise DivergenceError(
+            f"config key {key} = {eta}: the iterates diverged at step {step} "
+            "(non-finite or |w| > 1e6); use a smaller step size"
+        )
+
+
+def basic_stats(inst: Instance) -> Recorder:
+    """Per-replica train loss, test loss and ||w||."""
+
+    def record(w: np.ndarray) -> dict:
+        return {"train": inst.train_loss(w), "test": inst.test_loss(w),
+                "norm": np.linalg.norm(w, axis=-1)}
+
+    return record
+
+
+def _stack(records: list[dict]) -> dict:
+    return {k: np.stack([r[k] for r in records], axis=-1) for k in records[0]}
+
+
+def sgd(inst: Instance, w0: np.ndarray, eta: float, sigma: float, steps: int, batch: int,
+        rng: np.random.Generator, record_every: int, recorder: Recorder | None = None,
+        snapshot_steps: list[int] | tuple = (), key: str = "toy.eta_large") -> dict:
+    """Label-noise SGD: each step draws a minibatch of `batch` samples per replica (with
+    replacement), adds N(0, sigma^2) noise to their labels and takes a gradient step.
+
+    Returns {"t": paper times (T,), <recorder keys>: (R, T), "snapshots": {step: (R, d)}}.
+    """
+    w = np.array(w0, dtype=float, copy=True)
+    R, d = w.shape
+    Xt = inst.X.T  # (n, d)
+    y = Xt @ inst.alpha_star  # (n,)
+    gamma = inst.gamma
+    recorder = recorder or basic_stats(inst)
+    records, times, snaps = [], [], {}
+    wanted = set(snapshot_steps)
+    chunk = 512  # draw indices and label noise in blocks: one RNG call per block, not per step
+    for k in range(steps + 1):
+        if k % record_every == 0 or k == steps:
+            _guard(w, eta, key, k)
+            records.append(recorder(w))
+            times.append(k * eta)
+        if k in wanted:
+            snaps[k] = w.copy()
+        if k == steps:
+            break
+        j = k % chunk
+        if j == 0:
+            idx_block = rng.integers(inst.n, size=(chunk, R, batch))
+            noise_block = sigma * rng.standard_normal((chunk, R, batch)) if sigma else None
+        idx = idx_block[j]
+        x = Xt[idx]  # (R, B, d)
+        rho = np.sqrt(np.einsum("rd,rd->r", w, w))[:, None]
+        a = rho**gamma * w
+        res = np.einsum("rbd,rd->rb", x, a) - y[idx]
+        if noise_block is not None:
+            res -= noise_block[j]
+        g_alpha = np.einsum("rb,rbd->rd", res, x) / batch
+        wbar = w / rho
+        grad = rho**gamma * (g_alpha + gamma * np.einsum("rd,rd->r", wbar, g_alpha)[:, None] * wbar)
+        w -= eta * grad
+    out = _stack(records)
+    out["t"] = np.array(times)
+    out["snapshots"] = snaps
+    out["final"] = w
+    return out
+
+
+def langevin_sde(inst: Instance, w0: np.ndarray, eta: float, dt: float, steps: int,
+                 rng: np.random.Generator, record_every: int, recorder: Recorder) -> dict:
+    """Eq. 3.4 (Phase I): dw = -grad L dt + sqrt(eta) dB, Euler-Maruyama with step dt."""
+    w = np.array(w0, dtype=float, copy=True)
+    records, times = [], []
+    for k in range(steps + 1):
+        if k % record_every == 0 or k == steps:
+            _guard(w, eta, "toy.eta_large", k)
+            records.append(recorder(w))
+            times.append(k * dt)
+        if k == steps:
+            break
+        w += -inst.grad(w) * dt + np.sqrt(eta * dt) * rng.standard_normal(w.shape)
+    out = _stack(records)
+    out["t"] = np.array(times)
+    out["final"] = w
+    return out
+
+
+def label_noise_sde(inst: Instance, w0: np.ndarray, eta: float, sigma2: float, dt: float,
+                    steps: int, rng: np.random.Generator, record_every: int,
+                    recorder: Recorder | None = None) -> dict:
+    """Eq. 3.7: dw = -grad L dt + sqrt(eta) (sigma / sqrt n) A(w) X dB_n, Euler-Maruyama."""
+    w = np.array(w0, dtype=float, copy=True)
+    R = w.shape[0]
+    recorder = recorder or basic_stats(inst)
+    scale = np.sqrt(eta * sigma2 / inst.n * dt)
+    records, times = [], []
+    for k in range(steps + 1):
+        if k % record_every == 0 or k == steps:
+            _guard(w, eta, "toy.eta_large", k)
+            records.append(recorder(w))
+            times.append(k * dt)
+        if k == steps:
+            break
+        noise = rng.standard_normal((R, inst.n)) @ inst.X.T  # X dB_n, (R, d)
+        w += -inst.grad(w) * dt + scale * model.apply_A(w, noise, inst.gamma)
+    out = _stack(records)
+    out["t"] = np.array(times)
+    out["final"] = w
+    return out
+
+
+def effective_ode(inst: Instance, w_m0: np.ndarray, eta: float, sigma2: float, t_end: float,
+                  dt: float, record_every: int = 1) -> dict:
+    """Integrate Eq. 3.15 from a point of M by RK4 with step dt, retracting onto M every step.
+
+    Returns {"t": (T,), "w": (T, d), "norm": (T,)}.
+    """
+    X, g = inst.X, inst.gamma
+    w = inst.retract(np.asarray(w_m0, dtype=float))
+    steps = int(np.ceil(t_end / dt))
+
+    def f(v: np.ndarray) -> np.ndarray:
+        return model.effective_drift(v, X, g, eta, sigma2)
+
+    ts, ws = [0.0], [w.copy()]
+    for k in range(1, steps + 1):
+        k1 = f(w)
+        k2 = f(w + 0.5 * dt * k1)
+        k3 = f(w + 0.5 * dt * k2)
+        k4 = f(w + dt * k3)
+        w = inst.retract(w + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4))
+        if k % record_every == 0 or k == steps:
+            ts.append(k * dt)
+            ws.append(w.copy())
+    W = np.array(ws)
+    return {"t": np.array(ts), "w": W, "norm": np.linalg.norm(W, axis=1)}
+
+
+def gradient_flow(inst: Instance, w0: np.ndarray, h: float, steps: int, record_every: int,
+                  recorder: Recorder) -> dict:
+    """Eq. 3.18 by gradient descent with step h (paper time t = k h)."""
+    w = np.array(w0, dtype=float, copy=True)
+    records, times = [], []
+    for k in range(steps + 1):
+        if k % record_every == 0 or k == steps:
+            _guard(w, h, "toy.eta_small", k)
+            records.append(recorder(w))
+            times.append(k * h)
+        if k == steps:
+            break
+        w -= h * inst.grad(w)
+    out = _stack(records)
+    out["t"] = np.array(times)
+    out["final"] = w
+    return out

@@ -1,0 +1,106 @@
+# Section 3 toy model (lrdecay.toy): SGD/SDE/ODE simulations, the checks table, Figures 3 and 4.
+# Thin rules; the maths and the criteria live in lrdecay/toy. Runs on CPU in about a minute.
+import lrdecay.toy.instance
+
+try:
+    lrdecay.toy.instance.check_toy_config(config["toy"])  # n < d, gamma > -1, stable step size
+except lrdecay.config.ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
+TOY_DIR = f"{RUN_DIR}/toy"
+TOY_GAMMAS = [f"{g:g}" for g in config["toy"]["gammas"]]
+TOY_CATEGORY = "Toy model (Section 3)"
+TOY_FIGURES = ["figure3", "figure4", "norm_vs_ode", "phases", "late_decay"]
+
+
+wildcard_constraints:
+    gamma=r"-?[0-9.]+(e-?[0-9]+)?",
+
+
+rule toy_checks:
+    output:
+        instance=f"{TOY_DIR}/gamma-{{gamma}}/instance.npz",
+        table=f"{TOY_DIR}/gamma-{{gamma}}/checks.csv",
+        traces=f"{TOY_DIR}/gamma-{{gamma}}/traces.npz",
+    params:
+        toy=config["toy"],
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+        gpu=0,
+    script:
+        "../scripts/toy_checks.py"
+
+
+rule toy_table:
+    input:
+        expand(f"{TOY_DIR}/gamma-{{gamma}}/checks.csv", gamma=TOY_GAMMAS),
+    output:
+        report(
+            f"{TOY_DIR}/checks.csv",
+            caption="../report/toy-checks.rst",
+            category=TOY_CATEGORY,
+        ),
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+        gpu=0,
+    script:
+        "../scripts/toy_table.py"
+
+
+rule toy_figure3:
+    output:
+        png=report(
+            f"{TOY_DIR}/figure3.png", caption="../report/toy-figure3.rst", category=TOY_CATEGORY
+        ),
+        pdf=f"{TOY_DIR}/figure3.pdf",
+    params:
+        toy=config["toy"],
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+        gpu=0,
+    script:
+        "../scripts/toy_figure3.py"
+
+
+rule toy_figures:
+    input:
+        traces=expand(f"{TOY_DIR}/gamma-{{gamma}}/traces.npz", gamma=TOY_GAMMAS),
+    output:
+        fig4_png=report(
+            f"{TOY_DIR}/figure4.png", caption="../report/toy-figure4.rst", category=TOY_CATEGORY
+        ),
+        fig4_pdf=f"{TOY_DIR}/figure4.pdf",
+        norm_png=report(
+            f"{TOY_DIR}/norm_vs_ode.png",
+            caption="../report/toy-norm_vs_ode.rst",
+            category=TOY_CATEGORY,
+        ),
+        norm_pdf=f"{TOY_DIR}/norm_vs_ode.pdf",
+        phases_png=report(
+            f"{TOY_DIR}/phases.png", caption="../report/toy-phases.rst", category=TOY_CATEGORY
+        ),
+        phases_pdf=f"{TOY_DIR}/phases.pdf",
+        decay_png=report(
+            f"{TOY_DIR}/late_decay.png",
+            caption="../report/toy-late_decay.rst",
+            category=TOY_CATEGORY,
+        ),
+        decay_pdf=f"{TOY_DIR}/late_decay.pdf",
+    params:
+        toy=config["toy"],
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+        gpu=0,
+    script:
+        "../scripts/toy_figures.py"
+
+
+TOY_TARGETS = [f"{TOY_DIR}/checks.csv"] + [f"{TOY_DIR}/{name}.png" for name in TOY_FIGURES]

@@ -1,0 +1,6 @@
+"""Simulate one gamma of the toy model and measure every check (lrdecay.toy.checks)."""
+
+from lrdecay.toy.pipeline import run_checks
+
+run_checks(snakemake.params.toy, float(snakemake.wildcards.gamma),  # noqa: F821
+           snakemake.output.instance, snakemake.output.table, snakemake.output.traces)  # noqa: F821
