@@ -1,9 +1,11 @@
+import os
+
 # lrdecay: the whole study of Ren, Ma & Ying (AISTATS 2024) as one DAG.
 # Stages: data -> main-path segments -> subpath groups -> trajectories/metrics -> PCA ->
 # landscape shards -> figures and report; plus the Section 3 toy model.
 
 
-configfile: "config.yaml"
+configfile: os.path.join(workflow.basedir, "config.yaml")  # the quick preset, wherever snakemake runs
 
 
 include: "workflow/rules/common.smk"

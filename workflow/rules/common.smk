@@ -19,6 +19,7 @@ except lrdecay.config.ConfigError as err:
 PLAN = lrdecay.config.Plan(config)
 RUN_DIR = str(PLAN.run_dir)
 GPU = 1 if config["device"] == "cuda" else 0
+CONDA_ENV = "../envs/lrdecay.yaml"  # relative to the rule files in workflow/rules/
 
 
 wildcard_constraints:
@@ -64,6 +65,16 @@ def group_inputs(wildcards):
     """Main-path segments that hold the branch states of this subpath group."""
     ends = {PLAN.segment_holding(b) for b in PLAN.subpath_groups[int(wildcards.group)]}
     return [str(PLAN.segment_dir(end)) for end in sorted(ends)]
+
+
+def figure(name, caption):
+    """PNG (shown in the report) and PDF of one figure."""
+    png = report(
+        f"{RUN_DIR}/figures/{name}.png",
+        caption=f"../report/{caption}.rst",
+        category="Figures (Section 2)",
+    )
+    return [png, f"{RUN_DIR}/figures/{name}.pdf"]
 
 
 SEGMENT_DIRS = [str(PLAN.segment_dir(end)) for end in [0, *PLAN.segment_ends]]

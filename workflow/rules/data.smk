@@ -14,5 +14,7 @@ rule prepare_data:
         mem_mb=4000,
         runtime=20,
         gpu=0,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/prepare_data.py"

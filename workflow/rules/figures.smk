@@ -1,16 +1,6 @@
 # Figures 1 and 2 (lrdecay/figures.py), computed from the result tables.
 
 
-def figure(name, caption):
-    """PNG (shown in the report) and PDF of one figure."""
-    png = report(
-        f"{RUN_DIR}/figures/{name}.png",
-        caption=f"../report/{caption}.rst",
-        category="Figures (Section 2)",
-    )
-    return [png, f"{RUN_DIR}/figures/{name}.pdf"]
-
-
 rule figure1:
     input:
         metrics=f"{RUN_DIR}/metrics.csv",
@@ -31,6 +21,8 @@ rule figure1:
         mem_mb=2000,
         runtime=10,
         gpu=0,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/figure1.py"
 
@@ -49,5 +41,7 @@ rule figure2:
         mem_mb=2000,
         runtime=10,
         gpu=0,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/figure2.py"

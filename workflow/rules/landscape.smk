@@ -18,6 +18,8 @@ rule landscape_shard:
         mem_mb=mem_mb,
         runtime=runtime_for(PLAN.grid_points / PLAN.n_shards),
         gpu=GPU,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/landscape_shard.py"
 
@@ -38,5 +40,7 @@ rule landscape_gather:
         mem_mb=2000,
         runtime=10,
         gpu=0,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/landscape_gather.py"

@@ -22,5 +22,7 @@ rule pca:
         mem_mb=8000,
         runtime=60,
         gpu=0,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/pca.py"

@@ -18,6 +18,8 @@ rule main_segment:
         mem_mb=mem_mb,
         runtime=runtime_for(config["schedule"]["segment_epochs"]),
         gpu=GPU,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/main_segment.py"
 
@@ -40,6 +42,8 @@ rule subpath_group:
             config["schedule"]["subpath_epochs"] * config["schedule"]["subpaths_per_job"]
         ),
         gpu=GPU,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/subpath_group.py"
 
@@ -62,5 +66,7 @@ rule gather_training:
         mem_mb=4000,
         runtime=30,
         gpu=0,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/gather_training.py"
