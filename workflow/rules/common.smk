@@ -1,7 +1,7 @@
 # Config validation and the helpers that turn config into file lists (one place, no lambdas
 # scattered through rules). lrdecay.config.Plan is the single source of epochs, jobs and layout.
 import sys
-from pathlib import Path
+from shutil import which
 
 sys.path.insert(0, workflow.basedir)  # import the package from this checkout even if not installed
 
@@ -18,7 +18,9 @@ except lrdecay.config.ConfigError as err:
 
 PLAN = lrdecay.config.Plan(config)
 RUN_DIR = str(PLAN.run_dir)
-GPU = 1 if config["device"] == "cuda" else 0
+# GPU jobs get resources gpu=1, so `--resources gpu=N` caps them and SLURM requests a GPU.
+# device "auto" counts as GPU where an NVIDIA driver is installed (cheap: torch is not imported).
+GPU = int(config["device"] == "cuda" or (config["device"] == "auto" and bool(which("nvidia-smi"))))
 CONDA_ENV = "../envs/lrdecay.yaml"  # relative to the rule files in workflow/rules/
 
 
