@@ -1,0 +1,82 @@
+"""Small fast versions of the checks, and the config errors (n >= d, gamma <= -1, divergence)."""
+
+import numpy as np
+import pytest
+
+import lrdecay.config as C
+from lrdecay.toy import checks
+from lrdecay.toy.instance import check_toy_config, make_instance
+
+
+def _passes(rows):
+    return {r["check"]: r["pass"] for r in rows}
+
+
+def test_min_norm_and_curvature_checks(small_toy):
+    inst = make_instance(small_toy, 1.0)
+    rng = np.random.default_rng(0)
+    rows = checks.check_minimum_norm(inst, rng, 2) + checks.check_curvature(inst, rng, 200)
+    assert all(_passes(rows).values()), rows
+
+
+def test_theorem_3_4_rows_detect_the_printed_constants(small_toy):
+    inst = make_instance(dict(small_toy, d=30, n=5), 2.0)
+    w_m0 = inst.manifold_point(1.5 * inst.norm_dagger, inst.perp_basis[:, 0])
+    rows, _ = checks.check_theorem_3_4_ode(inst, 0.005, 1.0, w_m0, 200.0, 200)
+    got = _passes(rows)
+    assert got == {"norm_rate_closed_form": True, "eq_3_17_proof_B": True,
+                   "eq_3_17_printed_B": True, "local_rate_ode": True}
+    printed = next(r for r in rows if r["check"] == "eq_3_17_printed_B")
+    assert printed["measured"] < 1  # the printed B (C d) is violated
+
+
+def test_phase3_rate_check(small_toy):
+    inst = make_instance(small_toy, 1.0)
+    rng = np.random.default_rng(1)
+    starts = np.array([inst.manifold_point(1.3 * inst.norm_dagger, rng.standard_normal(inst.d))
+                       for _ in range(2)]) + 0.01 * rng.standard_normal((2, inst.d))
+    (row,) = checks.check_phase3_rate(inst, starts, 0.005)
+    assert row["pass"] and row["measured"] >= 0.99
+
+
+def test_energy_distance_detects_shift():
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((60, 3)), rng.standard_normal((60, 3))
+    assert checks.permutation_pvalue(a, b + 2.0, rng, 50) < 0.05
+    assert checks.energy_distance(a, b) < checks.energy_distance(a, b + 2.0)
+
+
+def test_run_gamma_small_instance_all_rows_pass(small_toy):
+    """The whole check suite on a small instance (d = 8, n = 3)."""
+    inst, rows, traces = checks.run_gamma(small_toy, 1.0)
+    failed = [(r["check"], r["measured"], r["criterion"]) for r in rows if not r["pass"]]
+    assert not failed
+    assert {"theorem_3_1", "lemma_3_3_tracking", "late_decay_monotone", "control_sigma0",
+            "n1_limit_sgd", "theorem_3_6"} <= {r["check"] for r in rows}
+
+
+def _config(toy_overrides):
+    return C.load(C.REPO_ROOT / "config.yaml", overrides={"toy": toy_overrides})
+
+
+def test_config_n_not_below_d():
+    cfg = _config({"d": 5, "n": 5})
+    with pytest.raises(C.ConfigError, match=r"toy.n = 5: must be < toy.d = 5"):
+        check_toy_config(cfg["toy"])
+
+
+def test_config_gamma_not_above_minus_one():
+    with pytest.raises(C.ConfigError, match=r"toy.gammas.0 = -1"):
+        _config({"gammas": [-1]})
+    with pytest.raises(C.ConfigError, match=r"gamma = 0"):
+        check_toy_config(_config({"gammas": [0]})["toy"])
+
+
+def test_config_diverging_step_size():
+    cfg = _config({"eta_large": 0.5, "eta_small": 0.01})
+    with pytest.raises(C.ConfigError, match=r"toy.eta_large = 0.5: SGD diverges"):
+        check_toy_config(cfg["toy"])
+
+
+def test_default_config_is_valid():
+    check_toy_config(_config({})["toy"])
