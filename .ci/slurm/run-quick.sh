@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The quick preset's whole DAG through a real (single-node, localhost) SLURM cluster, compared
+# with a local run of the same DAG. Returns non-zero on any failure; stops every daemon it
+# started, whatever happens.
+#
+#   .ci/slurm/run-quick.sh
+#
+# Environment: LRDECAY_SLURM_LIMIT (seconds for the SLURM run, default 1200), SNAKEMAKE,
+# PYTHON (default: the checkout's .venv), LRDECAY_SLURM_KEEP=1 keeps the work folder.
+# Must run as root (it starts munged/slurmctld/slurmd and links /etc/slurm/slurm.conf).
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+SNAKEMAKE="${SNAKEMAKE:-$ROOT/.venv/bin/snakemake}"
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
+LIMIT="${LRDECAY_SLURM_LIMIT:-1200}"
+t0=$SECONDS
+say() { echo "[run-quick $(date +%T) +$((SECONDS - t0))s] $*"; }
+
+WORK="$(mktemp -d /tmp/lrdecay-slurm-quick.XXXXXX)"
+cleanup() {
+    local rc=$?
+    "$HERE/cluster.sh" stop || true
+    if [[ $rc -eq 0 && "${LRDECAY_SLURM_KEEP:-0}" != 1 ]]; then rm -rf "$WORK"; fi
+    [[ $rc -eq 0 ]] || say "FAILED (rc $rc); work folder kept: $WORK"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A snapshot of the checkout (without venv, git, results), so both runs see the same sources
+# and neither touches the checkout's results/ or .snakemake/.
+say "copying the workflow to $WORK/src"
+mkdir -p "$WORK/src"
+tar -C "$ROOT" --exclude=./.venv --exclude=./.git --exclude=./results --exclude=./.snakemake \
+    --exclude=./data --exclude='__pycache__' --exclude=./.ci -cf - . | tar -C "$WORK/src" -xf -
+# Jobs import lrdecay from the snapshot, not from the checkout the venv points to.
+export PYTHONPATH="$WORK/src${PYTHONPATH:+:$PYTHONPATH}"
+cd "$WORK/src"
+
+"$HERE/install.sh"
+"$HERE/cluster.sh" start
+
+say "reference: local run (profiles/default)"
+"$SNAKEMAKE" --profile profiles/default --cores 2 --nocolor \
+    --config output_dir="$WORK/local" >"$WORK/local.log" 2>&1 \
+    || { tail -n 60 "$WORK/local.log"; say "local run failed"; exit 1; }
+say "local run done"
+
+say "SLURM run (profiles/slurm-ci), limit ${LIMIT}s"
+set +e
+timeout -k 30 "$LIMIT" "$SNAKEMAKE" --profile profiles/slurm-ci --nocolor \
+    --config output_dir="$WORK/slurm" >"$WORK/slurm.log" 2>&1
+rc=$?
+set -e
+grep -E "submitted with SLURM jobid|Error|error|Falling back" "$WORK/slurm.log" || true
+if [[ $rc -ne 0 ]]; then
+    tail -n 80 "$WORK/slurm.log"
+    [[ $rc -eq 124 || $rc -eq 137 ]] && say "SLURM run timed out after ${LIMIT}s"
+    say "SLURM run failed (rc $rc)"; exit 1
+fi
+n_jobs="$(grep -c 'submitted with SLURM jobid' "$WORK/slurm.log" || true)"
+n_planned="$(grep -oE '^total +[0-9]+' "$WORK/slurm.log" | head -n1 | awk '{print $2}')"
+say "SLURM run done: $n_jobs sbatch jobs (DAG: $n_planned jobs, incl. the local rule all)"
+# Every job except the local target rule(s) went through sbatch.
+[[ "$n_jobs" -ge 1 ]] || { say "no job was submitted to SLURM"; exit 1; }
+
+run_name="$("$PYTHON" -c 'import yaml; print(yaml.safe_load(open("config.yaml"))["run_name"])')"
+say "comparing tables and arrays: local vs SLURM"
+"$PYTHON" "$HERE/compare_outputs.py" "$WORK/local/$run_name" "$WORK/slurm/$run_name"
+say "OK: quick DAG through SLURM matches the local run (total $((SECONDS - t0)) s)"
