@@ -455,7 +455,8 @@ def check_n1_limit(toy: dict, gamma: float, rng: np.random.Generator) -> tuple[l
     rel_ode = abs(ode["norm"][-1] / rho_inf - 1)
     rows.append(_row(gamma, "n1_limit_ode", "n = 1: Eq. 3.15 from 1.6 ||w_dagger|| settles at "
                      "||w_dagger|| (gamma+2)^(1/(2+2gamma)) (derived)", "Eq. 3.15", ode["norm"][-1],
-                     rho_inf, f"|rho(T)/rho_inf - 1| <= |rho(0)/rho_inf - 1| exp(-{toy['n1_timescales']}) + 1e-6",
+                     rho_inf, "|rho(T)/rho_inf - 1| <= |rho(0)/rho_inf - 1| "
+                     f"exp(-{toy['n1_timescales']}) + 1e-6",
                      rel_ode <= abs(ode["norm"][0] / rho_inf - 1) * np.exp(-toy["n1_timescales"])
                      + 1e-6))
     R = toy["replicas"]

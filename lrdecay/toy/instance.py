@@ -100,7 +100,7 @@ class Instance:
         return model.grad_train(w, self.X, self.alpha_star, self.gamma)
 
     def manifold_point(self, rho: float, r_perp: np.ndarray) -> np.ndarray:
-        """Proposition B.3: the point of M with norm rho >= ||w_dagger|| and X_perp direction r_perp.
+        """Proposition B.3: the point of M of norm rho >= ||w_dagger|| and X_perp direction r_perp.
 
         w = lambda alpha*_X + sqrt(rho^2 - lambda^2 ||alpha*_X||^2) rbar, lambda = rho^(-gamma).
         """

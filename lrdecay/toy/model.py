@@ -1,4 +1,4 @@
-"""The Section 3 model y = ||w||^gamma w^T x: losses, gradient (A.1), Hessian, and the Phase II maths.
+"""The Section 3 model y = ||w||^gamma w^T x: losses, gradient (A.1), Hessian, Phase II maths.
 
 Every function is pure numpy (float64). Parameters are batched over replicas where that is what the
 simulators need: `w` is (d,) or (R, d); matrices are built for one point only.
@@ -65,7 +65,7 @@ def hessian_gn(w: Array, X: Array, gamma: float) -> Array:
 
 
 def normal_matrix(w: Array, X: Array, gamma: float) -> Array:
-    """(1/n) X^T A^2 X (n x n): its eigenvalues are the nonzero Hessian eigenvalues on M (Thm 3.6)."""
+    """(1/n) X^T A^2 X (n x n): its eigenvalues are the nonzero Hessian eigenvalues on M."""
     AX = A_matrix(w, gamma) @ X
     return AX.T @ AX / X.shape[1]
 
@@ -97,7 +97,7 @@ def curvature_C(w: Array, X: Array, gamma: float) -> Array:
 
 
 def effective_drift(w: Array, X: Array, gamma: float, eta: float, sigma2: float) -> Array:
-    """Eq. 3.15 at one point of M: -A ||w||^(2 gamma - 1) C(w) P_T wbar, A = eta sigma^2 gamma / 2."""
+    """Eq. 3.15 at a point of M: -A ||w||^(2 gamma - 1) C(w) P_T wbar, A = eta sigma^2 gamma/2."""
     rho = np.linalg.norm(w)
     wbar = w / rho
     coef = eta * sigma2 * gamma / 2.0 * rho ** (2 * gamma - 1) * curvature_C(w, X, gamma)
@@ -127,7 +127,7 @@ def local_rate_exact(C_dagger: float, rho_dagger: float, gamma: float, eta: floa
 
 
 def local_rate_paper_B19(C_inf: float, gamma: float, eta: float, sigma2: float) -> float:
-    """The rate printed in Eq. B.19: sigma^2 eta C gamma (2 gamma - 1) / (2 (gamma+1)^2), C = inf C."""
+    """Rate printed in Eq. B.19: sigma^2 eta C gamma (2 gamma - 1) / (2 (gamma+1)^2), C = inf C."""
     return sigma2 * eta * C_inf * gamma * (2 * gamma - 1) / (2 * (gamma + 1) ** 2)
 
 
