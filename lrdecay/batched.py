@@ -84,6 +84,8 @@ class StackedModels:
         # Per model: gradients, loss and correct count; dropout masks differ between models.
         self.grad_fn = vmap(grad_and_value(loss_of, has_aux=True), randomness="different")
         self.eval_fn = vmap(loss_of, in_dims=(0, None, None))
+        if trainer.engine["compile"]:  # one graph for the K models' forward and backward
+            self.grad_fn = torch.compile(self.grad_fn)
 
     def train_step(self, params: dict, x: torch.Tensor, y: torch.Tensor):
         self.model.train()

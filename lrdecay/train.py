@@ -92,7 +92,8 @@ def loss_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Ten
 
 def flat_parameters(model: nn.Module) -> torch.Tensor:
     """(n_params,) float32 copy of the parameters in named_parameters order."""
-    return torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+    # reshape, not view: channels_last conv weights are not contiguous in NCHW order.
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
 class Trainer:

@@ -1,0 +1,94 @@
+"""K subpaths trained at once (vmap) give the parameters they get trained one at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lrdecay import batched, io, train
+from lrdecay import config as lrconfig
+from tests.test_train import conv_config, engine_config, outputs, train_all
+
+
+def relative_error(a: bytes, b: bytes) -> float:
+    x, y = np.frombuffer(a, np.float32), np.frombuffer(b, np.float32)
+    return float(np.abs(x - y).max() / np.abs(y).max())
+
+
+@pytest.mark.parametrize("make", [engine_config, conv_config], ids=["mlp", "vgg_small"])
+def test_three_subpaths_batched_equal_sequential(tmp_path: Path, make) -> None:
+    """K = 3, a few epochs: same snapshots (rel. error < 1e-5) and metrics as one at a time."""
+    sequential = make(tmp_path / "seq", engine={"batched_subpaths": "sequential"})
+    vmapped = make(tmp_path / "vmap", engine={"batched_subpaths": "vmap"})
+    assert [len(g) for g in lrconfig.Plan(vmapped).subpath_groups][0] == 3
+    train_all(sequential)
+    train_all(vmapped)
+    a, b = outputs(vmapped), outputs(sequential)
+    assert a.keys() == b.keys()
+    for key in a:
+        if key.endswith(".npy"):
+            assert relative_error(a[key], b[key]) < 1e-5, key
+        else:
+            pd.testing.assert_frame_equal(a[key], b[key], rtol=1e-4, atol=1e-5, obj=key)
+
+
+def test_one_subpath_falls_back_to_the_plain_path(tmp_path: Path, monkeypatch) -> None:
+    config = engine_config(tmp_path, engine={"batched_subpaths": "vmap"},
+                           schedule={"subpaths_per_job": 1})
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("K = 1 must not go through the batched engine")
+
+    monkeypatch.setattr(batched, "BatchedGroupRun", refuse)
+    train_all(config)
+    assert len(outputs(config)) > 0
+
+
+def _poison(config: dict, branch: int) -> Path:
+    """Rewrite the main-path state at `branch` with NaN weights (a valid, checksummed file)."""
+    path = lrconfig.Plan(config).branch_state(branch)
+    state = io.load_checkpoint(path, fix="")
+    state["model"] = {k: torch.full_like(v, float("nan")) for k, v in state["model"].items()}
+    io.save_checkpoint(path, state)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["vmap", "sequential"])
+def test_diverging_subpath_spares_the_others_and_is_the_only_one_retrained(
+    tmp_path: Path, mode: str, monkeypatch
+) -> None:
+    config = engine_config(tmp_path, engine={"batched_subpaths": mode})
+    train_all(config, groups=False)
+    poisoned = _poison(config, 4)
+    with pytest.raises(train.DivergenceError) as err:
+        train_all(config)
+    message = str(err.value)
+    assert "branch-0004 diverged at epoch 5 (lr 0.01)" in message
+    assert "branch-0002" not in message and "branch-0006" not in message
+    group_work = lrconfig.Plan(config).resume_dir / "subpath-group-000"
+    finished = {b: (group_work / f"branch-{b:04d}" / "metrics.csv") for b in (2, 6)}
+    assert all(p.exists() for p in finished.values())
+    stamps = {b: p.stat().st_mtime_ns for b, p in finished.items()}
+
+    # Repair the branch state (as rerunning its segment would) and rerun: only branch 4 trains.
+    state = io.load_checkpoint(poisoned, fix="")
+    state["model"] = {k: torch.nan_to_num(v, nan=0.01) for k, v in state["model"].items()}
+    io.save_checkpoint(poisoned, state)
+    trained: list[int] = []
+    original = train.PathRun.run
+
+    def spy(self) -> None:
+        trained.append(self.spec.branch_epoch)
+        original(self)
+
+    monkeypatch.setattr(train.PathRun, "run", spy)
+    train_all(config)
+    assert trained == [4]
+    assert {b: p.stat().st_mtime_ns for b, p in finished.items() if p.exists()} in ({}, stamps)
+    metrics = pd.read_csv(lrconfig.Plan(config).group_dir(0) / "metrics.csv")
+    assert sorted(metrics["branch_epoch"].unique()) == [2, 4, 6]
+    assert np.isfinite(metrics["train_loss"]).all()

@@ -1,0 +1,199 @@
+"""The training engine's pieces: batched augmentation, exact SGD, loss, compile, one segment.
+
+Also holds the helpers the other engine tests share (tiny configs, a fake CIFAR set, a driver
+that runs every training job of a config in order, and output comparison).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lrdecay import config as lrconfig
+from lrdecay import data, io, train
+from lrdecay.batched import sgd_update
+
+BASE = {
+    "run_name": "t", "seed": 0, "device": "cpu",
+    "data": {"name": "digits", "train_per_class": 20, "test_per_class": 20},
+    "model": {"name": "mlp", "hidden": [32]},
+    "loss": "mse",
+    "optimizer": {"main_lr": 0.1, "subpath_lr": 0.01, "batch_size": 32, "momentum": 0.9,
+                  "weight_decay": 1e-3},
+    "schedule": {"main_epochs": 6, "first_branch_epoch": 2, "branch_interval": 2,
+                 "last_branch_epoch": 6, "subpath_epochs": 3, "segment_epochs": 3,
+                 "subpaths_per_job": 3},
+    "trajectory": {"every_epochs": 1},
+    "engine": {"checkpoint_seconds": 0},
+}
+
+
+def engine_config(out: Path, **sections: dict) -> dict:
+    """A validated tiny config (digits, MLP, momentum and weight decay) writing under `out`."""
+    config: dict = {"output_dir": str(out)}
+    lrconfig._deep_update(config, BASE)
+    lrconfig._deep_update(config, sections)
+    return lrconfig.validate(config)
+
+
+def conv_config(out: Path, **sections: dict) -> dict:
+    """vgg_small (dropout 0) with crops and flips on a fake 32x32 CIFAR-shaped set."""
+    conv = {"data": {"name": "cifar10", "train_per_class": 4, "test_per_class": 2,
+                     "augment": True},
+            "model": {"name": "vgg_small", "dropout": 0.0}, "loss": "cross_entropy",
+            "optimizer": {"batch_size": 8, "main_lr": 0.05, "subpath_lr": 0.01},
+            "schedule": {"main_epochs": 3, "first_branch_epoch": 1, "branch_interval": 1,
+                         "last_branch_epoch": 3, "subpath_epochs": 2, "segment_epochs": 2}}
+    lrconfig._deep_update(conv, sections)
+    return engine_config(out, **conv)
+
+
+def fake_cifar(path: Path, n_train: int = 16, n_test: int = 8, seed: int = 0) -> None:
+    """A prepared dataset file in `data.prepare`'s format with random CIFAR-shaped images."""
+    rng = np.random.default_rng(seed)
+    train_x = rng.integers(0, 256, (n_train, 3, 32, 32), dtype=np.uint8)
+    as_float = train_x.astype(np.float64)
+    io.save_checkpoint(path, {
+        "train_x": torch.from_numpy(train_x),
+        "train_y": torch.from_numpy(np.arange(n_train) % 10),
+        "test_x": torch.from_numpy(rng.integers(0, 256, (n_test, 3, 32, 32), dtype=np.uint8)),
+        "test_y": torch.from_numpy(np.arange(n_test) % 10),
+        "mean": torch.tensor(as_float.mean(axis=(0, 2, 3)), dtype=torch.float32),
+        "std": torch.tensor(as_float.std(axis=(0, 2, 3)), dtype=torch.float32),
+        "n_classes": 10,
+    })
+
+
+def prepare(config: dict) -> Path:
+    plan = lrconfig.Plan(config)
+    if config["data"]["name"] == "digits":
+        data.prepare(config["data"], config["seed"], plan.data_path)
+    else:
+        fake_cifar(plan.data_path)
+    return plan.data_path
+
+
+def train_all(config: dict, groups: bool = True) -> None:
+    """Every training job of `config` in DAG order, skipping finished ones (as Snakemake does)."""
+    plan = lrconfig.Plan(config)
+    if not plan.data_path.exists():
+        prepare(config)
+    for end in [0, *plan.segment_ends]:
+        if not plan.segment_dir(end).exists():
+            train.run_main_segment(config, str(plan.data_path), end, str(plan.segment_dir(end)),
+                                   "cpu")
+    for group in range(len(plan.subpath_groups)) if groups else ():
+        if not plan.group_dir(group).exists():
+            train.run_subpath_group(config, str(plan.data_path), group,
+                                    str(plan.group_dir(group)), "cpu")
+
+
+def outputs(config: dict) -> dict[str, bytes | pd.DataFrame]:
+    """Every training output of a run: arrays as bytes, metrics as frames."""
+    run = lrconfig.Plan(config).run_dir
+    found: dict[str, bytes | pd.DataFrame] = {}
+    for path in sorted(run.glob("main/segment-*/*")) + sorted(run.glob("subpaths/group-*/*")):
+        key = str(path.relative_to(run))
+        if path.suffix == ".npy":
+            found[key] = np.load(path).tobytes()
+        elif path.suffix == ".csv":
+            found[key] = pd.read_csv(path)
+    return found
+
+
+def assert_same_outputs(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], pd.DataFrame):
+            pd.testing.assert_frame_equal(a[key], b[key], check_exact=True, obj=key)
+        else:
+            assert a[key] == b[key], f"{key} differs"
+
+
+# -- tests ---------------------------------------------------------------------------------------
+def test_crop_flip_matches_per_image_reference() -> None:
+    gen = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (12, 3, 8, 8), dtype=torch.uint8, generator=gen)
+    padded = F.pad(images, (4, 4, 4, 4))
+    draws = data.draw_crop_flip(12, gen, torch.device("cpu"))
+    index = torch.randperm(12, generator=gen)
+    got = data.crop_flip(padded, index, *draws)
+    for i, (j, dy, dx, flip) in enumerate(zip(index, *draws, strict=True)):
+        want = padded[j, :, dy : dy + 8, dx : dx + 8]
+        if flip:
+            want = want.flip(-1)
+        assert torch.equal(got[i], want)
+    assert set(draws[0].tolist()) <= set(range(9)) and set(draws[2].tolist()) <= {0, 1}
+
+
+def test_epoch_order_comes_from_the_generator_alone(tmp_path: Path) -> None:
+    path = tmp_path / "d.pt"
+    fake_cifar(path)
+    device_data = data.DeviceData(path, torch.device("cpu"), normalize=True, augment=True)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(123 + len(runs))  # the global RNG must not matter
+        order, draws = device_data.epoch_order(torch.Generator().manual_seed(5))
+        runs.append((order, draws))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    order, draws = runs[0]
+    batch = device_data.train_batch(order[:8].reshape(2, 4), draws[:, :8].reshape(3, 2, 4))
+    assert batch.shape == (2, 4, 3, 32, 32) and batch.dtype == torch.float32
+
+
+@pytest.mark.parametrize(("momentum", "weight_decay"), [(0.0, 0.0), (0.9, 5e-4)])
+def test_sgd_update_is_torch_sgd_exactly(momentum: float, weight_decay: float) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(7, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum,
+                          weight_decay=weight_decay)
+    params = {k: v.detach().clone()[None] for k, v in model.named_parameters()}
+    buffers = {k: torch.zeros_like(v) for k, v in params.items()} if momentum else None
+    for _ in range(4):
+        grads = {k: torch.randn_like(v) for k, v in params.items()}
+        for k, p in model.named_parameters():
+            p.grad = grads[k][0].clone()
+        opt.step()
+        sgd_update(params, grads, buffers, 0.1, momentum, weight_decay)
+    for k, p in model.named_parameters():
+        assert torch.equal(params[k][0], p.detach())
+
+
+def test_mse_is_half_sum_of_squares_against_one_hot() -> None:
+    logits, labels = torch.randn(5, 4), torch.tensor([0, 3, 1, 1, 2])
+    want = 0.5 * (logits - F.one_hot(labels, 4).float()).pow(2).sum(-1).mean()
+    assert torch.equal(train.loss_function("mse")(logits, labels), want)
+
+
+def test_main_segment_writes_metrics_snapshots_and_branch_states(tmp_path: Path) -> None:
+    config = engine_config(tmp_path)
+    train_all(config, groups=False)
+    plan = lrconfig.Plan(config)
+    segment = plan.segment_dir(6)
+    metrics = pd.read_csv(segment / "metrics.csv")
+    assert metrics["epoch"].tolist() == [4, 5, 6] and metrics["lr"].eq(0.1).all()
+    snaps, meta = io.load_array(segment / "snapshots.npy", fix="rerun")
+    assert snaps.shape == (3, 64 * 32 + 32 + 32 * 10 + 10) and meta["epochs"] == [4, 5, 6]
+    assert (plan.segment_dir(3) / "branch-0002.pt").exists()
+    assert not (plan.resume_dir / "main-segment-0006").exists()  # resume state cleaned up
+
+
+@pytest.mark.slow  # about a minute of inductor compilation on 2 cores
+def test_compile_option_trains_the_same_model(tmp_path: Path) -> None:
+    pytest.importorskip("torch._inductor")
+    eager = engine_config(tmp_path / "eager", schedule={"main_epochs": 2, "first_branch_epoch": 2,
+                                                        "last_branch_epoch": 2,
+                                                        "segment_epochs": 2})
+    compiled = engine_config(tmp_path / "compiled", schedule=eager["schedule"],
+                             engine={"compile": True})
+    for config in (eager, compiled):
+        train_all(config, groups=False)
+    a, b = outputs(eager), outputs(compiled)
+    key = "main/segment-0002/snapshots.npy"
+    np.testing.assert_allclose(np.frombuffer(b[key], np.float32),
+                               np.frombuffer(a[key], np.float32), rtol=1e-4, atol=1e-5)
