@@ -1,0 +1,181 @@
+"""DVC on top of Snakemake: dvc.yaml matches the DAG, and repro/push/pull rerun only what changed.
+
+The end-to-end test works the way a user would: a fresh clone builds everything with `dvc repro`
+and pushes to the (default, folder) remote; a second fresh clone pulls and `dvc repro` runs
+nothing; a change to figure code reruns only the figure stages; a forced stage reruns only its
+own Snakemake job although `dvc pull` left mtimes in an arbitrary order.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lrdecay import dvcgen
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
+
+# The smallest study with every kind of job: 3 main-path segments with a branch state inside one,
+# one subpath group, a 4x4 landscape in 2 shards, and one toy gamma with few replicas.
+TINY = {
+    "data": {"train_per_class": 20},
+    "schedule": {"main_epochs": 6, "first_branch_epoch": 2, "branch_interval": 2,
+                 "last_branch_epoch": 4, "subpath_epochs": 2, "segment_epochs": 3,
+                 "subpaths_per_job": 5},
+    "trajectory": {"every_epochs": 1},
+    "pca": {"n_components": 2},
+    "landscape": {"points": [4, 4], "shards": 2},
+}
+TINY_TOY = {"gammas": [1.0], "replicas": 4}
+
+
+def env(repo: Path) -> dict[str, str]:
+    """The venv's dvc and snakemake, the clone's own lrdecay, no telemetry or user profile."""
+    out = {k: v for k, v in os.environ.items() if k not in ("SNAKEMAKE_PROFILE", "PYTHONPATH")}
+    out.update(
+        PATH=os.pathsep.join([str(VENV_BIN), out.get("PATH", "")]),
+        PYTHONPATH=str(repo),
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.org",
+        GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.org",
+    )
+    return out
+
+
+def sh(cwd: Path, *args: str, timeout: int = 600) -> str:
+    """Run a command in `cwd`; its combined output, or a failure that shows it."""
+    proc = subprocess.run(args, cwd=cwd, env=env(cwd), capture_output=True, text=True,
+                          timeout=timeout)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(args)} failed in {cwd}:\n{output[-6000:]}"
+    return output
+
+
+def ran_stages(repro_output: str) -> set[str]:
+    """Stages `dvc repro` ran (it prints "Running stage 'name':" for each)."""
+    return set(re.findall(r"Running stage '([^']+)'", repro_output))
+
+
+def snakemake_runs(repo: Path) -> list[Path]:
+    """One log per Snakemake invocation (none when no stage ran)."""
+    return sorted((repo / ".snakemake" / "log").glob("*.snakemake.log"))
+
+
+def working_tree_copy(dest: Path) -> None:
+    """Tracked and untracked-but-not-ignored files of this checkout, as a fresh git repo."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if not src.exists() and not src.is_symlink():
+            continue  # deleted in the working tree
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target, follow_symlinks=False)
+
+
+def tiny_config(repo: Path) -> None:
+    """Shrink config.yaml in place (keys the toy schema does not know yet are left out)."""
+    path = repo / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    for section, values in TINY.items():
+        config.setdefault(section, {}).update(values)
+    toy_schema = repo / "workflow" / "schemas" / "toy.schema.yaml"
+    if toy_schema.exists():
+        known = yaml.safe_load(toy_schema.read_text()).get("properties", {})
+        config["toy"] = {**(config.get("toy") or {}),
+                         **{k: v for k, v in TINY_TOY.items() if k in known}}
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def test_dvc_yaml_is_generated_from_the_dag() -> None:
+    """The committed dvc.yaml is what the generator makes of today's DAG (no drift)."""
+    expected = dvcgen.render(dvcgen.generate(REPO))
+    assert (REPO / "dvc.yaml").read_text() == expected, (
+        "dvc.yaml is out of date with the Snakemake DAG: run `python -m lrdecay.dvcgen`"
+    )
+
+
+def test_stages_own_disjoint_outputs_and_mirror_jobs() -> None:
+    """No output (or folder around one) has two owners; figures come from figure stages only."""
+    stages = dvcgen.generate(REPO)["stages"]
+    outs = [(name, out) for name, stage in stages.items() for out in stage["outs"]]
+    for i, (name, out) in enumerate(outs):
+        for other, path in outs[i + 1:]:
+            assert out != path and not path.startswith(out + "/") and not out.startswith(
+                path + "/"), f"{name} and {other} overlap at {out} / {path}"
+    for name, out in outs:
+        if "/figures/" in out:
+            assert name.startswith("figure"), f"{out} is owned by {name}"
+        assert "/.resume" not in out and "/logs/" not in out
+    # every stage runs exactly its own job, pinned against mtime-driven upstream reruns
+    for name, stage in stages.items():
+        rule = name.split("-")[0]
+        assert f"--allowed-rules {rule}" in stage["cmd"]
+    assert "--consider-ancient main_segment=data,previous" in stages["main_segment-0025"]["cmd"]
+    params = stages["main_segment-0025"]["params"][0]["config.yaml"]
+    assert {"optimizer", "schedule", "seed"} <= set(params)
+    assert "lrdecay/figures.py" not in stages["pca"]["deps"]
+    assert "lrdecay/figures.py" in stages["figure1"]["deps"]
+
+
+@pytest.mark.slow
+def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
+    origin = tmp_path / "origin"
+    working_tree_copy(origin)
+    tiny_config(origin)
+    shutil.rmtree(origin / ".snakemake", ignore_errors=True)
+    sh(origin, "git", "init", "-q", "-b", "main")
+    sh(origin, "python", "-m", "lrdecay.dvcgen")
+    sh(origin, "git", "add", "-A")
+    sh(origin, "git", "commit", "-q", "-m", "tiny study")
+    stages = set(yaml.safe_load((origin / "dvc.yaml").read_text())["stages"])
+    figure_stages = {s for s in stages if s in ("figure1", "figure2")}
+    assert figure_stages == {"figure1", "figure2"}
+
+    # 1. A fresh clone builds everything, records it in dvc.lock and pushes it.
+    first = tmp_path / "first"
+    sh(tmp_path, "git", "clone", "-q", str(origin), str(first))
+    built = sh(first, "dvc", "repro")
+    assert ran_stages(built) == stages
+    sh(first, "git", "add", "dvc.lock")
+    sh(first, "git", "commit", "-q", "-m", "results of the tiny study")
+    sh(first, "dvc", "push")
+    remote = tmp_path / "lrdecay-dvc-remote"  # the default remote: a folder beside the clone
+    assert any(remote.rglob("*")), "dvc push wrote nothing to the default remote"
+
+    # 2. A second fresh clone pulls; dvc repro then runs no stage and no Snakemake at all.
+    second = tmp_path / "second"
+    sh(tmp_path, "git", "clone", "-q", str(first), str(second))
+    sh(second, "dvc", "pull")
+    assert "up to date" in sh(second, "dvc", "status")
+    repro = sh(second, "dvc", "repro")
+    assert ran_stages(repro) == set(), repro
+    assert snakemake_runs(second) == []
+
+    # 3. Figure code only: only the figure stages run, each as one Snakemake job.
+    with open(second / "lrdecay" / "figures.py", "a") as handle:
+        handle.write("\n# a figure-code change\n")
+    repro = sh(second, "dvc", "repro")
+    assert ran_stages(repro) == figure_stages, repro
+    assert len(snakemake_runs(second)) == len(figure_stages)
+    assert repro.count("1 of 1 steps (100%) done") == len(figure_stages)
+
+    # 4. After the pull, mtimes are arbitrary: make the data and the first segment newer than the
+    #    last segment. A forced last segment still runs only its own job, not the chain upstream.
+    run_dir = second / "results" / "quick"
+    last = max((run_dir / "main").glob("segment-*"))
+    for path in (run_dir / "data" / "dataset.pt", *(run_dir / "main" / "segment-0000").glob("*")):
+        os.utime(path)  # including the .snakemake_timestamp Snakemake reads for a directory
+    repro = sh(second, "dvc", "repro", "--force", "--single-item", f"main_segment-{last.name[8:]}")
+    assert ran_stages(repro) == {f"main_segment-{last.name[8:]}"}
+    assert "1 of 1 steps (100%) done" in repro, repro
