@@ -50,6 +50,11 @@ HEADER = """\
 # Rule params that are computed from config rather than copied from it: param name -> sections.
 DERIVED_PARAMS: dict[str, tuple[str, ...]] = {"n_shards": ("landscape",)}
 
+# lrdecay.io writes a checksum record `<file>.json` beside every checkpoint and array it saves and
+# verifies it on reading, so a pulled file without its record is unusable. Rules do not declare
+# these records as outputs yet; until they do, DVC versions them beside their files.
+SIDECAR_SUFFIXES = (".pt", ".npy")
+
 # Tables that DVC can plot (`dvc plots show`): file name within the run folder -> plot spec.
 TABLE_PLOTS: dict[str, dict[str, Any]] = {
     "decay_timing.csv": {
@@ -255,6 +260,14 @@ def command(job: Job, configfiles: list[str], ancient: Iterable[str]) -> str:
     return " ".join(parts)
 
 
+def _outs(job: Job) -> list[str]:
+    """The job's outputs plus the checksum records lrdecay.io writes beside its files."""
+    outs = list(job.outputs)
+    outs += [f"{out}.json" for out in job.outputs
+             if out.endswith(SIDECAR_SUFFIXES) and f"{out}.json" not in outs]
+    return outs
+
+
 def _params_entry(repo: Path, configfiles: list[str], sections: list[str]) -> list[dict]:
     """DVC params: each section from every config file that sets it (Snakemake merges them)."""
     entries = []
@@ -284,7 +297,7 @@ def generate(repo: Path = REPO_ROOT, configfiles: list[str] | None = None) -> di
     owners: dict[str, str] = {}
     stages: dict[str, dict] = {}
     for job in jobs:
-        for out in job.outputs:
+        for out in _outs(job):
             clash = [o for o in owners if o == out or out.startswith(o + "/")
                      or o.startswith(out + "/")]
             if clash:
@@ -299,7 +312,7 @@ def generate(repo: Path = REPO_ROOT, configfiles: list[str] | None = None) -> di
         params = _params_entry(repo, configfiles, param_sections(job, config))
         if params:
             stage["params"] = params
-        stage["outs"] = list(job.outputs)
+        stage["outs"] = _outs(job)
         stages[job.stage] = stage
     run_dir = Path(config["output_dir"]) / config["run_name"]
     plots: list[dict] = []
