@@ -30,6 +30,18 @@ log() { echo "[slurm $(date +%T)] $*" >&2; }
 stop() {
     [[ -f "$PIDS" ]] || { log "nothing to stop"; return 0; }
     local name pid
+    # Jobs first: their slurmstepd processes would outlive slurmd. Every job on this throw-away
+    # cluster is ours.
+    if scontrol ping >/dev/null 2>&1; then
+        local jobs
+        jobs="$(squeue -h -o %A 2>/dev/null | tr '\n' ' ' || true)"
+        if [[ -n "${jobs// /}" ]]; then
+            log "cancelling jobs $jobs"
+            # shellcheck disable=SC2086
+            scancel $jobs || true
+            for _ in $(seq 30); do [[ -z "$(squeue -h 2>/dev/null)" ]] && break; sleep 1; done
+        fi
+    fi
     tac "$PIDS" | while read -r name pid; do
         if [[ -d /proc/$pid ]] && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$name" ]]; then
             kill -TERM "$pid" 2>/dev/null || true

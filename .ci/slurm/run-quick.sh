@@ -5,8 +5,13 @@
 #
 #   .ci/slurm/run-quick.sh
 #
-# Environment: LRDECAY_SLURM_LIMIT (seconds for the SLURM run, default 1200), SNAKEMAKE,
-# PYTHON (default: the checkout's .venv), LRDECAY_SLURM_KEEP=1 keeps the work folder.
+# Environment:
+#   LRDECAY_SLURM_REFERENCE  run folder of a local run of the same checkout and config (e.g.
+#                            results/quick after `snakemake --profile profiles/default`): compare
+#                            with it instead of making a fresh local run (saves that run's time)
+#   LRDECAY_SLURM_LIMIT      seconds allowed for the SLURM run (default 1200)
+#   LRDECAY_SLURM_KEEP=1     keep the work folder (it is kept anyway on failure)
+#   SNAKEMAKE, PYTHON        default: the checkout's .venv
 # Must run as root (it starts munged/slurmctld/slurmd and links /etc/slurm/slurm.conf).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -41,11 +46,19 @@ cd "$WORK/src"
 "$HERE/install.sh"
 "$HERE/cluster.sh" start
 
-say "reference: local run (profiles/default)"
-"$SNAKEMAKE" --profile profiles/default --cores 2 --nocolor \
-    --config output_dir="$WORK/local" >"$WORK/local.log" 2>&1 \
-    || { tail -n 60 "$WORK/local.log"; say "local run failed"; exit 1; }
-say "local run done"
+run_name="$("$PYTHON" -c 'import yaml; print(yaml.safe_load(open("config.yaml"))["run_name"])')"
+if [[ -n "${LRDECAY_SLURM_REFERENCE:-}" ]]; then
+    reference="$(cd "$ROOT" && realpath "$LRDECAY_SLURM_REFERENCE")"
+    [[ -d "$reference" ]] || { say "no reference run folder $reference"; exit 1; }
+    say "reference: existing local run $reference"
+else
+    reference="$WORK/local/$run_name"
+    say "reference: local run (profiles/default)"
+    "$SNAKEMAKE" --profile profiles/default --cores 2 --nocolor \
+        --config output_dir="$WORK/local" >"$WORK/local.log" 2>&1 \
+        || { tail -n 60 "$WORK/local.log"; say "local run failed"; exit 1; }
+    say "local run done"
+fi
 
 say "SLURM run (profiles/slurm-ci), limit ${LIMIT}s"
 set +e
@@ -65,7 +78,6 @@ say "SLURM run done: $n_jobs sbatch jobs (DAG: $n_planned jobs, incl. the local 
 # Every job except the local target rule(s) went through sbatch.
 [[ "$n_jobs" -ge 1 ]] || { say "no job was submitted to SLURM"; exit 1; }
 
-run_name="$("$PYTHON" -c 'import yaml; print(yaml.safe_load(open("config.yaml"))["run_name"])')"
 say "comparing tables and arrays: local vs SLURM"
-"$PYTHON" "$HERE/compare_outputs.py" "$WORK/local/$run_name" "$WORK/slurm/$run_name"
+"$PYTHON" "$HERE/compare_outputs.py" "$reference" "$WORK/slurm/$run_name"
 say "OK: quick DAG through SLURM matches the local run (total $((SECONDS - t0)) s)"
