@@ -106,15 +106,24 @@ def lock_dir() -> Path:
 
 def _try_lock(path: Path) -> int | None:
     """Open and exclusively flock ``path`` without blocking; the fd, or None if held elsewhere."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        writable = True
+        try:  # the umask may have narrowed 0o666; other users' jobs must open it too
+            os.fchmod(fd, 0o666)
+        except OSError:
+            pass
+    except PermissionError:  # another user's lock file without write access: flock needs none
+        fd = os.open(path, os.O_RDONLY)
+        writable = False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
-    # Who holds it, for a human looking at the lock folder; the lock itself is the flock.
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    if writable:  # who holds it, for a human looking at the folder; the lock is the flock
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
     return fd
 
 
