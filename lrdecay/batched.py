@@ -35,6 +35,7 @@ from lrdecay.train import (
     Trainer,
     diverged,
     divergence_message,
+    reopen_snapshots,
     snapshot_epochs,
 )
 
@@ -153,7 +154,16 @@ class BatchedGroupRun:
             generators[spec.branch_epoch].manual_seed(cfg["seed"] * 7919 + spec.seed_offset)
 
         state = self._try_resume(members)
-        memmaps = {}
+        dtype = cfg["trajectory"]["dtype"]
+        memmaps: dict[int, np.memmap] = {}
+        if state is not None:
+            for b in state["active"]:
+                array = reopen_snapshots(self._work(b) / "snapshots.npy",
+                                         (len(snaps[b]), n_params), dtype)
+                if array is None:
+                    state, memmaps = None, {}
+                    break
+                memmaps[b] = array
         if state is not None:
             active, t, rows = state["active"], state["t"], state["rows"]
             failures = state["failures"]
@@ -163,8 +173,6 @@ class BatchedGroupRun:
             torch.set_rng_state(state["torch_rng"])
             if device.type == "cuda" and "cuda_rng" in state:
                 torch.cuda.set_rng_state(state["cuda_rng"], device)
-            for b in active:
-                memmaps[b] = np.lib.format.open_memmap(self._work(b) / "snapshots.npy", mode="r+")
             log.info("group %s: resumed at epoch +%d from %s", members, t, self.state_path)
         else:
             active, t, failures = list(members), 0, []
@@ -172,7 +180,7 @@ class BatchedGroupRun:
             torch.manual_seed(cfg["seed"] * 7919 + self.specs[0].seed_offset)  # dropout stream
             for b in active:
                 memmaps[b] = np.lib.format.open_memmap(
-                    self._work(b) / "snapshots.npy", mode="w+", dtype=cfg["trajectory"]["dtype"],
+                    self._work(b) / "snapshots.npy", mode="w+", dtype=dtype,
                     shape=(len(snaps[b]), n_params))
             rows = {b: [] for b in active}
             values = self._evaluate(stacked, params, None)

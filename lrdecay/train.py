@@ -110,7 +110,6 @@ class Trainer:
         self.engine = config["engine"]
         self.hash = config_hash({k: v for k, v in config.items() if k != "toy"})
         self.channels_last = self.engine["channels_last"]
-        self._compiled: dict = {}
 
     def build_model(self) -> nn.Module:
         torch.manual_seed(self.config["seed"])
@@ -165,14 +164,11 @@ class Trainer:
             optimizer.step()
             return loss.detach(), (logits.detach().argmax(-1) == labels).sum()
 
-        if not self.engine["compile"]:
-            return step
-        key = (id(model), id(optimizer))
-        if key not in self._compiled:
+        if self.engine["compile"] and not getattr(model, "_lrdecay_compiled", False):
             # Compiles forward+backward of the model; optimizer.step runs eagerly (exact SGD).
             model.compile()
-            self._compiled[key] = step
-        return self._compiled[key]
+            model._lrdecay_compiled = True
+        return step
 
     @torch.no_grad()
     def evaluate(
@@ -259,6 +255,21 @@ def full_state(model, optimizer, generator, device, epoch: int, rows: list, cfg_
     }
 
 
+def reopen_snapshots(path: Path, shape: tuple[int, ...], dtype: str) -> np.memmap | None:
+    """The resume folder's snapshot array opened for writing, or None (with a warning) if it is
+    truncated or not the expected shape, in which case the path restarts instead of crashing."""
+    try:
+        array = np.lib.format.open_memmap(path, mode="r+")
+    except (OSError, ValueError) as err:
+        log.warning("resume snapshots %s are unreadable (%s); starting the path afresh", path, err)
+        return None
+    if array.shape != shape or array.dtype != np.dtype(dtype):
+        log.warning("resume snapshots %s have shape %s %s, expected %s %s; starting afresh",
+                    path, array.shape, array.dtype, shape, dtype)
+        return None
+    return array
+
+
 def snapshot_epochs(start: int, end: int, every: int, include_start: bool) -> list[int]:
     """Epochs in (start, end] (and start itself if asked) whose parameters are saved."""
     epochs = [e for e in range(start + 1, end + 1) if e % every == 0 or e == end]
@@ -297,12 +308,15 @@ class PathRun:
         n_params = sum(p.numel() for p in model.parameters())
 
         resumed = self._try_resume(state_path, snap_path, trainer.hash)
+        shape, dtype = (len(snap_epochs), n_params), cfg["trajectory"]["dtype"]
+        snapshots = None if resumed is None else reopen_snapshots(snap_path, shape, dtype)
+        if snapshots is None:
+            resumed = None
         if resumed is not None:
             model.load_state_dict(resumed["model"])
             optimizer.load_state_dict(resumed["optimizer"])
             _restore_rng(resumed["rng"], generator, device)
             epoch, rows = resumed["epoch"], resumed["metrics"]
-            snapshots = np.lib.format.open_memmap(snap_path, mode="r+")
             log.info("%s: resumed at epoch %d from %s", self.spec.name, epoch, state_path)
         else:
             torch.manual_seed(cfg["seed"] * 7919 + self.spec.seed_offset)  # dropout stream
@@ -310,10 +324,7 @@ class PathRun:
             for group in optimizer.param_groups:
                 group["lr"] = self.spec.lr
             epoch = self.start
-            snapshots = np.lib.format.open_memmap(
-                snap_path, mode="w+", dtype=cfg["trajectory"]["dtype"],
-                shape=(len(snap_epochs), n_params),
-            )
+            snapshots = np.lib.format.open_memmap(snap_path, mode="w+", dtype=dtype, shape=shape)
             if self.snapshot_start:
                 rows = rows + [trainer.epoch_row(self.spec, model, epoch, None)]
                 snapshots[0] = flat_parameters(model).cpu().numpy()
