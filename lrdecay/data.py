@@ -209,7 +209,7 @@ class DeviceData:
 
     def to_float(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 -> normalised float32 on the device, per batch (the stored copy stays small)."""
-        return (images.float() - self.mean) / self.std
+        return images.float().sub_(self.mean).div_(self.std)  # in place: no extra temporaries
 
     def epoch_order(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(order (n,), crop/flip draws (3, n) or None) for one epoch, from `generator` alone."""
@@ -244,14 +244,15 @@ def crop_flip(padded: torch.Tensor, index: torch.Tensor, dy: torch.Tensor, dx: t
     index, dy, dx, flip: (m,) int64; returns (m, C, H, W) in the stack's dtype.
     """
     dev = padded.device
-    _, channels, h_pad, w_pad = padded.shape
+    n, channels, h_pad, w_pad = padded.shape
     h, w = h_pad - 2 * pad, w_pad - 2 * pad
     rows = dy[:, None] + torch.arange(h, device=dev)[None, :]  # (m, h)
     cols = torch.arange(w, device=dev)[None, :].expand(len(index), w)
     cols = torch.where(flip[:, None].bool(), w - 1 - cols, cols) + dx[:, None]  # (m, w)
-    channel = torch.arange(channels, device=dev)[None, :, None, None]
-    image = index[:, None, None, None]
-    return padded[image, channel, rows[:, None, :, None], cols[:, None, None, :]]
+    offsets = (rows[:, :, None] * w_pad + cols[:, None, :]).reshape(len(index), 1, h * w)
+    # Two flat copies (whole images, then the crop's pixels) instead of a 4-index gather.
+    images = padded.reshape(n, channels, h_pad * w_pad).index_select(0, index)
+    return images.gather(2, offsets.expand(-1, channels, -1)).reshape(len(index), channels, h, w)
 
 
 def random_crop_flip(

@@ -1,0 +1,188 @@
+"""GPU: baseline vs engine, K subpaths at once vs one at a time, VGG-11, whole-study projection.
+
+Self-contained (synthetic uint8 CIFAR-shaped data: throughput does not depend on pixel values),
+one command, under 5 minutes on an H100:
+    python -m benchmarks.bench_gpu            # writes $OUT/bench_gpu.json if $OUT is set
+    python -m benchmarks.bench_gpu --smoke --device cpu   # tiny sizes: checks the script runs
+Every figure is absolute plus a ratio to a baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import (
+    VGG11_TRAIN_GFLOP,
+    baseline_data_epoch,
+    baseline_loader,
+    baseline_model,
+    baseline_train_epoch,
+    engine_config,
+    engine_data_epoch,
+    synthetic,
+    timed,
+    write_dataset,
+)
+from benchmarks.project import project, study_shape
+from lrdecay.batched import BatchedGroupRun, StackedModels
+from lrdecay.data import DeviceData
+from lrdecay.train import PathSpec, Trainer, configure_backend
+
+# Dense peak TFLOP/s of the tensor cores at TF32 (the engine's default precision on CUDA).
+PEAK_TF32 = {"H100": 494.7, "H200": 494.7, "A100": 156.0, "L40S": 183.0, "L4": 60.0}
+AUTHORS = dict(model="vgg_small", batch_size=125, augment=True, dropout=0.5, loss="mse",
+               momentum=0.9, weight_decay=1e-4, eval_batch=2500, train_metric="running")
+PAPER = dict(model="vgg11", batch_size=128, augment=False, dropout=0.0, loss="cross_entropy",
+             momentum=0.0, weight_decay=0.0, eval_batch=2000, train_metric="full_pass")
+
+
+def make_trainer(setting: dict, arrays, device: torch.device, tmp: Path, **engine) -> Trainer:
+    config = engine_config(**setting, **engine)
+    configure_backend(config["engine"], device, None)
+    path = write_dataset(tmp / f"bench-{len(arrays[0])}.pt", *arrays)
+    return Trainer(config, DeviceData(path, device, True, setting["augment"]), device)
+
+
+def stacked_run(trainer: Trainer, k: int):
+    """K fresh models stacked, with the batched engine's epoch and evaluation functions."""
+    base = trainer.build_model()
+    models = []
+    for i in range(k):
+        torch.manual_seed(i)
+        models.append(trainer.build_model())
+    params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models])
+              for n, _ in base.named_parameters()}
+    momentum = trainer.config["optimizer"]["momentum"]
+    buffers = {n: torch.zeros_like(v) for n, v in params.items()} if momentum else None
+    specs = [PathSpec(f"branch-{i}", i, 0.01) for i in range(k)]
+    run = BatchedGroupRun(trainer, specs, 1, [], [], Path("/tmp"))
+    gens = [torch.Generator(device=trainer.device).manual_seed(i) for i in range(k)]
+    return run, StackedModels(trainer, base), params, buffers, gens
+
+
+def batched_epoch_s(trainer: Trainer, k: int, with_eval: bool, reps: int = 1) -> float:
+    run, stacked, params, buffers, gens = stacked_run(trainer, k)
+    run._train_epoch(stacked, params, buffers, gens)  # warm-up (cuDNN autotuning, allocator)
+    best = float("inf")
+    for _ in range(reps):
+        def epoch() -> None:
+            running = run._train_epoch(stacked, params, buffers, gens)
+            if with_eval:
+                run._evaluate(stacked, params, running)
+        best = min(best, timed(epoch, trainer.device))
+    return best
+
+
+def sequential_epoch_s(trainer: Trainer, with_eval: bool, reps: int = 1) -> float:
+    model = trainer.build_model()
+    opt = trainer.build_optimizer(model, 0.01)
+    gen = torch.Generator(device=trainer.device).manual_seed(0)
+    spec = PathSpec("main", None, 0.01)
+    trainer.train_epoch(model, opt, gen)  # warm-up
+    best = float("inf")
+    for _ in range(reps):
+        def epoch() -> None:
+            running = trainer.train_epoch(model, opt, gen)
+            if with_eval:
+                trainer.epoch_row(spec, model, 1, running)
+        best = min(best, timed(epoch, trainer.device))
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to test the script")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    scale = 50 if args.smoke else 1
+    n_small, n_full, n_test = 5000 // scale, 50000 // scale // 10, 10000 // scale
+    ks = [1, 2, 4] if args.smoke else [1, 4, 16, 64]
+    tmp = Path("/tmp/lrdecay-bench-gpu")
+    tmp.mkdir(parents=True, exist_ok=True)
+    out: dict = {"device": name, "date": str(datetime.date.today()),
+                 "torch": torch.__version__, "smoke": args.smoke}
+    began = time.monotonic()
+
+    # 1. The authors' way (DataLoader + torchvision on CPU workers, .item() per step) vs engine.
+    arrays = synthetic(n_small, n_test)
+    trainer = make_trainer(AUTHORS, arrays, device, tmp)
+    loader = baseline_loader(arrays[0], arrays[1], 125, args.workers)
+    model, opt = baseline_model("vgg_small", 0.5, device, 0.9, 1e-4)
+    baseline_train_epoch(model, opt, loader, device, "mse")  # warm-up
+    gen = torch.Generator(device=device).manual_seed(0)
+    engine_data_epoch(trainer, gen)
+    b_data = timed(lambda: baseline_data_epoch(loader, device), device)
+    e_data = timed(lambda: engine_data_epoch(trainer, gen), device)
+    b_epoch = timed(lambda: baseline_train_epoch(model, opt, loader, device, "mse"), device)
+    e_epoch = sequential_epoch_s(trainer, with_eval=False)
+    out["baseline_vs_engine"] = {"data_s": [b_data, e_data], "epoch_s": [b_epoch, e_epoch]}
+    print(f"[{time.monotonic() - began:.0f}s] vgg-small {n_small} images/epoch: data "
+          f"{b_data:.3f}s -> {e_data:.4f}s ({b_data / e_data:.1f}x), epoch {b_epoch:.3f}s -> "
+          f"{e_epoch:.3f}s ({b_epoch / e_epoch:.1f}x)", flush=True)
+
+    # 2. K at once vs one at a time (images per second per model, training only).
+    seq = sequential_epoch_s(trainer, with_eval=False, reps=2)
+    out["k_at_once"] = {"one_at_a_time_img_s": n_small / seq}
+    for k in ks:
+        t = batched_epoch_s(trainer, k, with_eval=False, reps=2)
+        rate_total = n_small * k / t  # model-images per second, K models trained together
+        out["k_at_once"][str(k)] = {"epoch_s": t, "img_s_per_model": rate_total / k,
+                                    "model_img_s": rate_total,
+                                    "ratio_vs_one_at_a_time": rate_total / (n_small / seq)}
+        print(f"[{time.monotonic() - began:.0f}s] K={k:3d}: {t:.3f}s per epoch of K models, "
+              f"{rate_total:,.0f} model-images/s = {rate_total / (n_small / seq):.1f}x one at a "
+              f"time ({n_small / seq:,.0f})", flush=True)
+
+    # 3. Projection inputs for the authors' preset: per-epoch evaluation on the test set.
+    main_s = sequential_epoch_s(trainer, with_eval=True)
+    k_authors = 4 if args.smoke else study_shape("authors")["k"]
+    sub_s = batched_epoch_s(trainer, k_authors, with_eval=True) / k_authors
+    inputs = {"authors": {"main_epoch_s": main_s, "subpath_model_epoch_s": sub_s}}
+    del trainer
+
+    # 4. VGG-11 on full CIFAR-10 sized data (50,000 images): one model, then K = 9 at once.
+    arrays = synthetic(n_full * (1 if args.smoke else 10), n_test)
+    n_vgg = len(arrays[0])
+    trainer = make_trainer(PAPER, arrays, device, tmp)
+    t1 = sequential_epoch_s(trainer, with_eval=False)
+    peak = next((v for k, v in PEAK_TF32.items() if k in name), None)
+    flops = VGG11_TRAIN_GFLOP * 1e9 * n_vgg / t1
+    out["vgg11"] = {"model_epoch_s": t1, "tflops": flops / 1e12,
+                    "fraction_of_tf32_peak": flops / (peak * 1e12) if peak else None}
+    print(f"[{time.monotonic() - began:.0f}s] VGG-11, {n_vgg} images: {t1:.3f}s per model-epoch,"
+          f" {flops / 1e12:.1f} TFLOP/s" + (f" = {flops / peak / 1e10:.0f}% of the TF32 peak "
+                                              f"({peak} TFLOP/s)" if peak else ""), flush=True)
+    k_paper = 2 if args.smoke else study_shape("paper")["k"]
+    main_s = sequential_epoch_s(trainer, with_eval=True)
+    sub_s = batched_epoch_s(trainer, k_paper, with_eval=True) / k_paper
+    inputs["paper"] = {"main_epoch_s": main_s, "subpath_model_epoch_s": sub_s}
+    out["vgg11"]["batched_model_epoch_s_with_eval"] = sub_s
+    out["projection_inputs"] = inputs
+
+    # 5. The whole study on this one device.
+    out["projection"] = {}
+    for preset, times in inputs.items():
+        result = project(study_shape(preset), **times)
+        out["projection"][preset] = result
+        print(f"[{time.monotonic() - began:.0f}s] {preset} study: {result['model_epochs']:,} "
+              f"model-epochs (with per-epoch evaluation): main {times['main_epoch_s']:.3f}s/epoch,"
+              f" subpaths {times['subpath_model_epoch_s']:.3f}s/model-epoch -> "
+              f"{result['total_min']:.1f} min", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_gpu.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out / 'bench_gpu.json'} in {time.monotonic() - began:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
