@@ -20,7 +20,19 @@ command pins it down structurally:
   really flags every such input ancient: it does not for plain list items);
 * ``--rerun-triggers mtime``: no params/code/input metadata checks; DVC has already decided.
 
-Usage: ``python -m lrdecay.dvcgen [--configfile FILE ...] [--check]`` (writes or checks dvc.yaml).
+Usage: ``python -m lrdecay.dvcgen [--configfile FILE ...] [--check]`` (writes or checks dvc.yaml;
+rerun it after changing rules or the config's schedule, then commit dvc.yaml).
+
+Day to day (with .venv/bin on PATH, since stage commands call ``snakemake``):
+
+* build and record: ``dvc repro``, then ``git add dvc.lock && git commit`` and ``dvc push``
+  (``snakemake --cores N`` is faster on many cores; then ``dvc commit -f`` records its results);
+* elsewhere: ``git clone``/``git pull``, ``dvc pull``; ``dvc repro`` then reruns nothing. Before
+  running plain ``snakemake`` there, run ``snakemake --touch --cores 1`` once: pulled files carry
+  checkout-time mtimes, which Snakemake would otherwise take for changes;
+* the remote: a folder ``../lrdecay-dvc-remote`` beside the checkout (.dvc/config). Switch with
+  ``dvc remote add -d store s3://bucket/lrdecay`` or ``ssh://host/path`` (committed), or keep the
+  name and change only your copy: ``dvc remote modify --local local url /data/lrdecay-remote``.
 """
 
 from __future__ import annotations
