@@ -144,6 +144,18 @@ def main() -> None:
               f"{rate_total:,.0f} model-images/s = {rate_total / (n_small / seq):.1f}x one at a "
               f"time ({n_small / seq:,.0f})", flush=True)
 
+    # Engine settings at the largest K, to choose defaults by measurement (same data, same run).
+    k_max = ks[-1]
+    for label, engine in (("channels_last off", {"channels_last": False}),
+                          ("bf16 autocast", {"bf16": True})):
+        variant = make_trainer(AUTHORS, arrays, device, tmp, **engine)
+        t = batched_epoch_s(variant, k_max, with_eval=False, reps=2)
+        base_t = out["k_at_once"][str(k_max)]["epoch_s"]
+        out["k_at_once"][f"{k_max} {label}"] = {"epoch_s": t, "speedup_vs_default": base_t / t}
+        print(f"[{time.monotonic() - began:.0f}s] K={k_max} with {label}: {t:.3f}s per epoch "
+              f"({base_t / t:.2f}x the default settings)", flush=True)
+        del variant
+
     # 3. Projection inputs for the authors' preset: per-epoch evaluation on the test set.
     main_s = sequential_epoch_s(trainer, with_eval=True)
     k_authors = 4 if args.smoke else study_shape("authors")["k"]
