@@ -8,6 +8,9 @@ import os
 configfile: os.path.join(workflow.basedir, "config.yaml")  # the quick preset, wherever snakemake runs
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"

@@ -11,7 +11,11 @@ rule pca:
             caption="../report/pca.rst",
             category="Tables",
         ),
-        coordinates=f"{RUN_DIR}/pca/coordinates.csv",
+        coordinates=report(
+            f"{RUN_DIR}/pca/coordinates.csv",
+            caption="../report/pca_coordinates.rst",
+            category="Tables",
+        ),
         basis=f"{RUN_DIR}/pca/basis.npy",
     params:
         pca=config["pca"],
