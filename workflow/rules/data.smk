@@ -4,6 +4,7 @@
 rule prepare_data:
     output:
         data=str(PLAN.data_path),
+        record=f"{PLAN.data_path}.json",  # size and SHA-256 (lrdecay.io)
     params:
         data=config["data"],
         seed=config["seed"],

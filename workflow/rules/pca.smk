@@ -17,6 +17,7 @@ rule pca:
             category="Tables",
         ),
         basis=f"{RUN_DIR}/pca/basis.npy",
+        basis_record=f"{RUN_DIR}/pca/basis.npy.json",  # layout, size and SHA-256
     params:
         pca=config["pca"],
     log:

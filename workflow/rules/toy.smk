@@ -20,6 +20,7 @@ wildcard_constraints:
 rule toy_checks:
     output:
         instance=f"{TOY_DIR}/gamma-{{gamma}}/instance.npz",
+        instance_record=f"{TOY_DIR}/gamma-{{gamma}}/instance.npz.json",
         table=f"{TOY_DIR}/gamma-{{gamma}}/checks.csv",
         traces=f"{TOY_DIR}/gamma-{{gamma}}/traces.npz",
     params:

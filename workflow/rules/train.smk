@@ -59,6 +59,7 @@ rule gather_training:
             category="Tables",
         ),
         main=f"{RUN_DIR}/trajectories/main.npy",
+        main_record=f"{RUN_DIR}/trajectories/main.npy.json",  # layout, size and SHA-256
     log:
         f"{RUN_DIR}/logs/gather_training.log",
     threads: 1
