@@ -44,9 +44,6 @@ tar -C "$ROOT" --exclude=./.venv --exclude=./.git --exclude=./results --exclude=
 export PYTHONPATH="$WORK/src${PYTHONPATH:+:$PYTHONPATH}"
 cd "$WORK/src"
 
-"$HERE/install.sh"
-"$HERE/cluster.sh" start
-
 run_name="$("$PYTHON" -c 'import yaml; print(yaml.safe_load(open("config.yaml"))["run_name"])')"
 if [[ -n "${LRDECAY_SLURM_REFERENCE:-}" ]]; then
     reference="$(cd "$ROOT" && realpath "$LRDECAY_SLURM_REFERENCE")"
@@ -60,6 +57,9 @@ else
         || { tail -n 60 "$WORK/local.log"; say "local run failed"; exit 1; }
     say "local run done"
 fi
+
+"$HERE/install.sh"
+"$HERE/cluster.sh" start
 
 say "SLURM run (profiles/slurm-ci), limit ${LIMIT}s"
 set +e
@@ -75,9 +75,12 @@ if [[ $rc -ne 0 ]]; then
 fi
 n_jobs="$(grep -c 'submitted with SLURM jobid' "$WORK/slurm.log" || true)"
 n_planned="$(grep -oE '^total +[0-9]+' "$WORK/slurm.log" | head -n1 | awk '{print $2}')"
-say "SLURM run done: $n_jobs sbatch jobs (DAG: $n_planned jobs, incl. the local rule all)"
+n_local="$(grep -c '^localrule ' "$WORK/slurm.log" || true)"
+say "SLURM run done: $n_jobs sbatch jobs + $n_local local (rule all) = DAG of $n_planned jobs"
 # Every job except the local target rule(s) went through sbatch.
-[[ "$n_jobs" -ge 1 ]] || { say "no job was submitted to SLURM"; exit 1; }
+if [[ "$n_jobs" -lt 1 || $((n_jobs + n_local)) -ne "${n_planned:-0}" ]]; then
+    say "expected every one of the $n_planned jobs to be submitted or local"; exit 1
+fi
 
 say "comparing tables and arrays: local vs SLURM"
 "$PYTHON" "$HERE/compare_outputs.py" "$reference" "$WORK/slurm/$run_name"
