@@ -174,6 +174,19 @@ def config_hash(section: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+TRAINING_SECTIONS = ("seed", "device", "data", "model", "loss", "optimizer", "schedule", "metrics",
+                     "trajectory")
+NUMERIC_ENGINE_KEYS = ("tf32", "channels_last", "compile", "bf16", "batched_subpaths")
+
+
+def training_hash(config: dict) -> str:
+    """Hash of everything that changes a training path's numbers (not where outputs go, nor how
+    often state is saved), so results and resume states stay valid across output folders."""
+    section = {key: config[key] for key in TRAINING_SECTIONS}
+    section["engine"] = {key: config["engine"][key] for key in NUMERIC_ENGINE_KEYS}
+    return config_hash(section)
+
+
 @dataclass(frozen=True)
 class Plan:
     """Epochs, jobs and file layout derived from a validated config."""

@@ -117,8 +117,10 @@ def verify(path: str | Path, fix: str) -> dict:
 def save_checkpoint(path: str | Path, state: dict, meta: dict | None = None) -> None:
     """torch.save `state` atomically with a size/checksum sidecar."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        # A handle, not the path: torch names the archive's root folder after a path, so the
+        # random temporary name would make identical states differ byte for byte.
+        torch.save(state, handle)
     _record(path, meta)
 
 

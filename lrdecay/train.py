@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrdecay import io, models
-from lrdecay.config import Plan, config_hash
+from lrdecay.config import Plan, training_hash
 from lrdecay.data import DeviceData
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class Trainer:
         self.eval_batch = config["metrics"]["eval_batch_size"]
         self.full_pass = config["metrics"]["train_metric"] == "full_pass"
         self.engine = config["engine"]
-        self.hash = config_hash({k: v for k, v in config.items() if k != "toy"})
+        self.hash = training_hash(config)
         self.channels_last = self.engine["channels_last"]
 
     def build_model(self) -> nn.Module:

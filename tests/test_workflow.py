@@ -73,6 +73,10 @@ def test_same_config_gives_same_numbers(tiny_run: Path, tmp_path: Path) -> None:
     first = pd.read_csv(tiny_run / "metrics.csv")
     second = pd.read_csv(tmp_path / "results" / "tiny" / "metrics.csv")
     pd.testing.assert_frame_equal(first, second, check_exact=True)
+    # checkpoints too, byte for byte (DVC hashes them: a rerun must not look like a change)
+    for state in sorted((tiny_run / "main").rglob("*.pt")):
+        twin = tmp_path / "results" / "tiny" / state.relative_to(tiny_run)
+        assert state.read_bytes() == twin.read_bytes(), state
 
 
 def test_lint_is_clean() -> None:

@@ -25,11 +25,15 @@ rule toy_checks:
         traces=f"{TOY_DIR}/gamma-{{gamma}}/traces.npz",
     params:
         toy=config["toy"],
+    log:
+        f"{RUN_DIR}/logs/toy_checks-{{gamma}}.log",
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
         gpu=0,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/toy_checks.py"
 
@@ -43,11 +47,15 @@ rule toy_table:
             caption="../report/toy-checks.rst",
             category=TOY_CATEGORY,
         ),
+    log:
+        f"{RUN_DIR}/logs/toy_table.log",
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
         gpu=0,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/toy_table.py"
 
@@ -60,11 +68,15 @@ rule toy_figure3:
         pdf=f"{TOY_DIR}/figure3.pdf",
     params:
         toy=config["toy"],
+    log:
+        f"{RUN_DIR}/logs/toy_figure3.log",
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
         gpu=0,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/toy_figure3.py"
 
@@ -95,11 +107,15 @@ rule toy_figures:
         decay_pdf=f"{TOY_DIR}/late_decay.pdf",
     params:
         toy=config["toy"],
+    log:
+        f"{RUN_DIR}/logs/toy_figures.log",
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
         gpu=0,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/toy_figures.py"
 

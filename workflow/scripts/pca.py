@@ -6,4 +6,4 @@ sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
 files = trajectories.trajectory_files(sm.input.main, sm.input.groups)
 pca.run(files, sm.params.pca, sm.output.variance, sm.output.coordinates, sm.output.basis,
-        config.config_hash(sm.config))
+        config.training_hash(sm.config))
