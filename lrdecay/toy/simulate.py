@@ -50,6 +50,32 @@ def _stack(records: list[dict]) -> dict:
     return {k: np.stack([r[k] for r in records], axis=-1) for k in records[0]}
 
 
+def _integrate(w0: np.ndarray, steps: int, dt: float, record_every: int, recorder: Recorder,
+               step: Callable[[np.ndarray, int], None], guard: tuple[float, str],
+               snapshot_steps: list[int] | tuple = ()) -> dict:
+    """Run `step(w, k)` (in place) `steps` times, recording every `record_every` steps and at the
+    end, with the divergence guard; paper time of step k is k * dt."""
+    w = np.array(w0, dtype=float, copy=True)
+    records, times, snaps = [], [], {}
+    wanted = set(snapshot_steps)
+    for k in range(steps + 1):
+        if k % record_every == 0 or k == steps:
+            _guard(w, guard[0], guard[1], k)
+            records.append(recorder(w))
+            times.append(k * dt)
+        if k in wanted:
+            snaps[k] = w.copy()
+        if k == steps:
+            break
+        step(w, k)
+    out = _stack(records)
+    out["t"] = np.array(times)
+    out["final"] = w
+    if snapshot_steps:
+        out["snapshots"] = snaps
+    return out
+
+
 def sgd(inst: Instance, w0: np.ndarray, eta: float, sigma: float, steps: int, batch: int,
         rng: np.random.Generator, record_every: int, recorder: Recorder | None = None,
         snapshot_steps: list[int] | tuple = (), key: str = "toy.eta_large") -> dict:
@@ -58,87 +84,59 @@ def sgd(inst: Instance, w0: np.ndarray, eta: float, sigma: float, steps: int, ba
 
     Returns {"t": paper times (T,), <recorder keys>: (R, T), "snapshots": {step: (R, d)}}.
     """
-    w = np.array(w0, dtype=float, copy=True)
-    R, d = w.shape
+    R = np.shape(w0)[0]
     Xt = inst.X.T  # (n, d)
     y = Xt @ inst.alpha_star  # (n,)
     gamma = inst.gamma
-    recorder = recorder or basic_stats(inst)
-    records, times, snaps = [], [], {}
-    wanted = set(snapshot_steps)
     chunk = 512  # draw indices and label noise in blocks: one RNG call per block, not per step
-    for k in range(steps + 1):
-        if k % record_every == 0 or k == steps:
-            _guard(w, eta, key, k)
-            records.append(recorder(w))
-            times.append(k * eta)
-        if k in wanted:
-            snaps[k] = w.copy()
-        if k == steps:
-            break
+    blocks: dict = {}
+
+    def step(w: np.ndarray, k: int) -> None:
         j = k % chunk
         if j == 0:
-            idx_block = rng.integers(inst.n, size=(chunk, R, batch))
-            noise_block = sigma * rng.standard_normal((chunk, R, batch)) if sigma else None
-        idx = idx_block[j]
+            blocks["idx"] = rng.integers(inst.n, size=(chunk, R, batch))
+            blocks["noise"] = sigma * rng.standard_normal((chunk, R, batch)) if sigma else None
+        idx = blocks["idx"][j]
         x = Xt[idx]  # (R, B, d)
         rho = np.sqrt(np.einsum("rd,rd->r", w, w))[:, None]
         a = rho**gamma * w
         res = np.einsum("rbd,rd->rb", x, a) - y[idx]
-        if noise_block is not None:
-            res -= noise_block[j]
+        if blocks["noise"] is not None:
+            res -= blocks["noise"][j]
         g_alpha = np.einsum("rb,rbd->rd", res, x) / batch
         wbar = w / rho
         grad = rho**gamma * (g_alpha + gamma * np.einsum("rd,rd->r", wbar, g_alpha)[:, None] * wbar)
         w -= eta * grad
-    out = _stack(records)
-    out["t"] = np.array(times)
-    out["snapshots"] = snaps
-    out["final"] = w
+
+    out = _integrate(w0, steps, eta, record_every, recorder or basic_stats(inst), step,
+                     (eta, key), snapshot_steps)
+    out.setdefault("snapshots", {})
     return out
 
 
 def langevin_sde(inst: Instance, w0: np.ndarray, eta: float, dt: float, steps: int,
                  rng: np.random.Generator, record_every: int, recorder: Recorder) -> dict:
     """Eq. 3.4 (Phase I): dw = -grad L dt + sqrt(eta) dB, Euler-Maruyama with step dt."""
-    w = np.array(w0, dtype=float, copy=True)
-    records, times = [], []
-    for k in range(steps + 1):
-        if k % record_every == 0 or k == steps:
-            _guard(w, eta, "toy.eta_large", k)
-            records.append(recorder(w))
-            times.append(k * dt)
-        if k == steps:
-            break
+
+    def step(w: np.ndarray, k: int) -> None:
         w += -inst.grad(w) * dt + np.sqrt(eta * dt) * rng.standard_normal(w.shape)
-    out = _stack(records)
-    out["t"] = np.array(times)
-    out["final"] = w
-    return out
+
+    return _integrate(w0, steps, dt, record_every, recorder, step, (eta, "toy.eta_large"))
 
 
 def label_noise_sde(inst: Instance, w0: np.ndarray, eta: float, sigma2: float, dt: float,
                     steps: int, rng: np.random.Generator, record_every: int,
                     recorder: Recorder | None = None) -> dict:
     """Eq. 3.7: dw = -grad L dt + sqrt(eta) (sigma / sqrt n) A(w) X dB_n, Euler-Maruyama."""
-    w = np.array(w0, dtype=float, copy=True)
-    R = w.shape[0]
-    recorder = recorder or basic_stats(inst)
+    R = np.shape(w0)[0]
     scale = np.sqrt(eta * sigma2 / inst.n * dt)
-    records, times = [], []
-    for k in range(steps + 1):
-        if k % record_every == 0 or k == steps:
-            _guard(w, eta, "toy.eta_large", k)
-            records.append(recorder(w))
-            times.append(k * dt)
-        if k == steps:
-            break
+
+    def step(w: np.ndarray, k: int) -> None:
         noise = rng.standard_normal((R, inst.n)) @ inst.X.T  # X dB_n, (R, d)
         w += -inst.grad(w) * dt + scale * model.apply_A(w, noise, inst.gamma)
-    out = _stack(records)
-    out["t"] = np.array(times)
-    out["final"] = w
-    return out
+
+    return _integrate(w0, steps, dt, record_every, recorder or basic_stats(inst), step,
+                      (eta, "toy.eta_large"))
 
 
 def effective_ode(inst: Instance, w_m0: np.ndarray, eta: float, sigma2: float, t_end: float,
@@ -171,17 +169,8 @@ def effective_ode(inst: Instance, w_m0: np.ndarray, eta: float, sigma2: float, t
 def gradient_flow(inst: Instance, w0: np.ndarray, h: float, steps: int, record_every: int,
                   recorder: Recorder) -> dict:
     """Eq. 3.18 by gradient descent with step h (paper time t = k h)."""
-    w = np.array(w0, dtype=float, copy=True)
-    records, times = [], []
-    for k in range(steps + 1):
-        if k % record_every == 0 or k == steps:
-            _guard(w, h, "toy.eta_small", k)
-            records.append(recorder(w))
-            times.append(k * h)
-        if k == steps:
-            break
+
+    def step(w: np.ndarray, k: int) -> None:
         w -= h * inst.grad(w)
-    out = _stack(records)
-    out["t"] = np.array(times)
-    out["final"] = w
-    return out
+
+    return _integrate(w0, steps, h, record_every, recorder, step, (h, "toy.eta_small"))
