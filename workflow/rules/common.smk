@@ -5,7 +5,7 @@ from shutil import which
 
 sys.path.insert(0, workflow.basedir)  # import the package from this checkout even if not installed
 
-from snakemake.utils import min_version
+from snakemake.utils import min_version, validate
 
 import lrdecay.config
 
@@ -15,6 +15,9 @@ try:
     lrdecay.config.validate(config)  # readable errors, defaults, cross-field rules
 except lrdecay.config.ConfigError as err:
     raise WorkflowError(str(err)) from None
+# Snakemake's own validator on the same schemas (defaults are already in; this guards the rest).
+validate(config, "../schemas/config.schema.yaml")
+validate(config["toy"], "../schemas/toy.schema.yaml")
 
 PLAN = lrdecay.config.Plan(config)
 RUN_DIR = str(PLAN.run_dir)
