@@ -23,6 +23,12 @@ def save(fig: plt.Figure, png: str | Path, pdf: str | Path) -> None:
     plt.close(fig)
 
 
+def log_levels(values: np.ndarray, n: int) -> np.ndarray | None:
+    """Contour levels evenly spaced in log over the finite positive values (None if none)."""
+    positive = values[np.isfinite(values) & (values > 0)]
+    return np.geomspace(positive.min(), positive.max(), n) if positive.size else None
+
+
 def learning_curves(metrics: pd.DataFrame) -> plt.Figure:
     """Figure 1a: the main path's train and test loss and accuracy."""
     main = metrics[metrics["path"] == "main"].sort_values("epoch")
@@ -48,12 +54,12 @@ def subpath_contour(metrics: pd.DataFrame, column: str, label: str) -> plt.Figur
     table = sub.pivot_table(index="branch_epoch", columns="epochs_after_decay", values=column)
     fig, ax = plt.subplots(figsize=(6, 4.5))
     values = table.to_numpy()
-    positive = values[np.isfinite(values) & (values > 0)]
-    norm = LogNorm(positive.min(), positive.max()) if positive.size else None
+    levels = log_levels(values, 20)
+    norm = LogNorm(levels[0], levels[-1]) if levels is not None else None
     x, y = table.columns.to_numpy(dtype=float), table.index.to_numpy(dtype=float)
     if len(y) >= 2:
-        levels = np.geomspace(positive.min(), positive.max(), 20) if positive.size else 20
-        mesh = ax.contourf(x, y, values, levels=levels, norm=norm, cmap="viridis")
+        mesh = ax.contourf(x, y, values, levels=20 if levels is None else levels, norm=norm,
+                           cmap="viridis")
     else:  # a single subpath: a contour needs two rows, show the one row as a strip
         mesh = ax.pcolormesh(x, [y[0] - 0.5, y[0] + 0.5], values, norm=norm, cmap="viridis")
     fig.colorbar(mesh, ax=ax, label=label, format="%.3g")
@@ -111,8 +117,7 @@ def landscape(grid: pd.DataFrame, coordinates: pd.DataFrame, column: str,
     table = grid.pivot_table(index="pc2", columns="pc1", values=column)
     values = table.to_numpy()
     fig, ax = plt.subplots(figsize=(6.5, 5))
-    positive = values[np.isfinite(values) & (values > 0)]
-    levels = np.geomspace(positive.min(), positive.max(), 25)
+    levels = log_levels(values, 25)
     mesh = ax.contourf(table.columns, table.index, values, levels=levels,
                        norm=LogNorm(levels[0], levels[-1]), cmap="viridis")
     ax.contour(table.columns, table.index, values, levels=levels[::3], colors="white",

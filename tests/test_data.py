@@ -12,38 +12,41 @@ import torch
 from lrdecay import data
 
 
-def _fake_cifar(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _write_batches(
+    root: Path, layout: str, n: int, seed: int, write
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random images in six batch files (five train, one test); `write(path, images, labels)`
+    writes one file in the layout's format."""
     rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
-    labels = np.arange(n) % 10
+    images = rng.integers(0, 256, size=(6 * n, 3, 32, 32), dtype=np.uint8)
+    labels = np.arange(6 * n) % 10
+    folder = root / layout
+    folder.mkdir(parents=True)
+    suffix = ".bin" if layout == data.CIFAR10_BIN else ""
+    names = [f"data_batch_{k}{suffix}" for k in range(1, 6)] + [f"test_batch{suffix}"]
+    for i, name in enumerate(names):
+        part = slice(i * n, (i + 1) * n)
+        write(folder / name, images[part].reshape(n, -1), labels[part])
     return images, labels
 
 
 def write_cifar_bin(root: Path, n: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """Write the official binary layout: per record 1 label byte then 3072 pixel bytes."""
-    folder = root / data.CIFAR10_BIN
-    folder.mkdir(parents=True)
-    images, labels = _fake_cifar(n * 6, seed=1)
-    for i, name in enumerate([f"data_batch_{k}.bin" for k in range(1, 6)] + ["test_batch.bin"]):
-        part = slice(i * n, (i + 1) * n)
-        records = np.concatenate(
-            [labels[part, None].astype(np.uint8), images[part].reshape(n, -1)], axis=1
-        )
-        records.tofile(folder / name)
-    return images, labels
+
+    def write(path: Path, pixels: np.ndarray, labels: np.ndarray) -> None:
+        np.concatenate([labels[:, None].astype(np.uint8), pixels], axis=1).tofile(path)
+
+    return _write_batches(root, data.CIFAR10_BIN, n, seed=1, write=write)
 
 
 def write_cifar_py(root: Path, n: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """Write the official python layout: pickled dicts with b'data' (n, 3072) and b'labels'."""
-    folder = root / data.CIFAR10_PY
-    folder.mkdir(parents=True)
-    images, labels = _fake_cifar(n * 6, seed=2)
-    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
-        part = slice(i * n, (i + 1) * n)
-        batch = {b"data": images[part].reshape(n, -1), b"labels": labels[part].tolist()}
-        with open(folder / name, "wb") as handle:
-            pickle.dump(batch, handle)
-    return images, labels
+
+    def write(path: Path, pixels: np.ndarray, labels: np.ndarray) -> None:
+        with open(path, "wb") as handle:
+            pickle.dump({b"data": pixels, b"labels": labels.tolist()}, handle)
+
+    return _write_batches(root, data.CIFAR10_PY, n, seed=2, write=write)
 
 
 @pytest.mark.parametrize("writer", [write_cifar_bin, write_cifar_py])
