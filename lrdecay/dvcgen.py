@@ -49,6 +49,8 @@ from typing import Any
 
 import yaml
 
+from lrdecay.io import write_text
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = "config.yaml"
 DVC_YAML = "dvc.yaml"
@@ -358,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{target} is out of date: run python -m lrdecay.dvcgen", file=sys.stderr)
             return 1
         return 0
-    target.write_text(text)
+    write_text(target, text)  # atomic: an interrupted run never leaves half a dvc.yaml
     print(f"wrote {target} ({len(yaml.safe_load(text)['stages'])} stages)")
     return 0
 

@@ -33,8 +33,11 @@ class PCAResult:
         return coords, np.linalg.norm(centred - in_plane, axis=1)
 
 
-def _chunks(files: list[Path], rows: int):
-    for array, meta in iter_trajectories(files):
+Trajectories = list[tuple[np.ndarray, dict]]  # (memory-mapped (n, n_params), sidecar) per path
+
+
+def _chunks(trajectories: Trajectories, rows: int):
+    for array, meta in trajectories:
         for start in range(0, len(array), rows):
             yield np.asarray(array[start : start + rows], dtype=np.float64), meta, start
 
@@ -42,16 +45,20 @@ def _chunks(files: list[Path], rows: int):
 def fit(files: list[Path], n_components: int, method: str = "exact",
         chunk_rows: int = 512) -> PCAResult:
     """Fit PCA on every snapshot of every trajectory file."""
-    total_rows = sum(len(array) for array, _ in iter_trajectories(files))
-    n_components = min(n_components, total_rows)
+    return _fit(list(iter_trajectories(files)), n_components, method, chunk_rows)
+
+
+def _fit(trajectories: Trajectories, n_components: int, method: str,
+         chunk_rows: int) -> PCAResult:
+    """Fit on trajectories opened (and checksum-verified) once by the caller."""
+    n_components = min(n_components, sum(len(array) for array, _ in trajectories))
     if method == "exact":
-        arrays = iter_trajectories(files)
-        stacked = np.concatenate([np.asarray(a, dtype=np.float64) for a, _ in arrays])
+        stacked = np.concatenate([np.asarray(a, dtype=np.float64) for a, _ in trajectories])
         model = PCA(n_components=n_components, svd_solver="full").fit(stacked)
     else:
         model = IncrementalPCA(n_components=n_components)
         pending = []
-        for chunk, _, _ in _chunks(files, chunk_rows):
+        for chunk, _, _ in _chunks(trajectories, chunk_rows):
             pending.append(chunk)
             if sum(len(c) for c in pending) >= max(chunk_rows, n_components):
                 model.partial_fit(np.concatenate(pending))
@@ -65,7 +72,9 @@ def fit(files: list[Path], n_components: int, method: str = "exact",
 def run(files: list[Path], pca_config: dict, out_variance: str | Path, out_coords: str | Path,
         out_basis: str | Path, config_hash: str) -> PCAResult:
     """Fit, then write the explained-variance table, every snapshot's coordinates, the basis."""
-    result = fit(files, pca_config["n_components"], pca_config["method"], pca_config["chunk_rows"])
+    trajectories = list(iter_trajectories(files))  # verify each file's checksum once
+    result = _fit(trajectories, pca_config["n_components"], pca_config["method"],
+                  pca_config["chunk_rows"])
     k = len(result.components)
     io.write_csv(out_variance, pd.DataFrame({
         "component": np.arange(1, k + 1),
@@ -74,7 +83,7 @@ def run(files: list[Path], pca_config: dict, out_variance: str | Path, out_coord
         "cumulative_ratio": np.cumsum(result.explained_variance_ratio),
     }))
     frames = []
-    for chunk, meta, start in _chunks(files, pca_config["chunk_rows"]):
+    for chunk, meta, start in _chunks(trajectories, pca_config["chunk_rows"]):
         coords, distance = result.project(chunk)
         epochs = meta["epochs"][start : start + len(chunk)]
         frame = pd.DataFrame(coords, columns=[f"pc{i + 1}" for i in range(k)])
