@@ -1,17 +1,50 @@
-"""Logging for jobs: progress to the console and to the job's Snakemake log file."""
+"""Logging for jobs: progress and failures to the console and to the job's Snakemake log file."""
 
 from __future__ import annotations
 
+import atexit
 import logging
+import resource
 import sys
 from pathlib import Path
+from types import TracebackType
+
+log = logging.getLogger("lrdecay")
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException,
+                  trace: TracebackType | None) -> None:
+    """sys.excepthook: a job's fatal error goes through logging, so the log file holds it."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, trace)
+        return
+    log.critical("job failed: %s: %s", kind.__name__, error, exc_info=(kind, error, trace))
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _log_peak_memory() -> None:
+    log.info("peak memory %.0f MB", peak_memory_mb())
 
 
 def setup(log_path: str | Path | None = None) -> None:
-    """Log INFO lines with timestamps to stderr and, if given, to `log_path`."""
+    """Log INFO lines with timestamps to stderr and, if given, to `log_path`.
+
+    Snakemake shows a failed job's `log:` file and SLURM keeps only that file next to the job's
+    outputs, so an uncaught exception is logged there too (with its traceback and the message
+    saying what to fix), not only printed on stderr. The job's peak memory is logged at exit.
+    """
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_path, mode="a"))
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)  # warnings (e.g. from numpy or torch) land in the log as well
+    sys.excepthook = _log_uncaught
+    # The measured peak, beside the mem_mb the job asked for (lrdecay.resources), in every log.
+    atexit.unregister(_log_peak_memory)
+    atexit.register(_log_peak_memory)

@@ -7,6 +7,8 @@ do not fit in memory. Both return the same quantities up to numerical precision.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from sklearn.decomposition import PCA, IncrementalPCA
 
 from lrdecay import io
 from lrdecay.trajectories import iter_trajectories
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,20 +55,29 @@ def fit(files: list[Path], n_components: int, method: str = "exact",
 def _fit(trajectories: Trajectories, n_components: int, method: str,
          chunk_rows: int) -> PCAResult:
     """Fit on trajectories opened (and checksum-verified) once by the caller."""
-    n_components = min(n_components, sum(len(array) for array, _ in trajectories))
+    rows = sum(len(array) for array, _ in trajectories)
+    n_components = min(n_components, rows)
+    n_params = trajectories[0][0].shape[1] if trajectories else 0
+    log.info("PCA (%s) of %d snapshots x %d parameters from %d trajectories: %d components",
+             method, rows, n_params, len(trajectories), n_components)
+    started = time.monotonic()
     if method == "exact":
         stacked = np.concatenate([np.asarray(a, dtype=np.float64) for a, _ in trajectories])
         model = PCA(n_components=n_components, svd_solver="full").fit(stacked)
     else:
         model = IncrementalPCA(n_components=n_components)
-        pending = []
+        pending, done = [], 0
         for chunk, _, _ in _chunks(trajectories, chunk_rows):
             pending.append(chunk)
             if sum(len(c) for c in pending) >= max(chunk_rows, n_components):
+                done += sum(len(c) for c in pending)
                 model.partial_fit(np.concatenate(pending))
                 pending = []
+                log.info("PCA fit: %d/%d snapshots, %.1fs", done, rows, time.monotonic() - started)
         if pending:  # a last batch smaller than n_components would be rejected: merge it back
             model.partial_fit(np.concatenate(pending))
+    log.info("PCA fit done in %.1fs; explained variance ratio %s", time.monotonic() - started,
+             np.round(model.explained_variance_ratio_, 4).tolist())
     return PCAResult(model.mean_, model.components_, model.explained_variance_,
                      model.explained_variance_ratio_)
 
@@ -73,6 +86,13 @@ def run(files: list[Path], pca_config: dict, out_variance: str | Path, out_coord
         out_basis: str | Path, config_hash: str) -> PCAResult:
     """Fit, then write the explained-variance table, every snapshot's coordinates, the basis."""
     trajectories = list(iter_trajectories(files))  # verify each file's checksum once
+    return run_on(trajectories, pca_config, out_variance, out_coords, out_basis, config_hash)
+
+
+def run_on(trajectories: Trajectories, pca_config: dict, out_variance: str | Path,
+           out_coords: str | Path, out_basis: str | Path, config_hash: str) -> PCAResult:
+    """`run` over trajectories already opened: (array (n_snapshots, n_params), sidecar) pairs,
+    the main path first (`lrdecay pca` passes files that have no checksum record)."""
     result = _fit(trajectories, pca_config["n_components"], pca_config["method"],
                   pca_config["chunk_rows"])
     k = len(result.components)
@@ -95,6 +115,7 @@ def run(files: list[Path], pca_config: dict, out_variance: str | Path, out_coord
     coordinates = pd.concat(frames, ignore_index=True)
     coordinates["branch_epoch"] = coordinates["branch_epoch"].astype("Int64")
     io.write_csv(out_coords, coordinates)
+    log.info("wrote %d coordinates to %s", len(coordinates), out_coords)
     basis = np.vstack([result.mean[None], result.components]).astype(np.float64)
     io.save_array(out_basis, basis, {
         "layout": "row 0: PCA mean; rows 1..k: principal components (orthonormal)",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from lrdecay import io
+from lrdecay import config as lrconfig
+from lrdecay import io, resources
 
 from .conftest import REPO, TINY
 
@@ -84,3 +88,96 @@ def test_lint_is_clean() -> None:
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+# --- resources: every job's request is above its measured peak, and not absurdly above ----------
+
+def test_memory_requests_cover_the_measured_peak(tiny_run: Path) -> None:
+    """Each job logs its peak RSS (lrdecay.logs); the rule's mem_mb must hold it with room to
+    spare but not ask for several times more. A request that forgot the interpreter and torch
+    (~600 MB) fails the lower bound; a fixed 8 GB for PCA fails the upper one."""
+    costs = resources.JobCosts(lrconfig.load(TINY), gpu=False)
+    peaks = {}
+    for log_file in sorted((tiny_run / "logs").glob("*.log")):
+        found = re.findall(r"peak memory (\d+) MB", log_file.read_text())
+        rule = re.sub(r"-[\d.]+$", "", log_file.stem)
+        if rule.startswith("toy_"):
+            continue  # toy rules (toy.smk) keep their own fixed requests
+        assert found, f"{log_file} does not log the job's peak memory"
+        peaks[log_file.stem] = (rule, int(found[-1]))
+    assert {rule for rule, _ in peaks.values()} >= {
+        "prepare_data", "main_segment", "subpath_group", "gather_training", "pca",
+        "landscape_shard", "landscape_gather", "figure1", "figure2"}
+    for job, (rule, peak) in peaks.items():
+        requested = costs.mem_mb(rule)
+        assert peak < requested < 2.5 * peak, f"{job}: peak {peak} MB, mem_mb {requested}"
+        assert costs.mem_mb(rule, attempt=2) > requested  # a retry asks for more
+        assert costs.runtime(rule, attempt=2) > costs.runtime(rule)
+
+
+# --- errors reach the rule's log file -----------------------------------------------------------
+
+def _failing_run(tmp_path: Path, overrides: dict, target: str) -> tuple[str, str]:
+    extra = tmp_path / "override.yaml"
+    extra.write_text(yaml.safe_dump(overrides))
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+               "--directory", str(tmp_path), "--configfile", str(TINY), str(extra),
+               "--config", f"output_dir={tmp_path / 'results'}", "--cores", "1",
+               str(tmp_path / "results" / overrides["run_name"] / target)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    return result.stdout + result.stderr, str(tmp_path / "results" / overrides["run_name"])
+
+
+def test_divergence_and_missing_data_are_in_the_job_logs(tmp_path: Path) -> None:
+    """Snakemake shows (and SLURM keeps) a failed job's log file: the message saying what to fix
+    and the traceback must be there, not only on stderr."""
+    _, run = _failing_run(tmp_path / "a", {"run_name": "diverge",
+                                          "optimizer": {"main_lr": 1.0e6}}, "main/segment-0003")
+    text = Path(run, "logs", "main_segment-0003.log").read_text()
+    assert "diverged" in text and "Lower the learning rate" in text, text
+    assert "Traceback" in text and "job failed" in text
+
+    _, run = _failing_run(tmp_path / "b", {"run_name": "nocifar", "data": {
+        "name": "cifar10", "root": str(tmp_path / "nowhere"), "download": False,
+        "train_per_class": 2, "test_per_class": 2}}, "data/dataset.pt")
+    text = Path(run, "logs", "prepare_data.log").read_text()
+    assert "CIFAR-10 not found under" in text and "data.download: true" in text, text
+    assert "Traceback" in text
+
+
+# --- profiles, as Snakemake itself loads them ---------------------------------------------------
+
+def _profile_args(capsys, *argv: str):
+    """Arguments after Snakemake's own profile loading (snakemake.cli.parse_args), run from the
+    repository root as a user would."""
+    from snakemake.cli import parse_args
+
+    with contextlib.chdir(REPO):
+        _, args = parse_args(list(argv))
+    return args, capsys.readouterr().err
+
+
+def test_slurm_profile_is_not_overridden_by_a_workflow_profile(capsys) -> None:
+    """Snakemake loads profiles/default (next to the Snakefile) as the workflow profile on top of
+    --profile; its `resources: gpu: 1` then ran one GPU job at a time on a cluster."""
+    args, err = _profile_args(capsys, "--profile", "profiles/slurm", "-n")
+    assert "workflow specific profile" not in err, err
+    assert args.executor == "slurm" and args.jobs == 50
+    assert "gpu" not in (args.resources or {}), args.resources
+    assert args.latency_wait == 60 and args.keep_going is True and args.retries == 1
+    ci, _ = _profile_args(capsys, "--profile", "profiles/slurm-ci", "-n")
+    assert "gpu" not in (ci.resources or {}) and ci.jobs == 4
+    local, _ = _profile_args(capsys, "--profile", "profiles/local", "-n")
+    assert "gpu" in local.resources and local.latency_wait == 5
+
+
+def test_profiles_name_only_existing_rules() -> None:
+    """set-resources for a rule that does not exist is silently ignored by Snakemake."""
+    rules = set(re.findall(r"(?m)^rule (\w+):", "".join(
+        p.read_text() for p in [REPO / "Snakefile", *(REPO / "workflow" / "rules").glob("*.smk")])))
+    for profile in (REPO / "profiles").glob("*/config.v8+.yaml"):
+        text = profile.read_text()
+        named = set(re.findall(r"(?m)^#?\s{2,4}(\w+):\s*$", text.split("set-resources:", 1)[-1]))
+        if "set-resources:" in text:
+            assert named and named <= rules, f"{profile}: {named - rules}"

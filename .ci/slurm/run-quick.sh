@@ -7,7 +7,7 @@
 #
 # Environment:
 #   LRDECAY_SLURM_REFERENCE  run folder of a local run of the same checkout and config (e.g.
-#                            results/quick after `snakemake --profile profiles/default`): compare
+#                            results/quick after `snakemake --profile profiles/local`): compare
 #                            with it instead of making a fresh local run (saves that run's time)
 #   LRDECAY_SLURM_LIMIT      seconds allowed for the SLURM run (default 2400; it took 820 s
 #                            for the 24-job quick DAG on 2 busy cores)
@@ -51,8 +51,8 @@ if [[ -n "${LRDECAY_SLURM_REFERENCE:-}" ]]; then
     say "reference: existing local run $reference"
 else
     reference="$WORK/local/$run_name"
-    say "reference: local run (profiles/default)"
-    "$SNAKEMAKE" --profile profiles/default --cores 2 --nocolor \
+    say "reference: local run (profiles/local)"
+    "$SNAKEMAKE" --profile profiles/local --cores 2 --nocolor \
         --config output_dir="$WORK/local" >"$WORK/local.log" 2>&1 \
         || { tail -n 60 "$WORK/local.log"; say "local run failed"; exit 1; }
     say "local run done"
@@ -61,12 +61,27 @@ fi
 "$HERE/install.sh"
 "$HERE/cluster.sh" start
 
-say "SLURM run (profiles/slurm-ci), limit ${LIMIT}s"
+# The training and landscape rules are tagged gpu=1 (as with `device: cuda`) while they still
+# compute on the CPU, so the outputs must equal the local run's and SLURM schedules them as GPU
+# jobs (--gpus=1) on the node's fake GPU. Every ready GPU job must be queued at once: squeue is
+# polled during the run and at least two GPU jobs must be pending or running at the same moment
+# (a workflow profile with `resources: gpu: 1` would submit them one after another).
+GPU_RULES=(main_segment subpath_group landscape_shard)
+say "SLURM run (profiles/slurm-ci, rules ${GPU_RULES[*]} tagged gpu=1), limit ${LIMIT}s"
+(
+    while :; do
+        squeue -h -o "$(date +%T) %i %T gres=%b tres=%C %k" 2>/dev/null || true
+        sleep 1
+    done
+) >"$WORK/squeue.log" &
+poller=$!
 set +e
 timeout -k 30 "$LIMIT" "$SNAKEMAKE" --profile profiles/slurm-ci --nocolor \
+    --set-resources "${GPU_RULES[@]/%/:gpu=1}" \
     --config output_dir="$WORK/slurm" >"$WORK/slurm.log" 2>&1
 rc=$?
 set -e
+kill "$poller" 2>/dev/null || true
 grep -E "submitted with SLURM jobid|Error|error|Falling back" "$WORK/slurm.log" || true
 if [[ $rc -ne 0 ]]; then
     tail -n 80 "$WORK/slurm.log"
@@ -81,6 +96,21 @@ say "SLURM run done: $n_jobs sbatch jobs + $n_local local (rule all) = DAG of $n
 if [[ "$n_jobs" -lt 1 || $((n_jobs + n_local)) -ne "${n_planned:-0}" ]]; then
     say "expected every one of the $n_planned jobs to be submitted or local"; exit 1
 fi
+
+# GPU jobs in the queue at the same moment (squeue's comment names the rule).
+grep -E "$(IFS='|'; echo "${GPU_RULES[*]}")" "$WORK/squeue.log" | awk '{print $1}' | sort | uniq -c \
+    | sort -rn | head -n 3 | sed 's/^/  GPU jobs queued at once /'
+peak="$(grep -E "$(IFS='|'; echo "${GPU_RULES[*]}")" "$WORK/squeue.log" | awk '{print $1}' \
+    | sort | uniq -c | sort -rn | awk 'NR == 1 {print $1, $2}')"
+if [[ -z "$peak" || "${peak%% *}" -lt 2 ]]; then
+    say "at most ${peak%% *} GPU job(s) queued at once: were they submitted one at a time?"
+    exit 1
+fi
+say "GPU jobs pending or running at ${peak#* }:"
+grep "^${peak#* } " "$WORK/squeue.log" | grep -E "$(IFS='|'; echo "${GPU_RULES[*]}")" \
+    | sed 's/^/  /'
+grep -q "workflow specific profile" "$WORK/slurm.log" \
+    && { say "a workflow profile was loaded on top of profiles/slurm-ci"; exit 1; }
 
 say "comparing tables and arrays: local vs SLURM"
 "$PYTHON" "$HERE/compare_outputs.py" "$reference" "$WORK/slurm/$run_name"

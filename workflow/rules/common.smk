@@ -8,16 +8,29 @@ sys.path.insert(0, workflow.basedir)  # import the package from this checkout ev
 from snakemake.utils import min_version, validate
 
 import lrdecay.config
+import lrdecay.lock
 
 min_version("8.20")
 
 try:
+    # Snakemake read the config files with a loader that keeps the last of two equal keys.
+    lrdecay.config.check_files(workflow.configfiles)
     lrdecay.config.validate(config)  # readable errors, defaults, cross-field rules
 except lrdecay.config.ConfigError as err:
     raise WorkflowError(str(err)) from None
 # Snakemake's own validator on the same schemas (defaults are already in; this guards the rest).
 validate(config, "../schemas/config.schema.yaml")
 validate(config["toy"], "../schemas/toy.schema.yaml")
+RUN_LOCKS = []  # the run folder's lock, held until Snakemake exits (lrdecay.lock)
+
+
+onstart:
+    # Only runs that execute jobs own the folder (not dry runs, nor the jobs on cluster nodes).
+    try:
+        RUN_LOCKS.append(lrdecay.lock.hold_run(lrdecay.config.Plan(config).run_dir))
+    except lrdecay.lock.LockHeld as err:
+        raise WorkflowError(str(err)) from None
+
 
 PLAN = lrdecay.config.Plan(config)
 RUN_DIR = str(PLAN.run_dir)
@@ -36,28 +49,31 @@ wildcard_constraints:
 
 
 
-# Resources per job, by model (the scientific config stays free of them). Runtime is in minutes
-# per epoch on the configured device; retries (attempt > 1) ask for more memory and time.
-MODEL_COST = {  # model: (mem_mb, cpu minutes per epoch, gpu minutes per epoch, threads)
-    "mlp": (1000, 0.01, 0.01, 1),
-    "vgg_small": (4000, 0.5, 0.02, 2),
-    "vgg11": (12000, 20.0, 0.1, 2),
-}
-_MEM, _CPU_MIN, _GPU_MIN, TRAIN_THREADS = MODEL_COST[config["model"]["name"]]
-_MIN_PER_EPOCH = _GPU_MIN if GPU else _CPU_MIN
+import os
+
+import lrdecay.resources
+
+# Resources per job (lrdecay.resources): mem_mb and runtime follow from the config (model,
+# snapshots, chunk size, epochs, device) and grow on each retry (attempt > 1).
+COSTS = lrdecay.resources.JobCosts(config, gpu=bool(GPU))
+TRAIN_THREADS = COSTS.threads
+# SLURM partition of the GPU-capable jobs (training, landscape), read where snakemake starts:
+# LRDECAY_SLURM_GPU_PARTITION when they run on a GPU, else LRDECAY_SLURM_PARTITION, which
+# profiles/slurm gives every other job; so CPU-only work never queues in the GPU partition.
+CPU_PARTITION = os.environ.get("LRDECAY_SLURM_PARTITION", "")
+TRAIN_PARTITION = os.environ.get("LRDECAY_SLURM_GPU_PARTITION", "") if GPU else CPU_PARTITION
+# Figures' PDFs carry their creation date unless this is set: fixed, they are byte-stable.
+os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
 
 
-def mem_mb(wildcards, attempt):
-    return _MEM * attempt
+def mem_mb(rule):
+    """mem_mb resource of `rule`'s jobs, by attempt."""
+    return lambda wildcards, attempt: COSTS.mem_mb(rule, attempt)
 
 
-def runtime_for(epochs):
-    """A runtime resource (minutes) for a job of `epochs` epochs, doubled on each retry."""
-
-    def runtime(wildcards, attempt):
-        return int(10 + epochs * _MIN_PER_EPOCH * 1.5) * 2 ** (attempt - 1)
-
-    return runtime
+def runtime(rule):
+    """runtime resource (minutes) of `rule`'s jobs, by attempt."""
+    return lambda wildcards, attempt: COSTS.runtime(rule, attempt)
 
 
 def segment_input(wildcards):

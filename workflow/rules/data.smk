@@ -12,8 +12,8 @@ rule prepare_data:
         f"{RUN_DIR}/logs/prepare_data.log",
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=mem_mb("prepare_data"),
+        runtime=runtime("prepare_data"),
         gpu=0,
     conda:
         CONDA_ENV

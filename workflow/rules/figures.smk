@@ -18,8 +18,8 @@ rule figure1:
         f"{RUN_DIR}/logs/figure1.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=mem_mb("figure1"),
+        runtime=runtime("figure1"),
         gpu=0,
     conda:
         CONDA_ENV
@@ -38,8 +38,8 @@ rule figure2:
         f"{RUN_DIR}/logs/figure2.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=mem_mb("figure2"),
+        runtime=runtime("figure2"),
         gpu=0,
     conda:
         CONDA_ENV

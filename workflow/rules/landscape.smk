@@ -15,9 +15,10 @@ rule landscape_shard:
         f"{RUN_DIR}/logs/landscape_shard-{{shard}}.log",
     threads: TRAIN_THREADS
     resources:
-        mem_mb=mem_mb,
-        runtime=runtime_for(PLAN.grid_points / PLAN.n_shards),
+        mem_mb=mem_mb("landscape_shard"),
+        runtime=runtime("landscape_shard"),
         gpu=GPU,
+        slurm_partition=TRAIN_PARTITION,
     conda:
         CONDA_ENV
     script:
@@ -37,8 +38,8 @@ rule landscape_gather:
         f"{RUN_DIR}/logs/landscape_gather.log",
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=mem_mb("landscape_gather"),
+        runtime=runtime("landscape_gather"),
         gpu=0,
     conda:
         CONDA_ENV

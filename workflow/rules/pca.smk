@@ -24,8 +24,8 @@ rule pca:
         f"{RUN_DIR}/logs/pca.log",
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=mem_mb("pca"),
+        runtime=runtime("pca"),
         gpu=0,
     conda:
         CONDA_ENV

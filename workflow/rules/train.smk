@@ -15,9 +15,10 @@ rule main_segment:
         f"{RUN_DIR}/logs/main_segment-{{end}}.log",
     threads: TRAIN_THREADS
     resources:
-        mem_mb=mem_mb,
-        runtime=runtime_for(config["schedule"]["segment_epochs"]),
+        mem_mb=mem_mb("main_segment"),
+        runtime=runtime("main_segment"),
         gpu=GPU,
+        slurm_partition=TRAIN_PARTITION,
     conda:
         CONDA_ENV
     script:
@@ -37,11 +38,10 @@ rule subpath_group:
         f"{RUN_DIR}/logs/subpath_group-{{group}}.log",
     threads: TRAIN_THREADS
     resources:
-        mem_mb=mem_mb,
-        runtime=runtime_for(
-            config["schedule"]["subpath_epochs"] * config["schedule"]["subpaths_per_job"]
-        ),
+        mem_mb=mem_mb("subpath_group"),
+        runtime=runtime("subpath_group"),
         gpu=GPU,
+        slurm_partition=TRAIN_PARTITION,
     conda:
         CONDA_ENV
     script:
@@ -64,8 +64,8 @@ rule gather_training:
         f"{RUN_DIR}/logs/gather_training.log",
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=mem_mb("gather_training"),
+        runtime=runtime("gather_training"),
         gpu=0,
     conda:
         CONDA_ENV

@@ -1,0 +1,196 @@
+"""Memory (mem_mb) and time (runtime, minutes) each job asks for, derived from the config.
+
+SLURM kills a job that outgrows its request and queues a large request longer, so the numbers
+follow what the job holds: the model's parameters (weights, gradients, optimiser state), the
+snapshots it writes, the dataset, activations of one batch, and for PCA the rows it stacks.
+tests/test_resources.py runs small jobs and checks each estimate against the measured peak RSS.
+Retries ask for more: memory grows linearly with the attempt, time doubles.
+
+Plain arithmetic on the config (no torch import), so the Snakefile stays fast to parse.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from lrdecay.config import DATASET_POOL_PER_CLASS, Plan
+from lrdecay.models import VGG11_CONVS, VGG_SMALL_CONVS
+
+# Resident memory of a job before it does any work: Python with torch, numpy, pandas and
+# scikit-learn imported (measured 550-650 MB on Linux x86-64, torch 2.x CPU build).
+BASE_MB = 800
+# Host memory a job adds once it has created a CUDA context (driver, cuBLAS/cuDNN handles).
+CUDA_MB = 3000
+# Multiplier over the sum of the known terms: allocator slack, temporary copies we do not model.
+SLACK = 1.3
+MB = 2**20
+N_CLASSES = 10
+INPUT_SHAPE = {"digits": (1, 8, 8), "cifar10": (3, 32, 32)}
+DTYPE_BYTES = {"float16": 2, "float32": 4, "float64": 8}
+
+# Minutes per epoch over 1000 training images, measured for one path (benchmarks/RESULTS.md and
+# the quick preset's logs), with a full evaluation pass included: model -> (CPU, GPU).
+MINUTES_PER_1000_IMAGES = {
+    "mlp": (0.02, 0.02),
+    "vgg_small": (0.2, 0.008),
+    "vgg11": (0.8, 0.004),
+}
+# Every job is given this much on top (start-up, reading inputs, writing checkpoints).
+OVERHEAD_MIN = 10
+TIME_SAFETY = 2.0
+
+
+def _conv_stack(name: str) -> list:
+    return VGG11_CONVS if name == "vgg11" else VGG_SMALL_CONVS
+
+
+def n_params(config: dict) -> int:
+    """Number of trainable parameters of the configured model (as lrdecay.models builds it)."""
+    model = config["model"]
+    if model["name"] == "mlp":
+        widths = [math.prod(INPUT_SHAPE[config["data"]["name"]]), *model["hidden"], N_CLASSES]
+        return sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:], strict=False))
+    total, channels = 0, 3
+    for item in _conv_stack(model["name"]):
+        if item != "M":
+            total += (9 * channels + 1) * item
+            channels = item
+    for width in ([128, 128] if model["name"] == "vgg_small" else []):
+        total += (channels + 1) * width
+        channels = width
+    return total + (channels + 1) * N_CLASSES
+
+
+def activations_per_image(config: dict) -> int:
+    """Floats one image's forward pass keeps for the backward pass (sum of layer outputs)."""
+    model = config["model"]
+    shape = INPUT_SHAPE[config["data"]["name"]]
+    if model["name"] == "mlp":
+        return math.prod(shape) + 2 * sum(model["hidden"]) + N_CLASSES
+    side, total = shape[1], math.prod(shape)
+    for item in _conv_stack(model["name"]):
+        if item == "M":
+            side //= 2
+        else:
+            total += 2 * item * side * side  # conv output and its ReLU
+    return total + 512
+
+
+def dataset_images(config: dict) -> tuple[int, int]:
+    """(train, test) images of the configured dataset."""
+    data = config["data"]
+    pools = DATASET_POOL_PER_CLASS[data["name"]]
+    train = data["train_per_class"] or pools["train"]
+    test = data.get("test_per_class") or pools["test"]
+    return N_CLASSES * train, N_CLASSES * test
+
+
+@dataclass(frozen=True)
+class JobCosts:
+    """mem_mb and runtime of every rule's jobs for one validated config."""
+
+    config: dict
+    gpu: bool  # jobs run on a GPU (device cuda, or auto on a machine with one)
+
+    @property
+    def plan(self) -> Plan:
+        return Plan(self.config)
+
+    @property
+    def threads(self) -> int:
+        """Threads of a training job: conv models use two cores well, the MLP one."""
+        return 1 if self.config["model"]["name"] == "mlp" else 2
+
+    def _snapshots(self, epochs: int) -> int:
+        return epochs // self.config["trajectory"]["every_epochs"] + 1
+
+    def _paths_at_once(self) -> int:
+        """Subpaths one group job holds in memory at once (vmap on GPUs, one by one on CPUs)."""
+        mode = self.config["engine"].get("batched_subpaths", "auto")
+        vmap = mode == "vmap" or (mode == "auto" and self.gpu)
+        return self.config["schedule"]["subpaths_per_job"] if vmap else 1
+
+    def _data_bytes(self) -> int:
+        """Dataset as uint8 on disk plus float32 in memory (host copy also on GPU runs)."""
+        images = sum(dataset_images(self.config))
+        return images * math.prod(INPUT_SHAPE[self.config["data"]["name"]]) * 5
+
+    def _training_bytes(self, paths: int, snapshots_per_path: int) -> int:
+        p = n_params(self.config)
+        dtype = DTYPE_BYTES[self.config["trajectory"]["dtype"]]
+        # weights, gradients, momentum, a flat copy and a checkpoint being written: 6 x float32
+        state = 6 * 4 * p * paths
+        # the snapshot array is a memory map of the resume file; written pages stay resident
+        snapshots = snapshots_per_path * p * dtype * paths
+        batch = max(self.config["optimizer"]["batch_size"] * 3,  # forward + backward
+                    self.config["metrics"]["eval_batch_size"])
+        activations = 0 if self.gpu else batch * activations_per_image(self.config) * 4 * paths
+        return state + snapshots + activations + self._data_bytes()
+
+    def _pca_rows(self) -> tuple[int, int]:
+        """(snapshots in all, rows of one SVD): all of them (exact) or components + one chunk."""
+        sched, pca = self.config["schedule"], self.config["pca"]
+        rows = self._snapshots(sched["main_epochs"])
+        rows += len(self.plan.branch_epochs) * self._snapshots(sched["subpath_epochs"])
+        if pca["method"] == "exact":
+            return rows, rows
+        return rows, min(pca["chunk_rows"], rows) + pca["n_components"] + 1
+
+    def _pca_bytes(self) -> int:
+        rows, block = self._pca_rows()
+        p = n_params(self.config)
+        if self.config["pca"]["method"] == "exact":  # rows stacked as float64, centred copy, SVD
+            return 3 * rows * p * 8 + rows * rows * 8
+        return 4 * block * p * 8  # the chunk, its validated copy, the stacked block, SVD factors
+
+    def _bytes(self, rule: str) -> int:
+        sched, p = self.config["schedule"], n_params(self.config)
+        if rule == "main_segment":
+            return self._training_bytes(1, self._snapshots(sched["segment_epochs"]))
+        if rule == "subpath_group":
+            return self._training_bytes(self._paths_at_once(),
+                                        self._snapshots(sched["subpath_epochs"]))
+        if rule == "landscape_shard":  # model, basis (mean, PC1, PC2), one evaluation batch
+            return self._training_bytes(1, 3) - 3 * 4 * p + 3 * p * 8
+        if rule == "pca":
+            return self._pca_bytes()
+        if rule == "gather_training":  # the main trajectory is copied segment by segment
+            dtype = DTYPE_BYTES[self.config["trajectory"]["dtype"]]
+            return self._snapshots(sched["segment_epochs"]) * p * dtype * 2
+        if rule == "prepare_data":  # the whole source dataset, decoded, then the subset
+            return self._data_bytes() * 2
+        return 50 * MB  # tables and figures
+
+    def mem_mb(self, rule: str, attempt: int = 1) -> int:
+        """Memory to request for a job of `rule`, in MB; grows with each retry."""
+        cuda = CUDA_MB if self.gpu and rule in GPU_RULES else 0
+        need = BASE_MB + cuda + SLACK * self._bytes(rule) / MB
+        return int(math.ceil(need / 100) * 100) * attempt
+
+    def _work_minutes(self, rule: str) -> float:
+        sched = self.config["schedule"]
+        cpu, gpu = MINUTES_PER_1000_IMAGES[self.config["model"]["name"]]
+        train, test = dataset_images(self.config)
+        per_epoch = (gpu if self.gpu else cpu) * train / 1000
+        if rule == "main_segment":
+            return sched["segment_epochs"] * per_epoch
+        if rule == "subpath_group":
+            return sched["subpaths_per_job"] * sched["subpath_epochs"] * per_epoch
+        if rule == "landscape_shard":  # one evaluation of train and test set per grid point
+            points = math.ceil(self.plan.grid_points / self.plan.n_shards)
+            return points * per_epoch * (train + test) / train / 3
+        if rule == "pca":  # thin SVDs: rows x block x params x 4 flops at 2 GFLOP/s; reading
+            rows, block = self._pca_rows()
+            return rows * block * n_params(self.config) * 4 / 2e9 / 60
+        if rule in ("gather_training", "prepare_data"):
+            return self._bytes(rule) / (50 * MB) / 60  # at 50 MB/s
+        return 0.0
+
+    def runtime(self, rule: str, attempt: int = 1) -> int:
+        """Wall-clock minutes to request for a job of `rule`; doubles with each retry."""
+        minutes = OVERHEAD_MIN + TIME_SAFETY * self._work_minutes(rule)
+        return int(math.ceil(minutes)) * 2 ** (attempt - 1)
+
+
+GPU_RULES = ("main_segment", "subpath_group", "landscape_shard")
