@@ -1,0 +1,282 @@
+"""`lrdecay`: the study's stages on explicit files, without Snakemake, and a plan of a config.
+
+Snakemake orchestrates the whole study; these commands are the other way in, as in
+loss-landscape's scripts: PCA over trajectories you already have, a landscape over a basis you
+already have, the prepared dataset, and `describe` to see what a config will cost before a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lrdecay import config as lrconfig
+from lrdecay import io, logs
+
+log = logging.getLogger(__name__)
+
+# Per-image input shape of each dataset (digits: 8x8 grey flattened; CIFAR-10: 3x32x32).
+INPUT_SHAPE = {"digits": (64,), "cifar10": (3, 32, 32)}
+N_CLASSES = 10
+
+
+def _load_config(paths: list[str], sets: list[str]) -> dict:
+    """Each file in order (the schema's defaults fill the rest), then KEY=VALUE overrides."""
+    import yaml
+
+    overrides: dict = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE, "
+                             "e.g. --set optimizer.main_lr=0.05")
+        node = overrides
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return lrconfig.load(*paths, overrides=overrides)
+
+
+def study_size(config: dict) -> dict:
+    """Jobs, model-epochs, images and bytes a config implies (no data or model is loaded)."""
+    from lrdecay import models
+
+    plan = lrconfig.Plan(config)
+    sched, data = config["schedule"], config["data"]
+    pools = lrconfig.DATASET_POOL_PER_CLASS[data["name"]]
+    n_train = N_CLASSES * (data["train_per_class"] or pools["train"])
+    n_test = N_CLASSES * (data["test_per_class"] or pools["test"])
+    model = models.build(config["model"], INPUT_SHAPE[data["name"]], N_CLASSES)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_subpaths = len(plan.branch_epochs)
+    every = config["trajectory"]["every_epochs"]
+    # Saved every `every` epochs plus each path's start (segment ends add a few more).
+    snapshots = sched["main_epochs"] // every + 1
+    snapshots += n_subpaths * (sched["subpath_epochs"] // every + 1)
+    full_pass = config["metrics"]["train_metric"] == "full_pass"
+    return {
+        "run_dir": str(plan.run_dir),
+        "n_train": n_train,
+        "n_test": n_test,
+        "n_params": n_params,
+        "main_epochs": sched["main_epochs"],
+        "n_subpaths": n_subpaths,
+        "subpath_epochs": sched["subpath_epochs"],
+        "model_epochs": sched["main_epochs"] + n_subpaths * sched["subpath_epochs"],
+        "eval_images_per_epoch": n_test + (n_train if full_pass else 0),
+        "main_segment_jobs": len(plan.segment_ends) + 1,
+        "subpath_group_jobs": len(plan.subpath_groups),
+        "landscape_points": plan.grid_points,
+        "landscape_shard_jobs": plan.n_shards,
+        "snapshot_bytes": snapshots * n_params * np.dtype(config["trajectory"]["dtype"]).itemsize,
+    }
+
+
+def measure_seconds(config: dict, size: dict, steps: int = 5) -> dict:
+    """Seconds per model-epoch (training plus its evaluation) and per evaluated image on the
+    configured device, timed on synthetic inputs of the real shapes: a projection, not a
+    benchmark."""
+    import torch
+
+    from lrdecay import models
+    from lrdecay.engine import loss_function, resolve_device
+
+    name = config["device"]
+    device = resolve_device("auto" if name == "cuda" and not torch.cuda.is_available() else name)
+    batch = config["optimizer"]["batch_size"]
+    eval_batch = config["metrics"]["eval_batch_size"]
+    shape = INPUT_SHAPE[config["data"]["name"]]
+    torch.manual_seed(config["seed"])
+    model = models.build(config["model"], shape, N_CLASSES).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
+    loss_fn = loss_function(config["loss"])
+    x = torch.randn(batch, *shape, device=device)
+    y = torch.randint(0, N_CLASSES, (batch,), device=device)
+    x_eval = torch.randn(min(eval_batch, 512), *shape, device=device)
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(2):  # warm-up: allocator, kernel selection
+        train_step()
+    sync()
+    began = time.perf_counter()
+    for _ in range(steps):
+        train_step()
+    sync()
+    step_s = (time.perf_counter() - began) / steps
+    with torch.no_grad():
+        model.eval()
+        model(x_eval)
+        sync()
+        began = time.perf_counter()
+        model(x_eval)
+        sync()
+        eval_image_s = (time.perf_counter() - began) / len(x_eval)
+    steps_per_epoch = -(-size["n_train"] // batch)
+    epoch_s = steps_per_epoch * step_s + size["eval_images_per_epoch"] * eval_image_s
+    return {"epoch_s": epoch_s, "eval_image_s": eval_image_s, "device": device.type}
+
+
+def describe(args: argparse.Namespace) -> int:
+    """Print the plan of a config: jobs, model-epochs, storage and a projected time."""
+    config = _load_config(args.config, args.set)
+    size = study_size(config)
+    lines = [
+        f"run folder         {size['run_dir']}",
+        f"data               {config['data']['name']}: {size['n_train']} train, "
+        f"{size['n_test']} test images",
+        f"model              {config['model']['name']}: {size['n_params']:,} parameters",
+        f"main path          {size['main_epochs']} epochs in {size['main_segment_jobs']} jobs "
+        f"(initial state + segments of {config['schedule']['segment_epochs']})",
+        f"subpaths           {size['n_subpaths']} x {size['subpath_epochs']} epochs in "
+        f"{size['subpath_group_jobs']} jobs of up to {config['schedule']['subpaths_per_job']}",
+        f"model-epochs       {size['model_epochs']:,}",
+        f"landscape          {size['landscape_points']} grid points in "
+        f"{size['landscape_shard_jobs']} jobs",
+        f"snapshots          about {size['snapshot_bytes'] / 1e9:.2f} GB "
+        f"({config['trajectory']['dtype']}, every {config['trajectory']['every_epochs']} epochs)",
+    ]
+    if args.measure:
+        timing = measure_seconds(config, size)
+        epoch_s, device = timing["epoch_s"], timing["device"]
+        train_s = size["model_epochs"] * epoch_s
+        grid_s = size["landscape_points"] * (size["n_train"] + size["n_test"]) * timing[
+            "eval_image_s"]
+        if device != config["device"] and config["device"] != "auto":
+            lines.append(f"note               config asks for {config['device']}, which this "
+                         f"machine lacks: timed on {device}")
+        lines += [
+            f"measured           {epoch_s * 1e3:.1f} ms per model-epoch on {device} "
+            "(synthetic inputs, one model at a time)",
+            f"projected          training {train_s / 3600:.2f} h, landscape {grid_s / 3600:.2f} h "
+            f"on one {device} (K-at-once on a GPU is faster: see benchmarks/RESULTS.md)",
+        ]
+    print("\n".join(lines))
+    return 0
+
+
+def prepare_data(args: argparse.Namespace) -> int:
+    """Write the run's dataset file (the subset, labels and statistics) to --out."""
+    from lrdecay import data
+
+    config = _load_config(args.config, args.set)
+    data.prepare(config["data"], config["seed"], args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _trajectory(path: Path, index: int) -> tuple[np.ndarray, dict]:
+    """A verified trajectory with its sidecar, or a plain .npy with epochs numbered 0..n-1."""
+    if path.with_name(path.name + ".json").exists():
+        return io.load_array(path, fix=f"check {path} and its checksum record {path.name}.json")
+    array = np.load(path, mmap_mode="r")
+    if array.ndim != 2:
+        raise SystemExit(f"{path}: expected (n_snapshots, n_params), got shape {array.shape}")
+    log.warning("%s has no checksum record; its rows are taken as epochs 0..%d", path,
+                len(array) - 1)
+    return array, {"epochs": list(range(len(array))), "branch_epoch": None if index == 0 else index}
+
+
+def pca_command(args: argparse.Namespace) -> int:
+    """PCA over trajectory files (the first is the main path); writes the three PCA outputs."""
+    from lrdecay import pca
+
+    trajectories = [_trajectory(Path(p), i) for i, p in enumerate(args.trajectories)]
+    widths = {t.shape[1] for t, _ in trajectories}
+    if len(widths) != 1:
+        raise SystemExit(f"trajectories have different parameter counts {sorted(widths)}: "
+                         "they must come from one architecture")
+    out = Path(args.out)
+    pca_config = {"n_components": args.components, "method": args.method,
+                  "chunk_rows": args.chunk_rows}
+    result = pca.run_on(trajectories, pca_config, out / "explained_variance.csv",
+                        out / "coordinates.csv", out / "basis.npy", config_hash="cli")
+    ratio = result.explained_variance_ratio
+    print(f"PC1 + PC2 explain {100 * ratio[:2].sum():.2f} % of the variance; wrote {out}/")
+    return 0
+
+
+def landscape_command(args: argparse.Namespace) -> int:
+    """Evaluate the loss on the config's grid in the plane of a PCA basis; one CSV row a point."""
+    from lrdecay import landscape
+
+    config = _load_config(args.config, args.set)
+    landscape.evaluate_shard(config, args.data, args.basis, args.coordinates, 0, 1, args.out,
+                             config["device"], config["engine"]["threads"])
+    print(f"wrote {args.out}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="lrdecay",
+        description="Stages of the late-learning-rate-decay study on explicit files. The whole "
+        "study runs through Snakemake: `snakemake --cores N` (see README).",
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", nargs="+", help="config files, later ones override earlier "
+                       "keys (start from config.yaml or a preset in config/)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one key, e.g. --set optimizer.main_lr=0.05 (repeatable)")
+
+    p = sub.add_parser("describe", help="the plan of a config: jobs, model-epochs, storage and a "
+                       "projected time measured on this machine")
+    with_config(p)
+    p.add_argument("--no-measure", dest="measure", action="store_false",
+                   help="skip the timing (no model is run)")
+    p.set_defaults(func=describe)
+
+    p = sub.add_parser("prepare-data", help="write the dataset file a config trains on")
+    with_config(p)
+    p.add_argument("--out", required=True, help="output .pt file")
+    p.set_defaults(func=prepare_data)
+
+    p = sub.add_parser("pca", help="PCA over trajectories (.npy, rows = flattened parameters; "
+                       "the first file is the main path)")
+    p.add_argument("trajectories", nargs="+")
+    p.add_argument("--out", required=True, help="folder for explained_variance.csv, "
+                   "coordinates.csv and basis.npy")
+    p.add_argument("--components", type=int, default=5)
+    p.add_argument("--method", choices=["exact", "incremental"], default="exact")
+    p.add_argument("--chunk-rows", type=int, default=1024,
+                   help="rows per chunk of the incremental method")
+    p.set_defaults(func=pca_command)
+
+    p = sub.add_parser("landscape", help="train/test loss on the config's landscape grid in the "
+                       "PC1-PC2 plane of a basis written by `lrdecay pca`")
+    with_config(p)
+    p.add_argument("--data", required=True, help="dataset file from `lrdecay prepare-data`")
+    p.add_argument("--basis", required=True, help="basis.npy (row 0 mean, rows 1.. components)")
+    p.add_argument("--coordinates", required=True, help="coordinates.csv (sets an auto range)")
+    p.add_argument("--out", required=True, help="output grid CSV")
+    p.set_defaults(func=landscape_command)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logs.setup()
+    try:
+        return args.func(args)
+    except (lrconfig.ConfigError, io.CorruptFileError) as err:
+        print(f"lrdecay {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
