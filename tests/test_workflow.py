@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import re
 import subprocess
@@ -181,3 +182,25 @@ def test_profiles_name_only_existing_rules() -> None:
         named = set(re.findall(r"(?m)^#?\s{2,4}(\w+):\s*$", text.split("set-resources:", 1)[-1]))
         if "set-resources:" in text:
             assert named and named <= rules, f"{profile}: {named - rules}"
+
+
+# --- conventions --------------------------------------------------------------------------------
+
+PIP_NAMES = {"sklearn": "scikit-learn", "yaml": "pyyaml"}
+
+
+def test_conda_env_lists_every_imported_package() -> None:
+    """`--sw-deployment-method conda` jobs fail on an import the environment lacks."""
+    env = yaml.safe_load((REPO / "workflow" / "envs" / "lrdecay.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    listed = {re.split(r"[<>=!~ ]", spec)[0].lower() for spec in pip}
+    imported = set()
+    for path in [*(REPO / "lrdecay").rglob("*.py"), *(REPO / "workflow" / "scripts").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"lrdecay", "snakemake"}
+    missing = {PIP_NAMES.get(name, name) for name in third_party} - listed
+    assert not missing, f"add to workflow/envs/lrdecay.yaml: {sorted(missing)}"

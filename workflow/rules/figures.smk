@@ -16,13 +16,13 @@ rule figure1:
         ),
     log:
         f"{RUN_DIR}/logs/figure1.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=mem_mb("figure1"),
         runtime=runtime("figure1"),
         gpu=0,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/figure1.py"
 
@@ -36,12 +36,12 @@ rule figure2:
         fig2b=figure("fig2b_landscape_test", "fig2b"),
     log:
         f"{RUN_DIR}/logs/figure2.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=mem_mb("figure2"),
         runtime=runtime("figure2"),
         gpu=0,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/figure2.py"

@@ -8,19 +8,19 @@ rule landscape_shard:
         coordinates=f"{RUN_DIR}/pca/coordinates.csv",
     output:
         f"{RUN_DIR}/landscape/shard-{{shard}}.csv",
-    params:
-        landscape=config["landscape"],
-        n_shards=PLAN.n_shards,
     log:
         f"{RUN_DIR}/logs/landscape_shard-{{shard}}.log",
+    conda:
+        CONDA_ENV
     threads: TRAIN_THREADS
     resources:
         mem_mb=mem_mb("landscape_shard"),
         runtime=runtime("landscape_shard"),
         gpu=GPU,
         slurm_partition=TRAIN_PARTITION,
-    conda:
-        CONDA_ENV
+    params:
+        landscape=config["landscape"],
+        n_shards=PLAN.n_shards,
     script:
         "../scripts/landscape_shard.py"
 
@@ -36,12 +36,12 @@ rule landscape_gather:
         ),
     log:
         f"{RUN_DIR}/logs/landscape_gather.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=mem_mb("landscape_gather"),
         runtime=runtime("landscape_gather"),
         gpu=0,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/landscape_gather.py"

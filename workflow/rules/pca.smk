@@ -18,16 +18,16 @@ rule pca:
         ),
         basis=f"{RUN_DIR}/pca/basis.npy",
         basis_record=f"{RUN_DIR}/pca/basis.npy.json",  # layout, size and SHA-256
-    params:
-        pca=config["pca"],
     log:
         f"{RUN_DIR}/logs/pca.log",
+    conda:
+        CONDA_ENV
     threads: 2
     resources:
         mem_mb=mem_mb("pca"),
         runtime=runtime("pca"),
         gpu=0,
-    conda:
-        CONDA_ENV
+    params:
+        pca=config["pca"],
     script:
         "../scripts/pca.py"

@@ -8,19 +8,18 @@ rule main_segment:
         previous=segment_input,
     output:
         directory(f"{RUN_DIR}/main/segment-{{end}}"),
-    params:
-        training={k: config[k] for k in ("seed", "model", "loss", "optimizer", "schedule",
-                                         "metrics", "trajectory")},
     log:
         f"{RUN_DIR}/logs/main_segment-{{end}}.log",
+    conda:
+        CONDA_ENV
     threads: TRAIN_THREADS
     resources:
         mem_mb=mem_mb("main_segment"),
         runtime=runtime("main_segment"),
         gpu=GPU,
         slurm_partition=TRAIN_PARTITION,
-    conda:
-        CONDA_ENV
+    params:
+        training=TRAINING_PARAMS,
     script:
         "../scripts/main_segment.py"
 
@@ -31,19 +30,18 @@ rule subpath_group:
         segments=group_inputs,
     output:
         directory(f"{RUN_DIR}/subpaths/group-{{group}}"),
-    params:
-        training={k: config[k] for k in ("seed", "model", "loss", "optimizer", "schedule",
-                                         "metrics", "trajectory")},
     log:
         f"{RUN_DIR}/logs/subpath_group-{{group}}.log",
+    conda:
+        CONDA_ENV
     threads: TRAIN_THREADS
     resources:
         mem_mb=mem_mb("subpath_group"),
         runtime=runtime("subpath_group"),
         gpu=GPU,
         slurm_partition=TRAIN_PARTITION,
-    conda:
-        CONDA_ENV
+    params:
+        training=TRAINING_PARAMS,
     script:
         "../scripts/subpath_group.py"
 
@@ -62,12 +60,12 @@ rule gather_training:
         main_record=f"{RUN_DIR}/trajectories/main.npy.json",  # layout, size and SHA-256
     log:
         f"{RUN_DIR}/logs/gather_training.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=mem_mb("gather_training"),
         runtime=runtime("gather_training"),
         gpu=0,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/gather_training.py"
