@@ -36,7 +36,10 @@ PLAN = lrdecay.config.Plan(config)
 RUN_DIR = str(PLAN.run_dir)
 # GPU jobs get resources gpu=1, so `--resources gpu=N` caps them and SLURM requests a GPU.
 # device "auto" counts as GPU where an NVIDIA driver is installed (cheap: torch is not imported).
-GPU = int(config["device"] == "cuda" or (config["device"] == "auto" and bool(which("nvidia-smi"))))
+GPU = int(
+    config["device"] == "cuda"
+    or (config["device"] == "auto" and bool(which("nvidia-smi")))
+)
 CONDA_ENV = "../envs/lrdecay.yaml"  # relative to the rule files in workflow/rules/
 
 
@@ -61,7 +64,9 @@ TRAIN_THREADS = COSTS.threads
 # LRDECAY_SLURM_GPU_PARTITION when they run on a GPU, else LRDECAY_SLURM_PARTITION, which
 # profiles/slurm gives every other job; so CPU-only work never queues in the GPU partition.
 CPU_PARTITION = os.environ.get("LRDECAY_SLURM_PARTITION", "")
-TRAIN_PARTITION = os.environ.get("LRDECAY_SLURM_GPU_PARTITION", "") if GPU else CPU_PARTITION
+TRAIN_PARTITION = (
+    os.environ.get("LRDECAY_SLURM_GPU_PARTITION", "") if GPU else CPU_PARTITION
+)
 # Figures' PDFs carry their creation date unless this is set: fixed, they are byte-stable.
 os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
 
@@ -74,6 +79,11 @@ def mem_mb(rule):
 def runtime(rule):
     """runtime resource (minutes) of `rule`'s jobs, by attempt."""
     return lambda wildcards, attempt: COSTS.runtime(rule, attempt)
+
+
+# The config sections a training job's numbers depend on (its params: a change reruns it).
+TRAINING_KEYS = "seed model loss optimizer schedule metrics trajectory".split()
+TRAINING_PARAMS = {key: config[key] for key in TRAINING_KEYS}
 
 
 def segment_input(wildcards):
@@ -101,8 +111,14 @@ def figure(name, caption):
 SEGMENT_DIRS = [str(PLAN.segment_dir(end)) for end in [0, *PLAN.segment_ends]]
 GROUP_DIRS = [str(PLAN.group_dir(g)) for g in range(len(PLAN.subpath_groups))]
 SHARD_FILES = [f"{RUN_DIR}/landscape/shard-{s:03d}.csv" for s in range(PLAN.n_shards)]
-FIGURES = ["fig1a_learning_curves", "fig1b_subpath_train_loss", "fig1c_subpath_test_loss",
-           "fig1d_decay_timing", "fig2a_landscape_train", "fig2b_landscape_test"]
+FIGURES = [
+    "fig1a_learning_curves",
+    "fig1b_subpath_train_loss",
+    "fig1c_subpath_test_loss",
+    "fig1d_decay_timing",
+    "fig2a_landscape_train",
+    "fig2b_landscape_test",
+]
 
 NN_TARGETS = [
     f"{RUN_DIR}/metrics.csv",
