@@ -29,7 +29,7 @@ from benchmarks.common import (
     write_dataset,
 )
 from lrdecay.data import DeviceData
-from lrdecay.train import Trainer
+from lrdecay.engine import Trainer
 
 
 def main() -> None:

@@ -31,9 +31,8 @@ from benchmarks.common import (
     write_dataset,
 )
 from benchmarks.project import project, study_shape
-from lrdecay.batched import BatchedGroupRun, StackedModels
 from lrdecay.data import DeviceData
-from lrdecay.train import PathSpec, Trainer, configure_backend
+from lrdecay.engine import StackedStepper, Trainer, configure_backend
 
 # Dense peak TFLOP/s of the tensor cores at TF32 (the engine's default precision on CUDA).
 PEAK_TF32 = {"H100": 494.7, "H200": 494.7, "A100": 156.0, "L40S": 183.0, "L4": 60.0}
@@ -50,50 +49,45 @@ def make_trainer(setting: dict, arrays, device: torch.device, tmp: Path, **engin
     return Trainer(config, DeviceData(path, device, True, setting["augment"]), device)
 
 
-def stacked_run(trainer: Trainer, k: int):
-    """K fresh models stacked, with the batched engine's epoch and evaluation functions."""
-    base = trainer.build_model()
+def stacked_run(trainer: Trainer, k: int) -> tuple[StackedStepper, list[torch.Generator]]:
+    """K fresh models stacked in the engine's K-at-once stepper, with their generators."""
+    stepper = StackedStepper(trainer, 0.01)
     models = []
     for i in range(k):
         torch.manual_seed(i)
         models.append(trainer.build_model())
-    params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models])
-              for n, _ in base.named_parameters()}
-    momentum = trainer.config["optimizer"]["momentum"]
-    buffers = {n: torch.zeros_like(v) for n, v in params.items()} if momentum else None
-    specs = [PathSpec(f"branch-{i}", i, 0.01) for i in range(k)]
-    run = BatchedGroupRun(trainer, specs, 1, [], [], Path("/tmp"))
+    stepper.params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models])
+                      for n, _ in stepper.base.named_parameters()}
+    if trainer.config["optimizer"]["momentum"]:
+        stepper.buffers = {n: torch.zeros_like(v) for n, v in stepper.params.items()}
     gens = [torch.Generator(device=trainer.device).manual_seed(i) for i in range(k)]
-    return run, StackedModels(trainer, base), params, buffers, gens
+    return stepper, gens
 
 
 def batched_epoch_s(trainer: Trainer, k: int, with_eval: bool, reps: int = 1) -> float:
-    run, stacked, params, buffers, gens = stacked_run(trainer, k)
-    run._train_epoch(stacked, params, buffers, gens)  # warm-up (cuDNN autotuning, allocator)
-    best = float("inf")
-    for _ in range(reps):
-        def epoch() -> None:
-            running = run._train_epoch(stacked, params, buffers, gens)
-            if with_eval:
-                run._evaluate(stacked, params, running)
-        best = min(best, timed(epoch, trainer.device))
-    return best
+    stepper, gens = stacked_run(trainer, k)
+
+    def epoch() -> None:
+        running = stepper.train_epoch(gens)
+        if with_eval:
+            stepper.evaluate(running)
+
+    epoch()  # warm-up of every shape timed below (cuDNN autotuning, allocator), eval included
+    return min(timed(epoch, trainer.device) for _ in range(reps))
 
 
 def sequential_epoch_s(trainer: Trainer, with_eval: bool, reps: int = 1) -> float:
     model = trainer.build_model()
     opt = trainer.build_optimizer(model, 0.01)
     gen = torch.Generator(device=trainer.device).manual_seed(0)
-    spec = PathSpec("main", None, 0.01)
-    trainer.train_epoch(model, opt, gen)  # warm-up
-    best = float("inf")
-    for _ in range(reps):
-        def epoch() -> None:
-            running = trainer.train_epoch(model, opt, gen)
-            if with_eval:
-                trainer.epoch_row(spec, model, 1, running)
-        best = min(best, timed(epoch, trainer.device))
-    return best
+
+    def epoch() -> None:
+        running = trainer.train_epoch(model, opt, gen)
+        if with_eval:
+            trainer.epoch_values(model, running)
+
+    epoch()  # warm-up of every shape timed below, eval included
+    return min(timed(epoch, trainer.device) for _ in range(reps))
 
 
 def main() -> None:
@@ -117,6 +111,7 @@ def main() -> None:
     # 1. The authors' way (DataLoader + torchvision on CPU workers, .item() per step) vs engine.
     arrays = synthetic(n_small, n_test)
     trainer = make_trainer(AUTHORS, arrays, device, tmp)
+    out["settings"] = {"default": trainer.settings}  # numeric settings of each measured variant
     loader = baseline_loader(arrays[0], arrays[1], 125, args.workers)
     model, opt = baseline_model("vgg_small", 0.5, device, 0.9, 1e-4)
     baseline_train_epoch(model, opt, loader, device, "mse")  # warm-up
@@ -149,6 +144,7 @@ def main() -> None:
     for label, engine in (("channels_last off", {"channels_last": False}),
                           ("bf16 autocast", {"bf16": True})):
         variant = make_trainer(AUTHORS, arrays, device, tmp, **engine)
+        out["settings"][label] = variant.settings
         t = batched_epoch_s(variant, k_max, with_eval=False, reps=2)
         base_t = out["k_at_once"][str(k_max)]["epoch_s"]
         out["k_at_once"][f"{k_max} {label}"] = {"epoch_s": t, "speedup_vs_default": base_t / t}
@@ -167,6 +163,7 @@ def main() -> None:
     arrays = synthetic(n_full * (1 if args.smoke else 10), n_test)
     n_vgg = len(arrays[0])
     trainer = make_trainer(PAPER, arrays, device, tmp)
+    out["settings"]["vgg11"] = trainer.settings
     t1 = sequential_epoch_s(trainer, with_eval=False)
     peak = next((v for k, v in PEAK_TF32.items() if k in name), None)
     flops = VGG11_TRAIN_GFLOP * 1e9 * n_vgg / t1

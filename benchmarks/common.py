@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lrdecay import config as lrconfig
 from lrdecay import data, io, models
-from lrdecay.train import Trainer, loss_function
+from lrdecay.engine import Trainer, loss_function
 
 REPO = Path(__file__).resolve().parents[1]
 VGG11_TRAIN_GFLOP = 0.92  # per 32x32 image, forward + backward (the figure)

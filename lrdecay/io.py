@@ -2,6 +2,9 @@
 
 Every checkpoint and array gets a JSON sidecar with its size and SHA-256, so a truncated or
 corrupt file is reported with its path and the fix instead of a traceback from inside torch.
+Resume states carry their record inside the same file (`save_state`), so one rename commits
+state and record together and a kill at any instant leaves the previous or the new pair.
+Files renamed into place get the mode the umask gives a new file, as if written directly.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,35 @@ from lrdecay import __version__
 
 class CorruptFileError(RuntimeError):
     """A checkpoint or array on disk is missing, truncated or does not match its checksum."""
+
+
+STATE_MAGIC = b"lrdecay-state 1\n"  # first line of a resume state; the record is the second
+
+# Called with the final path right before and right after a temporary file is renamed onto it:
+# tests use it to kill a job at those instants.
+commit_hook: Callable[[str, Path], None] | None = None
+
+
+def rerun_fix(path: str | Path) -> str:
+    """How to regenerate a file that a job wrote inside its output folder.
+
+    Snakemake reruns a job only when its output is missing, and a job's output is the whole
+    folder, so deleting the file alone would change nothing: the folder must go.
+    """
+    folder = Path(path).parent
+    return (f"delete the folder {folder} (the output of the job that wrote it) and rerun the "
+            f"same command; Snakemake then reruns that job (or: snakemake --force {folder})")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _hook(moment: str, path: Path) -> None:
+    if commit_hook is not None:
+        commit_hook(moment, path)
 
 
 def _sidecar(path: Path) -> Path:
@@ -44,13 +77,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a result file follows the umask
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
+        _hook("before", path)
         os.replace(tmp_path, path)
+        _hook("after", path)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -61,6 +97,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
         if path.exists():
@@ -101,8 +138,9 @@ def verify(path: str | Path, fix: str) -> dict:
         raise CorruptFileError(f"{path} has no checksum record {sidecar.name}. Fix: {fix}")
     try:
         meta = json.loads(sidecar.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CorruptFileError(f"{sidecar} is not valid JSON ({err}). Fix: {fix}") from err
+    _check_record(meta, sidecar, fix)
     size = path.stat().st_size
     if size != meta["bytes"]:
         raise CorruptFileError(
@@ -112,6 +150,16 @@ def verify(path: str | Path, fix: str) -> dict:
     if sha256(path) != meta["sha256"]:
         raise CorruptFileError(f"{path} does not match its SHA-256 in {sidecar.name}. Fix: {fix}")
     return meta
+
+
+def _check_record(meta: object, where: Path, fix: str) -> None:
+    """A checksum record is an object with an integer size and a 64-digit SHA-256."""
+    if not (isinstance(meta, dict) and isinstance(meta.get("bytes"), int)
+            and isinstance(meta.get("sha256"), str) and len(meta["sha256"]) == 64):
+        raise CorruptFileError(
+            f"{where} is not a checksum record (want a JSON object with 'bytes' and 'sha256', "
+            f"found {json.dumps(meta)[:80]}). Fix: {fix}"
+        )
 
 
 def save_checkpoint(path: str | Path, state: dict, meta: dict | None = None) -> None:
@@ -129,6 +177,54 @@ def load_checkpoint(path: str | Path, fix: str, map_location: Any = "cpu") -> di
     verify(path, fix)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for unreadable files
+        raise CorruptFileError(f"{path} could not be read by torch ({err}). Fix: {fix}") from err
+
+
+def save_state(path: str | Path, state: dict, meta: dict | None = None) -> None:
+    """torch.save `state` with its size/checksum record in the same file, in one rename.
+
+    Layout: STATE_MAGIC, one line of JSON (bytes, sha256 and `meta`), then torch.save's bytes.
+    """
+    buffer = BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getbuffer()
+    record = {"bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest(),
+              "lrdecay_version": __version__, **(meta or {})}
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(STATE_MAGIC + json.dumps(record, sort_keys=True).encode() + b"\n")
+        handle.write(payload)
+
+
+def _read_state(path: Path, fix: str) -> tuple[dict, bytes]:
+    blob = path.read_bytes()
+    head, _, rest = blob.partition(b"\n")
+    line, _, payload = rest.partition(b"\n")
+    if head + b"\n" != STATE_MAGIC:
+        raise CorruptFileError(f"{path} is not an lrdecay resume state. Fix: {fix}")
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptFileError(f"{path} has an unreadable record ({err}). Fix: {fix}") from err
+    _check_record(record, path, fix)
+    if len(payload) != record["bytes"]:
+        raise CorruptFileError(f"{path} is truncated or overwritten: {len(payload)} bytes of "
+                               f"state, expected {record['bytes']}. Fix: {fix}")
+    if hashlib.sha256(payload).hexdigest() != record["sha256"]:
+        raise CorruptFileError(f"{path} does not match the SHA-256 in its record. Fix: {fix}")
+    return record, payload
+
+
+def state_record(path: str | Path, fix: str) -> dict:
+    """The record of a resume state (verified against the state's bytes)."""
+    return _read_state(Path(path), fix)[0]
+
+
+def load_state(path: str | Path, fix: str, map_location: Any = "cpu") -> dict:
+    """Verify and load a state written by `save_state` (weights_only=True)."""
+    _, payload = _read_state(Path(path), fix)
+    try:
+        return torch.load(BytesIO(payload), map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for unreadable files
         raise CorruptFileError(f"{path} could not be read by torch ({err}). Fix: {fix}") from err
 

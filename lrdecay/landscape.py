@@ -16,7 +16,7 @@ import torch
 
 from lrdecay import io
 from lrdecay.data import DeviceData
-from lrdecay.train import Trainer, configure_backend, resolve_device
+from lrdecay.engine import Trainer, configure_backend, resolve_device
 
 log = logging.getLogger(__name__)
 BASIS_FIX = "delete it and rerun: snakemake --forcerun pca"

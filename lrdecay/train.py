@@ -1,54 +1,52 @@
 """Training: main-path segments and subpath groups, resumable after a kill at any moment.
 
-A path's whole state (weights, optimiser buffers, every RNG, epoch, metrics so far) is one
-dict saved atomically in <run>/.resume/, which is never a Snakemake output, so Snakemake's cleanup
-of a failed job cannot delete it. Snapshots are written row by row into a preallocated .npy there.
-On CPU a resumed run gives bit-identical outputs to an uninterrupted one.
+One loop (`PathsRun`) trains K paths over the engine (lrdecay.engine): K = 1 for the main path and
+for subpaths one at a time, K > 1 for subpaths at once. It owns resume, RNG state, snapshots,
+logging and divergence handling for all of them.
+
+A run's whole state (weights, optimiser buffers, every RNG, epoch, metrics so far) is one file
+with its checksum record inside, committed by one rename, in a folder of <run>/.resume/ named by
+the training hash: a state from another config is never reused but set aside with a log line.
+.resume/ is never a Snakemake output, so Snakemake's cleanup of a failed job cannot delete it.
+Snapshots are written row by row into a preallocated .npy there. On CPU a resumed run gives
+bit-identical outputs to an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from lrdecay import io, models
-from lrdecay.config import Plan, training_hash
+from lrdecay import io
+from lrdecay.config import Plan
 from lrdecay.data import DeviceData
+from lrdecay.engine import (
+    METRIC_COLUMNS,
+    DivergenceError,
+    PathSpec,
+    Trainer,
+    configure_backend,
+    diverged,
+    divergence_message,
+    make_stepper,
+    resolve_device,
+)
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = [
-    "path", "branch_epoch", "epoch", "epochs_after_decay", "lr",
-    "train_loss", "train_acc", "test_loss", "test_acc", "train_metric",
-]
-STATE_FIX = "delete it and rerun the job that writes it (snakemake --forcerun <rule>)"
+STATE_NAME = "resume.pt"
+STATE_FIX = "nothing to do: the job starts this path afresh"
+SET_ASIDE = "set-aside"
 
-
-class DivergenceError(RuntimeError):
-    """A path's loss became NaN or infinite."""
-
-
-@dataclass
-class PathSpec:
-    """One training path: the main path or the subpath branching at `branch_epoch`."""
-
-    name: str  # "main" or "branch-0200"
-    branch_epoch: int | None
-    lr: float
-
-    @property
-    def seed_offset(self) -> int:
-        return 0 if self.branch_epoch is None else 1_000_003 + self.branch_epoch
+__all__ = ["DivergenceError", "PathsRun", "run_main_segment", "run_subpath_group"]
 
 
 def main_spec(config: dict) -> PathSpec:
@@ -59,200 +57,33 @@ def branch_spec(config: dict, branch_epoch: int) -> PathSpec:
     return PathSpec(f"branch-{branch_epoch:04d}", branch_epoch, config["optimizer"]["subpath_lr"])
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config device: cuda, but torch sees no CUDA device; use cpu or auto")
-    return torch.device(name)
+def keyed_work(resume_dir: Path, name: str, cfg_hash: str) -> Path:
+    """<resume>/<name>/<training hash>: the only partial state this config may resume from.
+
+    Anything else under <resume>/<name> (another config's partial or finished paths) is moved to
+    <resume>/set-aside/ with a warning, never reused and never deleted.
+    """
+    folder = resume_dir / name
+    if folder.is_dir():
+        for other in sorted(folder.iterdir()):
+            if other.name == cfg_hash:
+                continue
+            aside = resume_dir / SET_ASIDE / f"{name}-{other.name}-{time.time_ns()}"
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(other, aside)
+            log.warning("%s holds state of another config (training hash %s, this run %s): "
+                        "not reused, moved to %s (delete it when not needed)",
+                        folder, other.name, cfg_hash, aside)
+    return folder / cfg_hash
 
 
-def configure_backend(engine: dict, device: torch.device, threads: int | None) -> None:
-    """Apply the engine's speed settings; each is a no-op where it does not apply."""
-    if threads:
-        torch.set_num_threads(threads)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = engine["tf32"]
-        torch.backends.cudnn.allow_tf32 = engine["tf32"]
-        torch.backends.cudnn.benchmark = engine["cudnn_benchmark"]
-
-
-def loss_function(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Batch-mean loss; 'mse' is the authors' 0.5 * sum of squares against one-hot labels."""
-    if name == "cross_entropy":
-        return F.cross_entropy
-
-    def mse(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        classes = torch.arange(logits.shape[-1], device=logits.device)
-        target = (labels[..., None] == classes).to(logits.dtype)  # one-hot, vmap-safe (no .max())
-        return 0.5 * (logits - target).pow(2).sum(-1).mean()
-
-    return mse
-
-
-def flat_parameters(model: nn.Module) -> torch.Tensor:
-    """(n_params,) float32 copy of the parameters in named_parameters order."""
-    # reshape, not view: channels_last conv weights are not contiguous in NCHW order.
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-
-class Trainer:
-    """The model-independent parts of training shared by every path of a run."""
-
-    def __init__(self, config: dict, data: DeviceData, device: torch.device):
-        self.config = config
-        self.data = data
-        self.device = device
-        self.loss = loss_function(config["loss"])
-        self.batch_size = config["optimizer"]["batch_size"]
-        self.eval_batch = config["metrics"]["eval_batch_size"]
-        self.full_pass = config["metrics"]["train_metric"] == "full_pass"
-        self.engine = config["engine"]
-        self.hash = training_hash(config)
-        self.channels_last = self.engine["channels_last"]
-
-    def build_model(self) -> nn.Module:
-        torch.manual_seed(self.config["seed"])
-        model = models.build(self.config["model"], self.data.input_shape, self.data.n_classes)
-        model = model.to(self.device)
-        if self.engine["channels_last"] and models.is_conv(model):
-            model = model.to(memory_format=torch.channels_last)  # faster convs on GPU and CPU
-        return model
-
-    def build_optimizer(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
-        opt = self.config["optimizer"]
-        return torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=opt["momentum"], weight_decay=opt["weight_decay"]
-        )
-
-    def _autocast(self) -> torch.autocast:
-        enabled = self.engine["bf16"] and self.device.type == "cuda"
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
-
-    def train_epoch(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One epoch of SGD; returns (mean batch loss, accuracy) of the epoch, on the device."""
-        model.train()
-        n = len(self.data.train_y)
-        order, draws = self.data.epoch_order(generator)  # the epoch's randomness, drawn up front
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        step = self._compiled_step(model, optimizer)
-        for start in range(0, n, self.batch_size):
-            index = order[start : start + self.batch_size]
-            inputs = self.data.train_batch(
-                index, None if draws is None else draws[:, start : start + self.batch_size]
-            )
-            labels = self.data.train_y[index]
-            loss, hits = step(inputs, labels)
-            loss_sum += loss * len(index)  # stays on the device: no sync per step
-            correct += hits
-        return loss_sum / n, correct.float() / n
-
-    def _compiled_step(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> Callable:
-        """The forward/backward/update of one batch, through torch.compile if engine.compile."""
-
-        def step(inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            if self.channels_last and inputs.ndim == 4:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            with self._autocast():
-                logits = model(inputs)
-                loss = self.loss(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            return loss.detach(), (logits.detach().argmax(-1) == labels).sum()
-
-        if self.engine["compile"] and not getattr(model, "_lrdecay_compiled", False):
-            # Compiles forward+backward of the model; optimizer.step runs eagerly (exact SGD).
-            model.compile()
-            model._lrdecay_compiled = True
-        return step
-
-    @torch.no_grad()
-    def evaluate(
-        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean loss and accuracy of a full pass in eval mode (no augmentation)."""
-        model.eval()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for start in range(0, len(labels), self.eval_batch):
-            batch_labels = labels[start : start + self.eval_batch]
-            with self._autocast():
-                logits = model(self.data.to_float(images[start : start + self.eval_batch]))
-            loss_sum += self.loss(logits.float(), batch_labels) * len(batch_labels)
-            correct += (logits.argmax(-1) == batch_labels).sum()
-        return loss_sum / len(labels), correct.float() / len(labels)
-
-    def epoch_row(
-        self, spec: PathSpec, model: nn.Module, epoch: int, running: tuple | None
-    ) -> dict:
-        """Evaluate and read the epoch's metrics back to the host (the one sync per epoch)."""
-        test = self.evaluate(model, self.data.test_x, self.data.test_y)
-        if self.full_pass or running is None:
-            train = self.evaluate(model, self.data.train_x, self.data.train_y)
-        else:
-            train = running
-        values = torch.stack([train[0], train[1], test[0], test[1]]).tolist()
-        return self.make_row(spec, epoch, values, self.full_pass or running is None)
-
-    @staticmethod
-    def make_row(spec: PathSpec, epoch: int, values: list[float], full_pass: bool) -> dict:
-        """A metrics row from [train_loss, train_acc, test_loss, test_acc]."""
-        after = None if spec.branch_epoch is None else epoch - spec.branch_epoch
-        return {
-            "path": "main" if spec.branch_epoch is None else "subpath",
-            "branch_epoch": spec.branch_epoch,
-            "epoch": epoch,
-            "epochs_after_decay": after,
-            "lr": spec.lr,
-            "train_loss": values[0],
-            "train_acc": values[1],
-            "test_loss": values[2],
-            "test_acc": values[3],
-            "train_metric": "full_pass" if full_pass else "running",
-        }
-
-
-def diverged(row: dict) -> bool:
-    return not all(np.isfinite([row["train_loss"], row["test_loss"]]))
-
-
-def divergence_message(spec: PathSpec, epoch: int, row: dict, kept: Path) -> str:
-    """What diverged, when, at which learning rate, and what to change."""
-    return (
-        f"{spec.name} diverged at epoch {epoch} (lr {spec.lr}): train loss "
-        f"{row['train_loss']}, test loss {row['test_loss']}. Lower the learning rate "
-        "(optimizer.main_lr / optimizer.subpath_lr) or use the mse/cross_entropy loss "
-        f"that suits the model. Epochs before {epoch} are kept in {kept}."
-    )
-
-
-def _rng_state(generator: torch.Generator, device: torch.device) -> dict:
-    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _restore_rng(state: dict, generator: torch.Generator, device: torch.device) -> None:
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def full_state(model, optimizer, generator, device, epoch: int, rows: list, cfg_hash: str) -> dict:
-    return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "rng": _rng_state(generator, device),
-        "epoch": epoch,
-        "metrics": rows,
-        "config_hash": cfg_hash,
-    }
+def _remove_work(work: Path) -> None:
+    """Delete a finished job's resume folder and its name folder once empty."""
+    shutil.rmtree(work)
+    try:
+        work.parent.rmdir()
+    except OSError:
+        pass
 
 
 def reopen_snapshots(path: Path, shape: tuple[int, ...], dtype: str) -> np.memmap | None:
@@ -261,7 +92,7 @@ def reopen_snapshots(path: Path, shape: tuple[int, ...], dtype: str) -> np.memma
     try:
         array = np.lib.format.open_memmap(path, mode="r+")
     except (OSError, ValueError) as err:
-        log.warning("resume snapshots %s are unreadable (%s); starting the path afresh", path, err)
+        log.warning("resume snapshots %s are unreadable (%s); starting afresh", path, err)
         return None
     if array.shape != shape or array.dtype != np.dtype(dtype):
         log.warning("resume snapshots %s have shape %s %s, expected %s %s; starting afresh",
@@ -276,130 +107,205 @@ def snapshot_epochs(start: int, end: int, every: int, include_start: bool) -> li
     return ([start] if include_start else []) + epochs
 
 
-@dataclass
-class PathRun:
-    """Train one path from epoch `start` to `end`, resuming from `work` if a state is there.
+def saved_members(state_path: Path) -> list[int] | None:
+    """Branch epochs of the resume state at `state_path` (None if there is none or it is bad)."""
+    if not state_path.exists():
+        return None
+    try:
+        return list(io.state_record(state_path, STATE_FIX)["branch_epochs"])
+    except (io.CorruptFileError, KeyError, OSError, TypeError):
+        return None
 
-    `initial` loads the state at `start` (a main-path or branch checkpoint); `branch_points`
-    lists the epochs inside (start, end) whose full state is saved for subpaths.
+
+@dataclass
+class PathsRun:
+    """Train paths `specs` (one lr, one length) together from their `initial` states.
+
+    Member i runs from epoch `starts[i]` for `length` epochs and writes in `works[i]`:
+    snapshots.npy (+ sidecar), state.pt if `publish_state`, and, last, metrics.csv (which marks it
+    done). `initial[i]` is a main-path checkpoint (None: the freshly built model). `branch_points`
+    (K = 1) are the epochs whose full state is saved as branch-XXXX.pt for subpaths. The resume
+    state is `state_path`.
     """
 
     trainer: Trainer
-    spec: PathSpec
-    start: int
-    end: int
-    work: Path
-    initial: Callable[[nn.Module, torch.optim.Optimizer], list]
-    snapshot_start: bool = False
+    specs: list[PathSpec]
+    starts: list[int]
+    length: int
+    works: list[Path]
+    initial: list[Path | None]
+    state_path: Path
+    snapshot_start: bool = True
     branch_points: tuple[int, ...] = ()
+    publish_state: bool = False
 
-    def run(self) -> None:
-        trainer, device = self.trainer, self.trainer.device
-        cfg = trainer.config
-        every = cfg["trajectory"]["every_epochs"]
-        snap_epochs = snapshot_epochs(self.start, self.end, every, self.snapshot_start)
-        self.work.mkdir(parents=True, exist_ok=True)
-        state_path, snap_path = self.work / "state.pt", self.work / "snapshots.npy"
+    def run(self) -> list[str]:
+        """Train; return the divergence messages of the paths that failed (others finished)."""
+        trainer, device, cfg = self.trainer, self.trainer.device, self.trainer.config
+        k = len(self.specs)
+        every, dtype = cfg["trajectory"]["every_epochs"], cfg["trajectory"]["dtype"]
+        snaps = [snapshot_epochs(s, s + self.length, every, self.snapshot_start)
+                 for s in self.starts]
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        for work in self.works:
+            work.mkdir(parents=True, exist_ok=True)
+        stepper = make_stepper(trainer, k, self.specs[0].lr)
+        generators = [torch.Generator(device=device).manual_seed(cfg["seed"] * 7919
+                                                                  + s.seed_offset)
+                      for s in self.specs]
+        shapes = [(len(s), stepper.n_params) for s in snaps]
 
-        model = trainer.build_model()
-        optimizer = trainer.build_optimizer(model, self.spec.lr)
-        generator = torch.Generator(device=device)
-        generator.manual_seed(cfg["seed"] * 7919 + self.spec.seed_offset)
-        n_params = sum(p.numel() for p in model.parameters())
-
-        resumed = self._try_resume(state_path, snap_path, trainer.hash)
-        shape, dtype = (len(snap_epochs), n_params), cfg["trajectory"]["dtype"]
-        snapshots = None if resumed is None else reopen_snapshots(snap_path, shape, dtype)
-        if snapshots is None:
-            resumed = None
-        if resumed is not None:
-            model.load_state_dict(resumed["model"])
-            optimizer.load_state_dict(resumed["optimizer"])
-            _restore_rng(resumed["rng"], generator, device)
-            epoch, rows = resumed["epoch"], resumed["metrics"]
-            log.info("%s: resumed at epoch %d from %s", self.spec.name, epoch, state_path)
+        state = self._try_resume()
+        memmaps: dict[int, np.memmap] = {}
+        for i in [] if state is None else state["active"]:
+            memmaps[i] = reopen_snapshots(self.works[i] / "snapshots.npy", shapes[i], dtype)
+            if memmaps[i] is None:
+                state, memmaps = None, {}
+                break
+        if state is not None:
+            stepper.load_state(state)
+            active, t, rows = state["active"], state["t"], state["rows"]
+            failures = state["failures"]
+            for i in active:
+                generators[i].set_state(state["rng"]["generators"][i])
+            torch.set_rng_state(state["rng"]["torch"])
+            if device.type == "cuda" and "cuda" in state["rng"]:
+                torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+            log.info("%s: resumed at epoch %s from %s", self._label(),
+                     "/".join(str(self.starts[i] + t) for i in active), self.state_path)
         else:
-            torch.manual_seed(cfg["seed"] * 7919 + self.spec.seed_offset)  # dropout stream
-            rows = self.initial(model, optimizer)
-            for group in optimizer.param_groups:
-                group["lr"] = self.spec.lr
-            epoch = self.start
-            snapshots = np.lib.format.open_memmap(snap_path, mode="w+", dtype=dtype, shape=shape)
+            stepper.load_initial(self.initial, io.rerun_fix)
+            torch.manual_seed(cfg["seed"] * 7919 + self.specs[0].seed_offset)  # dropout stream
+            active, t, failures = list(range(k)), 0, []
+            rows = {i: [] for i in range(k)}
+            for i in active:
+                memmaps[i] = np.lib.format.open_memmap(
+                    self.works[i] / "snapshots.npy", mode="w+", dtype=dtype, shape=shapes[i])
             if self.snapshot_start:
-                rows = rows + [trainer.epoch_row(self.spec, model, epoch, None)]
-                snapshots[0] = flat_parameters(model).cpu().numpy()
+                values, flat = stepper.evaluate(None), stepper.flat().cpu().numpy()
+                for i in active:
+                    rows[i].append(trainer.make_row(self.specs[i], self.starts[i], values[i],
+                                                    True))
+                    memmaps[i][0] = flat[i]
 
         last_save = time.monotonic()
-        started, first_epoch = time.monotonic(), epoch
-        while epoch < self.end:
-            running = trainer.train_epoch(model, optimizer, generator)
-            epoch += 1
-            row = trainer.epoch_row(self.spec, model, epoch, running)
-            if diverged(row):
-                raise DivergenceError(divergence_message(self.spec, epoch, row, self.work))
-            rows.append(row)
-            if epoch in snap_epochs:
-                snapshots[snap_epochs.index(epoch)] = flat_parameters(model).cpu().numpy()
-            if epoch in self.branch_points:
-                branch_path = self.work / f"branch-{epoch:04d}.pt"
-                self._save(branch_path, snapshots, model, optimizer, generator, epoch, rows)
-            if time.monotonic() - last_save >= cfg["engine"]["checkpoint_seconds"]:
-                self._save(state_path, snapshots, model, optimizer, generator, epoch, rows)
+        started, first_t = time.monotonic(), t
+        while t < self.length and active:
+            running = stepper.train_epoch([generators[i] for i in active])
+            t += 1
+            values = stepper.evaluate(running)
+            keep = []
+            for j, i in enumerate(active):
+                epoch = self.starts[i] + t
+                row = trainer.make_row(self.specs[i], epoch, values[j], trainer.full_pass)
+                if diverged(row):
+                    failures.append(divergence_message(self.specs[i], epoch, row, self.works[i]))
+                    log.error("%s", failures[-1])
+                    continue
+                keep.append(j)
+                rows[i].append(row)
+            if len(keep) < len(active):  # drop diverged paths; the others carry on unchanged
+                stepper.keep(keep)
+                for j, i in enumerate(active):
+                    if j not in keep:
+                        del memmaps[i]
+                active = [active[j] for j in keep]
+            due = [j for j, i in enumerate(active) if self.starts[i] + t in snaps[i]]
+            if due:
+                flat = stepper.flat().cpu().numpy()
+                for j in due:
+                    i = active[j]
+                    memmaps[i][snaps[i].index(self.starts[i] + t)] = flat[j]
+            for i in active:
+                if self.starts[i] + t in self.branch_points:
+                    state = self._state(stepper, generators, active, t, rows, failures)
+                    self._flush(memmaps)
+                    io.save_checkpoint(self.works[i] / f"branch-{self.starts[i] + t:04d}.pt",
+                                       state)
+            if active and time.monotonic() - last_save >= cfg["engine"]["checkpoint_seconds"]:
+                self._save(memmaps, stepper, generators, active, t, rows, failures)
                 last_save = time.monotonic()
-            _progress(self.spec.name, epoch, first_epoch, self.end, started, row)
-        self._save(state_path, snapshots, model, optimizer, generator, epoch, rows)
-        del snapshots
-        io.record_array(snap_path, {
-            "path": self.spec.name, "branch_epoch": self.spec.branch_epoch,
-            "epochs": snap_epochs, "config_hash": trainer.hash,
-            "layout": "rows are flattened named_parameters at the listed epochs",
-        })
-        io.write_csv(self.work / "metrics.csv", pd.DataFrame(rows, columns=METRIC_COLUMNS))
+            if active:
+                self._progress(active, t, first_t, started, rows)
+        if active:
+            self._save(memmaps, stepper, generators, active, t, rows, failures)
+        state = self._state(stepper, generators, active, t, rows, failures)
+        for i in active:
+            del memmaps[i]
+            io.record_array(self.works[i] / "snapshots.npy", {
+                "path": self.specs[i].name, "branch_epoch": self.specs[i].branch_epoch,
+                "epochs": snaps[i], "config_hash": trainer.hash, "settings": trainer.settings,
+                "layout": "rows are flattened named_parameters at the listed epochs",
+            })
+            if self.publish_state:
+                io.save_checkpoint(self.works[i] / "state.pt", state,
+                                   meta={"config_hash": trainer.hash,
+                                         "settings": trainer.settings})
+            frame = pd.DataFrame(rows[i], columns=METRIC_COLUMNS)
+            io.write_csv(self.works[i] / "metrics.csv", frame)  # last: marks the path done
+        self.state_path.unlink(missing_ok=True)
+        return failures
 
-    def _save(self, path: Path, snapshots: np.memmap, model, optimizer, generator, epoch: int,
-              rows: list) -> None:
-        snapshots.flush()  # snapshot rows up to `epoch` reach the disk before the state does
-        state = full_state(model, optimizer, generator, self.trainer.device, epoch, rows,
-                           self.trainer.hash)
-        io.save_checkpoint(path, state)
+    # -- pieces ------------------------------------------------------------------------------
+    def _label(self) -> str:
+        if len(self.specs) == 1:
+            return self.specs[0].name
+        return "subpaths " + ",".join(str(s.branch_epoch) for s in self.specs)
 
-    def _try_resume(self, state_path: Path, snap_path: Path, cfg_hash: str) -> dict | None:
-        if not (state_path.exists() and snap_path.exists()):
+    def _state(self, stepper, generators: list, active: list[int], t: int, rows: dict,
+               failures: list[str]) -> dict:
+        device = self.trainer.device
+        rng = {"generators": {i: generators[i].get_state() for i in active},
+               "torch": torch.get_rng_state()}
+        if device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(device)
+        return {**stepper.state(), "members": [s.name for s in self.specs], "active": active,
+                "t": t, "epoch": self.starts[active[0]] + t if active else None, "rows": rows,
+                "failures": failures, "rng": rng, "config_hash": self.trainer.hash}
+
+    @staticmethod
+    def _flush(memmaps: dict) -> None:
+        for snapshots in memmaps.values():
+            snapshots.flush()  # snapshot rows up to now reach the disk before the state does
+
+    def _save(self, memmaps: dict, stepper, generators: list, active: list[int], t: int,
+              rows: dict, failures: list[str]) -> None:
+        self._flush(memmaps)
+        state = self._state(stepper, generators, active, t, rows, failures)
+        # The record names the members: a rerun finishes this same set even if some are done.
+        io.save_state(self.state_path, state, meta={
+            "members": state["members"], "branch_epochs": [s.branch_epoch for s in self.specs],
+            "t": t, "config_hash": self.trainer.hash})
+
+    def _try_resume(self) -> dict | None:
+        if not self.state_path.exists():
             return None
         try:
-            state = io.load_checkpoint(state_path, fix=STATE_FIX, map_location=self.trainer.device)
+            state = io.load_state(self.state_path, STATE_FIX, map_location=self.trainer.device)
         except io.CorruptFileError as err:
-            log.warning("ignoring unreadable resume state (%s); starting the path afresh", err)
+            log.warning("ignoring unreadable resume state (%s); starting afresh", err)
             return None
-        if state.get("config_hash") != cfg_hash:
-            stale = state_path.with_name(f"stale-{int(time.time())}.pt")
-            state_path.rename(stale)
-            log.warning("resume state in %s was for another config; moved to %s", state_path, stale)
+        members = [s.name for s in self.specs]
+        if state.get("config_hash") != self.trainer.hash or state.get("members") != members:
+            stale = self.state_path.with_name(f"stale-{time.time_ns()}.pt")
+            self.state_path.rename(stale)
+            log.warning("resume state %s is for another config or set of paths; moved to %s, "
+                        "starting afresh", self.state_path, stale)
+            return None
+        if not all((self.works[i] / "snapshots.npy").exists() for i in state["active"]):
+            log.warning("snapshot files of %s are missing; starting afresh", self.state_path)
             return None
         return state
 
-
-def _progress(name: str, epoch: int, first: int, end: int, started: float, row: dict) -> None:
-    """One log line per epoch with the losses and an ETA, so long jobs show where they are."""
-    done = epoch - first
-    elapsed = time.monotonic() - started
-    eta = elapsed / done * (end - epoch) if done else float("nan")
-    log.info(
-        "%s epoch %d/%d  train %.4f  test %.4f (acc %.3f)  %.1fs elapsed, ETA %.0fs",
-        name, epoch, end, row["train_loss"], row["test_loss"], row["test_acc"], elapsed, eta,
-    )
-
-
-def _load_into(path: Path, device: torch.device) -> Callable:
-    """An `initial` callback that restores model and optimiser from a verified checkpoint."""
-
-    def initial(model: nn.Module, optimizer: torch.optim.Optimizer) -> list:
-        state = io.load_checkpoint(path, fix=STATE_FIX, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        return []
-
-    return initial
+    def _progress(self, active: list[int], t: int, first_t: int, started: float,
+                  rows: dict) -> None:
+        """One log line per epoch with the losses and an ETA, so long jobs show where they are."""
+        done, elapsed = t - first_t, time.monotonic() - started
+        eta = elapsed / done * (self.length - t) if done else float("nan")
+        row = rows[active[0]][-1]
+        log.info("%s (%d active) epoch +%d/%d  train %.4f  test %.4f (acc %.3f) [first active]"
+                 "  %.1fs elapsed, ETA %.0fs", self._label(), len(active), t, self.length,
+                 row["train_loss"], row["test_loss"], row["test_acc"], elapsed, eta)
 
 
 def _link(source: Path, target: Path) -> None:
@@ -410,79 +316,70 @@ def _link(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def _finalize(work: Path, out_dir: Path, keep: list[str]) -> None:
-    """Publish the finished files (and their sidecars) as the job's output folder, atomically."""
-    with io.atomic_dir(out_dir) as tmp:
-        for name in keep:
-            for suffix in ("", ".json"):
-                if (work / f"{name}{suffix}").exists():
-                    _link(work / f"{name}{suffix}", tmp / f"{name}{suffix}")
-    shutil.rmtree(work)
+def _setup(config: dict, data_path: str, device_name: str,
+           threads: int | None) -> tuple[Plan, Trainer]:
+    plan = Plan(config)
+    device = resolve_device(device_name)
+    configure_backend(config["engine"], device, threads)
+    data = DeviceData(data_path, device, config["data"]["normalize"], config["data"]["augment"])
+    return plan, Trainer(config, data, device)
 
 
 def run_main_segment(config: dict, data_path: str, end: int, out_dir: str, device_name: str,
                      threads: int | None = None) -> None:
     """Train the main path over the segment ending at `end` (end 0: initialise and evaluate)."""
-    plan = Plan(config)
-    device = resolve_device(device_name)
-    configure_backend(config["engine"], device, threads)
-    data = DeviceData(data_path, device, config["data"]["normalize"], config["data"]["augment"])
-    trainer = Trainer(config, data, device)
-    work = plan.resume_dir / f"main-segment-{end:04d}"
+    plan, trainer = _setup(config, data_path, device_name, threads)
+    work = keyed_work(plan.resume_dir, f"main-segment-{end:04d}", trainer.hash)
     if end == 0:
-        start, initial, branches = 0, (lambda model, optimizer: []), ()
+        start, initial, branches = 0, None, ()
     else:
         start = plan.segment_start(end)
-        initial = _load_into(Path(plan.segment_dir(start)) / "state.pt", device)
+        initial = Path(plan.segment_dir(start)) / "state.pt"
         branches = tuple(b for b in plan.branches_in_segment(end) if b != end)
-    PathRun(trainer, main_spec(config), start, end, work, initial,
-            snapshot_start=end == 0, branch_points=branches).run()
+    failures = PathsRun(trainer, [main_spec(config)], [start], end - start, [work], [initial],
+                        work / STATE_NAME, snapshot_start=end == 0, branch_points=branches,
+                        publish_state=True).run()
+    if failures:
+        raise DivergenceError(failures[0])
     keep = ["state.pt", "metrics.csv", "snapshots.npy"] + [f"branch-{b:04d}.pt" for b in branches]
-    _finalize(work, Path(out_dir), keep)
+    with io.atomic_dir(out_dir) as tmp:  # publish the finished files and their sidecars
+        for name in keep:
+            for suffix in ("", ".json"):
+                if (work / f"{name}{suffix}").exists():
+                    _link(work / f"{name}{suffix}", tmp / f"{name}{suffix}")
+    _remove_work(work)
 
 
 def run_subpath_group(config: dict, data_path: str, group: int, out_dir: str, device_name: str,
                       threads: int | None = None) -> None:
     """Train the group's subpaths from their branch states; keep finished ones if one fails.
 
-    engine.batched_subpaths picks K at once (lrdecay.batched) or one after another.
+    engine.batched_subpaths picks K at once (stacked, vmapped) or one after another.
     """
-    from lrdecay import batched  # imported here: lrdecay.batched builds on this module
-
-    plan = Plan(config)
-    device = resolve_device(device_name)
-    configure_backend(config["engine"], device, threads)
-    data = DeviceData(data_path, device, config["data"]["normalize"], config["data"]["augment"])
-    trainer = Trainer(config, data, device)
+    plan, trainer = _setup(config, data_path, device_name, threads)
     sub_epochs = config["schedule"]["subpath_epochs"]
-    group_work = plan.resume_dir / f"subpath-group-{group:03d}"
+    group_work = keyed_work(plan.resume_dir, f"subpath-group-{group:03d}", trainer.hash)
     branches = plan.subpath_groups[group]
     works = {b: group_work / f"branch-{b:04d}" for b in branches}
     todo = [b for b in branches if not (works[b] / "metrics.csv").exists()]
     for b in sorted(set(branches) - set(todo)):
-        log.info("branch %d already finished in %s", b, works[b])
+        log.info("branch %d already finished with this config (training hash %s) in %s",
+                 b, trainer.hash, works[b])
     mode = config["engine"]["batched_subpaths"]
     if mode == "auto":  # measured: vmap is faster on GPUs, slower than one at a time on CPUs
-        mode = "vmap" if device.type == "cuda" else "sequential"
-    saved = batched.saved_members(group_work)
+        mode = "vmap" if trainer.device.type == "cuda" else "sequential"
+    saved = saved_members(group_work / STATE_NAME)
     if mode == "vmap" and saved is not None and set(saved) <= set(branches):
         todo = saved  # finish the interrupted batch as it was (its outputs are rewritten alike)
+    batches = [todo] if mode == "vmap" else [[b] for b in todo]
     failures: list[str] = []
-    if mode == "vmap" and len(todo) > 1:
-        specs = [branch_spec(config, b) for b in todo]
-        failures = batched.BatchedGroupRun(
-            trainer, specs, sub_epochs, [works[b] for b in todo],
-            [plan.branch_state(b) for b in todo], group_work,
-        ).run()
-        todo = []
-    for branch in todo:  # one at a time (also K = 1 under vmap: the plain path)
-        spec = branch_spec(config, branch)
-        try:
-            PathRun(trainer, spec, branch, branch + sub_epochs, works[branch],
-                    _load_into(plan.branch_state(branch), device), snapshot_start=True).run()
-        except DivergenceError as err:
-            failures.append(str(err))
-            log.error("%s", err)
+    for batch in batches:
+        if not batch:
+            continue
+        state_path = group_work / STATE_NAME if len(batch) > 1 else works[batch[0]] / STATE_NAME
+        failures += PathsRun(trainer, [branch_spec(config, b) for b in batch], batch, sub_epochs,
+                             [works[b] for b in batch], [plan.branch_state(b) for b in batch],
+                             state_path).run()
     if failures:
         raise DivergenceError(
             "; ".join(failures) + f". The group's other subpaths finished and are kept in "
@@ -490,10 +387,10 @@ def run_subpath_group(config: dict, data_path: str, group: int, out_dir: str, de
         )
     with io.atomic_dir(out_dir) as tmp:
         frames = []
-        for branch in plan.subpath_groups[group]:
-            work = group_work / f"branch-{branch:04d}"
-            frames.append(pd.read_csv(work / "metrics.csv"))
+        for branch in branches:
+            frames.append(pd.read_csv(works[branch] / "metrics.csv"))
             for suffix in ("", ".json"):
-                _link(work / f"snapshots.npy{suffix}", tmp / f"branch-{branch:04d}.npy{suffix}")
+                _link(works[branch] / f"snapshots.npy{suffix}",
+                      tmp / f"branch-{branch:04d}.npy{suffix}")
         io.write_csv(tmp / "metrics.csv", pd.concat(frames, ignore_index=True))
-    shutil.rmtree(group_work)
+    _remove_work(group_work)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,13 +10,17 @@ import numpy as np
 import pandas as pd
 
 from lrdecay import io
+from lrdecay.config import Plan
 
-ARRAY_FIX = "delete the folder that holds it and rerun the workflow (snakemake regenerates it)"
+
+class IncompleteResultsError(RuntimeError):
+    """A job's metrics lack planned paths or epochs (a cut or hand-edited file)."""
 
 
 def gather_main(segment_dirs: list[str | Path], out_path: str | Path) -> None:
     """Concatenate the main path's segment snapshots (in epoch order) into one .npy."""
-    parts = [io.load_array(Path(d) / "snapshots.npy", ARRAY_FIX) for d in segment_dirs]
+    parts = [io.load_array(path, io.rerun_fix(path))
+             for path in (Path(d) / "snapshots.npy" for d in segment_dirs)]
     parts.sort(key=lambda part: part[1]["epochs"][0])
     epochs = [e for _, meta in parts for e in meta["epochs"]]
     if epochs != sorted(set(epochs)):
@@ -37,9 +42,47 @@ def gather_main(segment_dirs: list[str | Path], out_path: str | Path) -> None:
                                "epochs": epochs})
 
 
-def gather_metrics(csv_paths: list[str | Path], out_path: str | Path) -> pd.DataFrame:
-    """One tidy table: a row per (path, branch epoch, epoch)."""
+def planned_rows(config: dict) -> set[tuple[int, int]]:
+    """(branch epoch, epoch) of every planned metrics row; branch epoch -1 is the main path."""
+    plan = Plan(config)
+    sched = config["schedule"]
+    rows = {(-1, e) for e in range(sched["main_epochs"] + 1)}
+    for b in plan.branch_epochs:
+        rows |= {(b, e) for e in range(b, b + sched["subpath_epochs"] + 1)}
+    return rows
+
+
+def check_complete(frame: pd.DataFrame, config: dict, sources: list[str | Path]) -> None:
+    """Raise naming the missing (or unplanned, or repeated) paths and epochs and the fix."""
+    found = list(zip(frame["branch_epoch"].fillna(-1).astype(int), frame["epoch"].astype(int),
+                     strict=True))
+    planned = planned_rows(config)
+    problems = []
+    for what, keys in (("missing", sorted(planned - set(found))),
+                       ("not in the plan", sorted(set(found) - planned)),
+                       ("repeated", sorted(k for k, n in Counter(found).items() if n > 1))):
+        by_path: dict[int, list[int]] = {}
+        for branch, epoch in keys:
+            by_path.setdefault(branch, []).append(epoch)
+        for branch, epochs in by_path.items():
+            name = "main path" if branch == -1 else f"subpath branching at {branch}"
+            span = f"{epochs[0]}-{epochs[-1]}" if len(epochs) > 1 else f"{epochs[0]}"
+            problems.append(f"{name}: {len(epochs)} epoch(s) {what} ({span})")
+    if problems:
+        folders = sorted({str(Path(p).parent) for p in sources})
+        raise IncompleteResultsError(
+            "the training metrics do not match the plan: " + "; ".join(problems[:10])
+            + f". Read from {', '.join(folders)}. Fix: delete the folder of the job that lacks "
+            "them and rerun the same command (Snakemake reruns that job).")
+
+
+def gather_metrics(csv_paths: list[str | Path], out_path: str | Path,
+                   config: dict | None = None) -> pd.DataFrame:
+    """One tidy table: a row per (path, branch epoch, epoch); with `config`, every planned path
+    and epoch must be there exactly once (checked before anything is written)."""
     frame = pd.concat([pd.read_csv(p) for p in csv_paths], ignore_index=True)
+    if config is not None:
+        check_complete(frame, config, csv_paths)
     frame["branch_epoch"] = frame["branch_epoch"].astype("Int64")
     frame["epochs_after_decay"] = frame["epochs_after_decay"].astype("Int64")
     frame = frame.sort_values(["path", "branch_epoch", "epoch"], na_position="first")
@@ -56,4 +99,4 @@ def trajectory_files(main_path: str | Path, group_dirs: list[str | Path]) -> lis
 def iter_trajectories(files: list[Path]) -> Iterator[tuple[np.ndarray, dict]]:
     """(memory-mapped array (n_snapshots, n_params), sidecar) for each verified file."""
     for path in files:
-        yield io.load_array(path, ARRAY_FIX)
+        yield io.load_array(path, io.rerun_fix(path))

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lrdecay import batched, io, train
 from lrdecay import config as lrconfig
+from lrdecay import engine, io, train
 from tests.test_train import conv_config, engine_config, outputs, train_all
 
 
@@ -43,7 +43,7 @@ def test_one_subpath_falls_back_to_the_plain_path(tmp_path: Path, monkeypatch) -
     def refuse(*args, **kwargs):
         raise AssertionError("K = 1 must not go through the batched engine")
 
-    monkeypatch.setattr(batched, "BatchedGroupRun", refuse)
+    monkeypatch.setattr(engine, "StackedStepper", refuse)
     train_all(config)
     assert len(outputs(config)) > 0
 
@@ -69,7 +69,8 @@ def test_diverging_subpath_spares_the_others_and_is_the_only_one_retrained(
     message = str(err.value)
     assert "branch-0004 diverged at epoch 5 (lr 0.01)" in message
     assert "branch-0002" not in message and "branch-0006" not in message
-    group_work = lrconfig.Plan(config).resume_dir / "subpath-group-000"
+    group_work = (lrconfig.Plan(config).resume_dir / "subpath-group-000"
+                  / lrconfig.training_hash(config))
     finished = {b: (group_work / f"branch-{b:04d}" / "metrics.csv") for b in (2, 6)}
     assert all(p.exists() for p in finished.values())
     stamps = {b: p.stat().st_mtime_ns for b, p in finished.items()}
@@ -79,13 +80,13 @@ def test_diverging_subpath_spares_the_others_and_is_the_only_one_retrained(
     state["model"] = {k: torch.nan_to_num(v, nan=0.01) for k, v in state["model"].items()}
     io.save_checkpoint(poisoned, state)
     trained: list[int] = []
-    original = train.PathRun.run
+    original = train.PathsRun.run
 
-    def spy(self) -> None:
-        trained.append(self.spec.branch_epoch)
-        original(self)
+    def spy(self) -> list[str]:
+        trained.extend(s.branch_epoch for s in self.specs)
+        return original(self)
 
-    monkeypatch.setattr(train.PathRun, "run", spy)
+    monkeypatch.setattr(train.PathsRun, "run", spy)
     train_all(config)
     assert trained == [4]
     assert {b: p.stat().st_mtime_ns for b, p in finished.items() if p.exists()} in ({}, stamps)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lrdecay import io, landscape, models, train
+from lrdecay import engine, io, landscape, models
 from lrdecay.data import DeviceData
 
 
@@ -36,7 +36,7 @@ def test_grid_values_match_direct_evaluation(tiny_data, tmp_path: Path) -> None:
     assert np.isclose(grid["pc1"].min(), -1.0 - margin * 3.0)  # auto range: span plus margin
 
     data = DeviceData(data_path, torch.device("cpu"), cfg["data"]["normalize"], augment=False)
-    loss = train.loss_function(cfg["loss"])
+    loss = engine.loss_function(cfg["loss"])
     model = models.build(cfg["model"], (64,), 10)
     for row in grid.sample(4, random_state=0).itertuples():
         params = mean + row.pc1 * pcs[:, 0] + row.pc2 * pcs[:, 1]

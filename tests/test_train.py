@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from lrdecay import config as lrconfig
 from lrdecay import data, io, train
-from lrdecay.batched import sgd_update
+from lrdecay.engine import loss_function, sgd_update
 
 BASE = {
     "run_name": "t", "seed": 0, "device": "cpu",
@@ -78,7 +78,7 @@ def prepare(config: dict) -> Path:
     return plan.data_path
 
 
-def train_all(config: dict, groups: bool = True) -> None:
+def train_all(config: dict, groups: bool = True, device: str = "cpu") -> None:
     """Every training job of `config` in DAG order, skipping finished ones (as Snakemake does)."""
     plan = lrconfig.Plan(config)
     if not plan.data_path.exists():
@@ -86,11 +86,11 @@ def train_all(config: dict, groups: bool = True) -> None:
     for end in [0, *plan.segment_ends]:
         if not plan.segment_dir(end).exists():
             train.run_main_segment(config, str(plan.data_path), end, str(plan.segment_dir(end)),
-                                   "cpu")
+                                   device)
     for group in range(len(plan.subpath_groups)) if groups else ():
         if not plan.group_dir(group).exists():
             train.run_subpath_group(config, str(plan.data_path), group,
-                                    str(plan.group_dir(group)), "cpu")
+                                    str(plan.group_dir(group)), device)
 
 
 def outputs(config: dict) -> dict[str, bytes | pd.DataFrame]:
@@ -167,7 +167,7 @@ def test_sgd_update_is_torch_sgd_exactly(momentum: float, weight_decay: float) -
 def test_mse_is_half_sum_of_squares_against_one_hot() -> None:
     logits, labels = torch.randn(5, 4), torch.tensor([0, 3, 1, 1, 2])
     want = 0.5 * (logits - F.one_hot(labels, 4).float()).pow(2).sum(-1).mean()
-    assert torch.equal(train.loss_function("mse")(logits, labels), want)
+    assert torch.equal(loss_function("mse")(logits, labels), want)
 
 
 def test_main_segment_writes_metrics_snapshots_and_branch_states(tmp_path: Path) -> None:
@@ -181,6 +181,8 @@ def test_main_segment_writes_metrics_snapshots_and_branch_states(tmp_path: Path)
     assert snaps.shape == (3, 64 * 32 + 32 + 32 * 10 + 10) and meta["epochs"] == [4, 5, 6]
     assert (plan.segment_dir(3) / "branch-0002.pt").exists()
     assert not (plan.resume_dir / "main-segment-0006").exists()  # resume state cleaned up
+    record = io.verify(segment / "snapshots.npy", fix="rerun")
+    assert record["settings"]["batched_subpaths"] == "auto" and "tf32" in record["settings"]
 
 
 @pytest.mark.slow  # about a minute of inductor compilation on 2 cores

@@ -7,5 +7,5 @@ from lrdecay import logs, trajectories
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
 csvs = [Path(d) / "metrics.csv" for d in [*sm.input.segments, *sm.input.groups]]
-trajectories.gather_metrics(csvs, sm.output.metrics)
+trajectories.gather_metrics(csvs, sm.output.metrics, config=sm.config)  # checks the plan
 trajectories.gather_main(sm.input.segments, sm.output.main)
