@@ -12,7 +12,7 @@ tau_II = 1 / lambda_loc with lambda_loc the exact local rate of Eq. 3.15 (Phase 
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import minimize, minimize_scalar
 
 from lrdecay.toy import model, simulate
 from lrdecay.toy.instance import (
@@ -102,20 +102,30 @@ def check_minimum_norm(inst: Instance, rng: np.random.Generator, starts: int) ->
             best = min(best, float(np.linalg.norm(sol.x)))
     rows.append(_row(g, "w_dagger_min_norm", f"no point of M found by SLSQP from {starts} random "
                      "starts on M is shorter than w_dagger", "Lemma B.4", best / inst.norm_dagger,
-                     1.0, "min found norm / ||w_dagger|| >= 1 - 1e-6 (solver tolerance)",
-                     best / inst.norm_dagger >= 1 - 1e-6))
+                     1.0, "|min found norm / ||w_dagger|| - 1| <= 1e-6 (SLSQP ftol 1e-14: the "
+                     "solver reaches w_dagger, and nothing shorter)",
+                     abs(best / inst.norm_dagger - 1) <= 1e-6))
     return rows
 
 
 def check_curvature(inst: Instance, rng: np.random.Generator, samples: int) -> list[dict]:
     g = inst.gamma
-    pts = np.array([inst.manifold_point(inst.norm_dagger * rng.uniform(1.0, 4.0),
-                                        rng.standard_normal(inst.d)) for _ in range(samples)])
-    c_min = float(np.min(model.curvature_C(pts, inst.X, g)))
+    # Norms from ||w_dagger|| (1 + 1e-12) to 4 ||w_dagger||, log-spaced, random X_perp directions:
+    # the sampled minimum must sit at the smallest norm and equal C(w_dagger) to ~1e-12.
+    gaps = np.logspace(-12, np.log10(3.0), samples)
+    pts = np.array([inst.manifold_point(inst.norm_dagger * (1 + u), rng.standard_normal(inst.d))
+                    for u in gaps])
+    C = model.curvature_C(pts, inst.X, g)
+    i_min = int(np.argmin(C))
+    diff = float(C[i_min] - inst.C_dagger)
+    tol = 1e-9 * max(abs(inst.C_dagger), float(np.sum(inst.X**2)) / inst.n)
     r_ok = inst.numerical_rank >= np.sqrt(g + 2)
-    rows = [_row(g, "C_min_at_w_dagger", f"inf of C over M is C(w_dagger) ({samples} random "
-                 "points of M, Prop. B.3)", "Eq. 3.16", c_min - inst.C_dagger, 0.0,
-                 "min sampled C - C(w_dagger) >= -1e-10", c_min - inst.C_dagger >= -1e-10)]
+    rows = [_row(g, "C_min_at_w_dagger", f"inf of C over M is C(w_dagger) ({samples} points of M "
+                 "with norms log-spaced from ||w_dagger||(1 + 1e-12) to 4||w_dagger||)",
+                 "Eq. 3.16", diff, 0.0,
+                 f"|min sampled C - C(w_dagger)| <= {tol:.2g} (1e-9 of tr(X^T X)/n) and the "
+                 "minimum is at the smallest norm", abs(diff) <= tol and i_min == 0,
+                 f"argmin at sample {i_min} (norm gap {gaps[i_min]:.2g})")]
     lower = (np.sum(inst.X**2) - (g + 2) * np.linalg.norm(inst.X, 2) ** 2) / inst.n
     rows.append(_row(g, "remark_3_5", f"r(X) = {inst.numerical_rank:.3f} vs sqrt(gamma+2) = "
                      f"{np.sqrt(g + 2):.3f}: r(X) >= sqrt(gamma+2) implies C >= 0 on M",
@@ -157,15 +167,12 @@ def check_theorem_3_4_ode(inst: Instance, eta: float, sigma2: float, w_m0: np.nd
         rows.append(_row(g, "eq_3_17_proof_B", "Eq. 3.17 holds along the ODE with the proof's "
                          "B = sigma^2 eta gamma inf C / (2(1+gamma)^2)", "Eq. 3.17, B.18",
                          float(ratio_proof.min()), 1.0,
-                         "min over the path of (d||w||/dt) / (bound) >= 1 - 1e-9",
-                         ratio_proof.min() >= 1 - 1e-9))
-        rows.append(_row(g, "eq_3_17_printed_B", "Theorem 3.4's printed B = sigma^2 eta gamma C d "
-                         "/ (2(1+gamma)^2) with C = inf C counts d twice: Eq. 3.17 then fails",
-                         "Theorem 3.4", float(ratio_printed.min()), 1.0,
-                         "min over the path of (d||w||/dt) / (bound with printed B) < 1 (violated)",
-                         ratio_printed.min() < 1,
-                         f"printed constant disagrees: with B(C d) the bound is violated, "
-                         f"min ratio {ratio_printed.min():.3g}; the proof uses inf C / d"))
+                         "min over the path of (d||w||/dt) / (bound) >= 1 - 1e-9 (an inequality)",
+                         ratio_proof.min() >= 1 - 1e-9,
+                         "Theorem 3.4 prints B = sigma^2 eta gamma C d / (2(1+gamma)^2): with "
+                         "that "
+                         f"B the bound fails on this path (min ratio {ratio_printed.min():.3g}); "
+                         "the proof's C is inf C / d"))
     # Local rate: start near w_dagger and fit the exponential.
     lam = model.local_rate_exact(inst.C_dagger, inst.norm_dagger, g, eta, sigma2)
     if lam > 0:
@@ -207,13 +214,21 @@ def check_phase3_rate(inst: Instance, w_start: np.ndarray, h: float,
         lam = np.linalg.eigvalsh(model.normal_matrix(w_inf[r], inst.X, g))[0]
         ratios.append(rate / lam)
         ratios_disc.append(rate / (-np.log(1 - h * lam) / h))
-    worst = float(np.min(ratios))
-    return [_row(g, "theorem_3_6", "Phase III gradient flow approaches M at rate >= "
-                 "lambda_min(X^T A_M^2 X)/n", "Theorem 3.6, App. C", worst, 1.0,
-                 "min over replicas of fitted rate / (lambda_min/n) >= 0.99 (fit on "
-                 "||w - w_inf|| in [1e-8, 1e-3] of its start)", worst >= 0.99,
-                 f"the bound is tight: fitted / (-log(1-h lambda_min)/h) = "
-                 f"{np.min(ratios_disc):.4f}..{np.max(ratios_disc):.4f}")]
+    ratios, ratios_disc = np.array(ratios), np.array(ratios_disc)
+    # The slowest normal mode sets the rate once it dominates; a replica whose start barely
+    # excites it looks faster in the fit window, so the slowest replica is the one compared.
+    i = int(np.argmin(ratios_disc))
+    bias = float(ratios[i] / ratios_disc[i])  # -log(1 - h lambda)/(h lambda) = 1 + h lambda/2 + ..
+    return [_row(g, "theorem_3_6", "Phase III gradient flow approaches M at rate "
+                 "lambda_min(X^T A_M^2 X)/n (fitted on ||w - w_inf|| in [1e-8, 1e-3] of its "
+                 "start)", "Theorem 3.6, App. C", float(ratios[i]), bias,
+                 "slowest replica: |fitted rate / (lambda_min/n) - reference| <= 1e-2 x "
+                 "reference; "
+                 "reference -log(1-h lambda_min)/(h lambda_min) is the O(h) bias of steps h; "
+                 "1e-2 bounds faster modes and quadratic terms left in the fit window",
+                 abs(ratios_disc[i] - 1) <= 1e-2,
+                 f"fitted / (-log(1-h lambda_min)/h) = {ratios_disc.min():.5f}.."
+                 f"{ratios_disc.max():.5f} over {ratios.size} replicas")]
 
 
 def check_mixing(inst: Instance, toy: dict, w0: np.ndarray, rng: np.random.Generator,
@@ -228,7 +243,7 @@ def check_mixing(inst: Instance, toy: dict, w0: np.ndarray, rng: np.random.Gener
     def recorder(w: np.ndarray) -> dict:
         return {"wx": w @ coords}
 
-    dt = eta / 4  # SDE step, independent of the model's eta (keeps Euler-Maruyama stable)
+    dt = eta / 2  # Euler-Maruyama step: dt lambda_max < 1 (check_toy_config keeps eta lambda < 2)
     steps = int(np.ceil(t_end / dt))
     rec = max(steps // 15, 1)
     clouds = [simulate.langevin_sde(inst, np.tile(s, (R, 1)), eta, dt, steps, rng, rec, recorder)
@@ -247,9 +262,36 @@ def check_mixing(inst: Instance, toy: dict, w0: np.ndarray, rng: np.random.Gener
     return rows, {"mix_t": t, "mix_dist": dist}
 
 
+def norm_flow_on_M(inst: Instance, rho: np.ndarray, eta: float, sigma2: float,
+                   t_end: float, steps: int = 400) -> np.ndarray:
+    """||w(t_end)|| under Eq. 3.15 from norms `rho` (RK4 on the closed-form norm equation: on M,
+    X^T wbar = rho^(-1-gamma) X^T alpha*_X, so C and d||w||/dt depend on ||w|| only)."""
+    g, n = inst.gamma, inst.n
+    trace = float(np.sum(inst.X**2))
+    q = float(np.sum((inst.X.T @ inst.alpha_star_X) ** 2))
+
+    def f(r: np.ndarray) -> np.ndarray:
+        r = np.maximum(r, inst.norm_dagger)
+        C = (trace - (g + 2) * r ** (-2 * g - 2) * q) / n
+        return model.norm_rate_exact(r, C, inst.norm_dagger, g, eta, sigma2)
+
+    r = np.array(rho, dtype=float)
+    dt = t_end / steps
+    for _ in range(steps):
+        k1 = f(r)
+        k2 = f(r + 0.5 * dt * k1)
+        k3 = f(r + 0.5 * dt * k2)
+        k4 = f(r + dt * k3)
+        r = r + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    return r
+
+
 def check_main_path(inst: Instance, toy: dict, w0: np.ndarray, ts: dict,
-                    rng: np.random.Generator) -> tuple[list[dict], dict]:
-    """Three phases: Phase I/II floor, Phase II drift, Phase III from several decay steps."""
+                    rng: np.random.Generator, time_factor: float, time_factor_se: float,
+                    floor_bias: float) -> tuple[list[dict], dict]:
+    """Three phases on one path: Phase I time, Phase II floor and drift, Phase III from several
+    decay steps. `time_factor` (+- SE) and `floor_bias` are the O(eta) corrections measured at
+    this eta by :func:`check_lemma_3_3`."""
     g, eta, eta_s = inst.gamma, toy["eta_large"], toy["eta_small"]
     sigma, B, R = toy["sigma"], toy["batch_size"], toy["replicas"]
     s2 = sigma**2 / B  # the SDE's sigma^2 for minibatch B
@@ -264,9 +306,11 @@ def check_main_path(inst: Instance, toy: dict, w0: np.ndarray, ts: dict,
 
     def recorder(w: np.ndarray) -> dict:
         tr_h, tr_h2 = trace_stats(inst, w)
+        w_M = retract_batch(inst, w, iters=3)
         return {"train": inst.train_loss(w), "test": inst.test_loss(w),
                 "norm": np.linalg.norm(w, axis=1),
                 "floor": model.noise_floor_train(eta, s2, tr_h, tr_h2),
+                "norm_M": np.linalg.norm(w_M, axis=1), "test_M": inst.test_loss(w_M),
                 "u": w @ e_u, "v": w @ e_v}
 
     main = simulate.sgd(inst, np.tile(w0, (R, 1)), eta, sigma, k1 + k2, B, rng, rec, recorder,
@@ -282,55 +326,68 @@ def check_main_path(inst: Instance, toy: dict, w0: np.ndarray, ts: dict,
                      "time much shorter than the Phase II time scale", "Sec. 3.3.1, Thm 3.1",
                      t_hit / ts["tau_II"], 0.1, "t(train <= 2 floor) / tau_II <= 0.1",
                      t_hit / ts["tau_II"] <= 0.1))
-    # Phase II: the train loss sits at the floor (eta sigma^2/4) tr H, predicted point by point.
+    # Phase II: the floor-normalised train loss is the same in both halves (per-replica SE).
     in2 = t >= k1 * eta
-    ratio_t = main["train"][:, in2].mean(0) / main["floor"][:, in2].mean(0)
-    ratio = float(ratio_t.mean())
-    halves = np.array_split(ratio_t, 2)
-    se = float(ratio_t.std() / np.sqrt(ratio_t.size / 10))  # records ~10 apart decorrelate
-    tol = eta * ts["lam_max"] + 2 * float(mean_floor[in2].mean()) / s2 + 3 * se
-    rows.append(_row(g, "phase_II_floor", "Phase II: mean train loss = (eta sigma^2/4)(tr H + "
-                     "(eta/2) tr H^2), derived from Eq. 3.13", "Eq. 3.12-3.13", ratio, 1.0,
-                     f"|ratio - 1| <= eta lambda_max + 2 floor/sigma^2 + 3 SE = {tol:.3f}",
-                     abs(ratio - 1) <= tol,
-                     "the floor is (eta sigma^2/4) tr H(w_M): it depends on the point of M and "
-                     "falls as ||w|| falls"))
-    rows.append(_row(g, "phase_II_train_flat", "Phase II: train loss only fluctuates around the "
-                     "floor (first half vs second half of Phase II)", "Sec. 3.3.2",
-                     float(halves[1].mean() / halves[0].mean()), 1.0,
-                     f"|ratio of floor-normalised halves - 1| <= {tol:.3f}",
-                     abs(halves[1].mean() / halves[0].mean() - 1) <= tol))
+    per_rep = main["train"][:, in2] / main["floor"][:, in2]
+    halves = np.array_split(per_rep, 2, axis=1)
+    flat = halves[1].mean(1) / halves[0].mean(1)
+    flat_m, flat_se = float(flat.mean()), float(flat.std(ddof=1) / np.sqrt(R))
+    # the floor's O(h) bias at this eta (measured in the Lemma 3.3 runs) bounds how much the
+    # normalised level may differ between the halves
+    tol = 3 * flat_se + abs(floor_bias)
+    rows.append(_row(g, "phase_II_train_flat", "Phase II: the train loss only follows its "
+                     "slowly moving floor (floor-normalised second half / first half)",
+                     "Sec. 3.3.2, Eq. 3.13", flat_m, 1.0,
+                     f"|ratio - 1| <= 3 SE + |floor ratio at eta - 1| = {3 * flat_se:.3f} + "
+                     f"{abs(floor_bias):.3f}", abs(flat_m - 1) <= tol))
+    # Phase II test loss at the retraction onto M against the norm ODE of Eq. 3.15 per replica.
+    # over the first tau_II of Phase II, where the drift (not the stationary spread about
+    # w_dagger, which Eq. 3.15 leaves out) sets the change
     i1 = np.searchsorted(t, k1 * eta)
-    test_a, test_b = main["test"][:, i1], main["test"][:, -1]
-    drop = float(test_a.mean() - test_b.mean())
-    se_drop = float(np.std(test_a - test_b) / np.sqrt(R))
-    rows.append(_row(g, "phase_II_test_falls", "Phase II: test loss keeps falling",
-                     "Sec. 3.3.2", drop, 3 * se_drop, "test(start II) - test(end II) > 3 SE",
-                     drop > 3 * se_drop))
-    rho_a, rho_b = main["norm"][:, i1].mean(), main["norm"][:, -1].mean()
-    frac = float((rho_b - inst.norm_dagger) / (rho_a - inst.norm_dagger))
-    rows.append(_row(g, "phase_II_norm_falls", "Phase II: ||w|| falls toward ||w_dagger||",
-                     "Thm 3.4", frac, 0.5, "(mean||w||_end - ||w_dagger||) / (mean||w||_start "
-                     "- ||w_dagger||) <= 0.5", frac <= 0.5))
+    i2 = min(np.searchsorted(t, t[i1] + ts["tau_II"]), t.size - 1)
+    span_t = t[i2] - t[i1]
+    rho_a = main["norm_M"][:, i1]
+    drop = main["test_M"][:, i1] - main["test_M"][:, i2]
+
+    def predicted(c: float) -> np.ndarray:
+        rho_b = norm_flow_on_M(inst, rho_a, eta, s2, c * span_t)
+        return 0.5 * (rho_a ** (2 * g + 2) - rho_b ** (2 * g + 2))
+
+    pred = predicted(time_factor)
+    pred_hi, pred_lo = predicted(time_factor + 3 * time_factor_se), predicted(
+        time_factor - 3 * time_factor_se)
+    d_m, d_p = float(drop.mean()), float(pred.mean())
+    se_d = float(np.std(drop - pred, ddof=1) / np.sqrt(R))
+    bias = float(abs(pred.mean() - predicted(1.0).mean()))  # the whole O(eta) time correction
+    tol = 3 * se_d + float(abs(pred_hi.mean() - pred_lo.mean())) / 2 + bias
+    rows.append(_row(g, "phase_II_test_falls", "Phase II: over its first tau_II the test loss at "
+                     "the point of M falls by what Eq. 3.15 predicts (L = L(w_dagger) + "
+                     "(||w||^(2+2g) - ||alpha*_X||^2)/2 "
+                     "on M for this instance)", "Sec. 3.3.2, Eq. 3.15", d_m, d_p,
+                     f"|measured - predicted| <= 3 SE + spread from c(eta) +- 3 SE + "
+                     f"|pred(c) - pred(1)| (O(eta) bias) = {tol:.2e}"
+                     f" (prediction run c(eta) = {time_factor:.3f} faster, Lemma 3.3 fit)",
+                     abs(d_m - d_p) <= tol,
+                     f"relative difference {abs(d_m - d_p) / abs(d_p):.3%}"))
     # Phase III from each decay step, all replicas at once.
     k3 = int(np.ceil(toy["phase3_relaxations"] * ts["tau_I"] / eta_s))
     starts = np.concatenate([main["snapshots"][k] for k in decay])
     ph3 = simulate.sgd(inst, starts, eta_s, sigma, k3, B, rng, k3, key="toy.eta_small")
     final = ph3["test"][:, -1].reshape(len(decay), R)
     mean, se_f = final.mean(1), final.std(1, ddof=1) / np.sqrt(R)
-    # Test loss on M is not minimised at w_dagger: with the path's X_perp direction e_v fixed
-    # (Eq. 3.15 keeps w in span{alpha*_X, e_v}), L(w_M) = L_dagger + a^2/2 - a c, a = ||P_perp
-    # alpha||, c = e_v . alpha*_perp, whose minimum is L_dagger - c^2/2 (derived). So the final test
-    # loss may rise by up to c^2/2 on the last approach to w_dagger.
-    dip = 0.5 * float(e_v @ inst.alpha_star_perp) ** 2
-    rise = (mean[1:] - mean[:-1]) - dip
-    worst = float(np.max(rise / np.sqrt(se_f[1:] ** 2 + se_f[:-1] ** 2)))
+    # On M the test loss is L_dagger + a^2/2 - a c with a = ||P_perp alpha|| and c = e_v .
+    # alpha*_perp (e_v: the path's fixed X_perp direction); the instance makes c = 0 (see
+    # initial_point), so the test loss on M falls with ||w|| all the way to w_dagger.
+    c_perp = float(e_v @ inst.alpha_star_perp)
+    rise = (mean[1:] - mean[:-1]) / np.sqrt(se_f[1:] ** 2 + se_f[:-1] ** 2)
+    worst = float(np.max(rise))
     rows.append(_row(g, "late_decay_monotone", "final test loss after Phase III does not increase "
-                     "with the decay step, up to the derived dip c^2/2", "Sec. 3.3.3", worst, 3.0,
-                     f"max over consecutive decay steps of (L_next - L_prev - c^2/2)/SE_diff <= 3 "
-                     f"(c^2/2 = {dip:.2e})", worst <= 3,
-                     f"largest raw rise {float(np.max(mean[1:] - mean[:-1])):.2e}: w_dagger is the "
-                     f"minimum-norm point, not the test-loss minimiser on M (L_dagger - c^2/2)"))
+                     "with the decay step", "Sec. 3.3.3", worst, 3.0,
+                     "max over consecutive decay steps of (L_next - L_prev) / SE_diff <= 3 "
+                     "(no allowance)", worst <= 3,
+                     f"e_v . alpha*_perp = {c_perp:.1e} (start's X_perp part orthogonal to "
+                     "alpha*_perp); raw differences "
+                     f"{np.array2string(mean[1:] - mean[:-1], precision=2)}"))
     excess = (mean[-1] - inst.test_loss_dagger) / (mean[0] - inst.test_loss_dagger)
     rows.append(_row(g, "late_decay_excess", "the latest decay leaves a small fraction of the "
                      "earliest decay's excess test loss over L(w_dagger)", "Sec. 3.3.3, Thm 3.4",
@@ -339,7 +396,7 @@ def check_main_path(inst: Instance, toy: dict, w0: np.ndarray, ts: dict,
                      excess <= toy["max_excess_fraction"]))
     # Phase III rate (Theorem 3.6) from a few end-of-Phase-II states.
     rows += check_phase3_rate(inst, main["final"][: toy["phase3_rate_replicas"]], eta / 2)
-    traces = {"main_t": t, "k1": k1, "dip": dip, "k2": k2, "decay_t": decay * eta,
+    traces = {"main_t": t, "k1": k1, "k2": k2, "decay_t": decay * eta,
               "decay_final_mean": mean, "decay_final_se": se_f,
               "w_m0": w_m0, "e_u": e_u, "e_v": e_v}
     for key in ("train", "test", "norm", "floor"):
@@ -352,81 +409,144 @@ def check_main_path(inst: Instance, toy: dict, w0: np.ndarray, ts: dict,
 
 def check_control(inst: Instance, toy: dict, w0: np.ndarray, ts: dict, traces: dict,
                   rng: np.random.Generator) -> list[dict]:
-    """sigma = 0: after Phase I nothing moves along M (no implicit drift without label noise)."""
+    """sigma = 0: once on M nothing moves along M (no implicit drift without label noise).
+
+    The sigma = 0 run first relaxes for 10 tau_I (distance to M down by ~e^-10), then runs one
+    tau_II; plain gradient descent from distance delta moves w by about delta, so |change of
+    ||w||| <= 2 delta is the allowance."""
     g, eta = inst.gamma, toy["eta_large"]
-    k1 = int(traces["k1"])
+    k0 = int(np.ceil(10 * ts["tau_I"] / eta))
     k2 = int(np.ceil(ts["tau_II"] / eta))
-    out = simulate.sgd(inst, np.tile(w0, (4, 1)), eta, 0.0, k1 + k2, toy["batch_size"], rng,
-                       max((k1 + k2) // 50, 1), snapshot_steps=[k1])
-    moved = np.abs(np.linalg.norm(out["final"], axis=1)
-                   - np.linalg.norm(out["snapshots"][k1], axis=1)).max()
+    out = simulate.sgd(inst, np.tile(w0, (4, 1)), eta, 0.0, k0 + k2, toy["batch_size"], rng,
+                       k0 + k2, snapshot_steps=[k0])
+    snap = out["snapshots"][k0]
+    moved = float(np.abs(np.linalg.norm(out["final"], axis=1)
+                         - np.linalg.norm(snap, axis=1)).max())
+    delta = float(np.linalg.norm(snap - retract_batch(inst, snap), axis=1).max())
+    k1 = int(traces["k1"])
     t = traces["main_t"]
     i1, i2 = np.searchsorted(t, k1 * eta), np.searchsorted(t, (k1 + k2) * eta)
     noisy = abs(traces["main_norm_mean"][i1] - traces["main_norm_mean"][min(i2, t.size - 1)])
+    tol = 2 * delta + 1e-12
     return [_row(g, "control_sigma0", "control: with sigma = 0 there is no drift along M",
-                 "Lemma 3.3 (A = 0)", moved / noisy, 0.01, "|change of ||w|| over one tau_II "
-                 "after Phase I| (sigma = 0) / (same with sigma) <= 0.01", moved / noisy <= 0.01)]
+                 "Lemma 3.3 (A = 0)", moved, 0.0,
+                 f"|change of ||w|| over one tau_II after 10 tau_I| (sigma = 0) <= 2 x distance to "
+                 f"M at its start = {tol:.2e}", moved <= tol,
+                 f"with label noise ||w|| changes by {noisy:.3g} over the same time")]
+
+
+def fit_time_factor(s: np.ndarray, y: np.ndarray, ode_s: np.ndarray, ode_y: np.ndarray,
+                    bounds: tuple[float, float] = (0.25, 2.5)) -> float:
+    """Least-squares c in y(s) ~ ode_y(c s): how much faster (c > 1) the simulation runs than
+    the ODE. `ode_s` must reach bounds[1] * s[-1]."""
+    res = minimize_scalar(lambda c: float(np.sum((y - np.interp(c * s, ode_s, ode_y)) ** 2)),
+                          bounds=bounds, method="bounded", options={"xatol": 1e-7})
+    return float(res.x)
+
+
+def _group_se(fn, data: np.ndarray, groups: int = 8) -> float:
+    """Standard error of the statistic fn(mean over replicas) from `groups` disjoint replica
+    groups (rows of `data` are replicas)."""
+    vals = [fn(data[i::groups].mean(0)) for i in range(groups)]
+    return float(np.std(vals, ddof=1) / np.sqrt(groups))
 
 
 def check_lemma_3_3(inst: Instance, toy: dict, w0_dir: np.ndarray, ts: dict,
                     rng: np.random.Generator) -> tuple[list[dict], dict]:
-    """SGD mean ||w|| vs Eq. 3.15 from a point of M, at eta and eta/2, and the time scalings."""
-    g, eta, sigma, B = inst.gamma, toy["eta_large"], toy["sigma"], toy["batch_size"]
-    R = toy["replicas"]
+    """SGD against Eq. 3.15 from a point of M: ||retract_M(w)|| (the position along M, free of the
+    normal fluctuation) at step sizes h = eta and eta/2, for sigma and sqrt(2) sigma.
+
+    In units of tau_II(h) the ODE is one curve for every h and sigma (its drift is proportional to
+    h sigma^2). The fitted time factor c_h (SGD ~ ODE(c_h t)) has an O(h) bias (discrete steps and
+    the finite normal fluctuation), so c_0 = 2 c_{h/2} - c_h is the h -> 0 limit that Lemma 3.3
+    predicts to be 1. The same Richardson step gives the noise floor of the train loss.
+    """
+    g, eta, B, R = inst.gamma, toy["eta_large"], toy["batch_size"], toy["replicas"]
     rho0 = inst.norm_dagger * toy["lemma_start_norm"]
     w_m0 = inst.manifold_point(rho0, w0_dir - inst.proj_X @ w0_dir)
-    runs = {}
-    specs = {"eta": (eta, sigma), "eta/2": (eta / 2, sigma), "sigma*sqrt2": (eta, sigma * 2**0.5)}
-    for name, (e, s) in specs.items():
-        s2 = s**2 / B
-        tau = 1.0 / model.local_rate_exact(inst.C_dagger, inst.norm_dagger, g, e, s2)
-        t_end = toy["lemma_timescales"] * tau
-        steps = int(np.ceil(t_end / e))
-        rec = max(steps // 60, 1)
+    span = rho0 - inst.norm_dagger
+    T = toy["lemma_timescales"]
+    runs: dict = {}
+    for sig_name, sigma in (("sigma", toy["sigma"]), ("sigma*sqrt2", toy["sigma"] * 2**0.5)):
+        s2 = sigma**2 / B
+        lam_eta = model.local_rate_exact(inst.C_dagger, inst.norm_dagger, g, eta, s2)
+        rec_eta = int(np.ceil(T / lam_eta / eta / toy["lemma_records"]))
+        for h_name, e, k in (("eta", eta, 1), ("eta/2", eta / 2, 4)):
+            # the same record times in units of tau_II(h): 4x the steps at h/2
+            lam = model.local_rate_exact(inst.C_dagger, inst.norm_dagger, g, e, s2)
+            rec = k * rec_eta
+            steps = rec * toy["lemma_records"]
+            t_end = steps * e
 
-        def recorder(w: np.ndarray) -> dict:
-            return {"norm": np.linalg.norm(w, axis=1),
-                    "norm_M": np.linalg.norm(retract_batch(inst, w, iters=3), axis=1)}
+            def recorder(w: np.ndarray, e=e, s2=s2) -> dict:
+                tr_h, tr_h2 = trace_stats(inst, w)
+                return {"norm_M": np.linalg.norm(retract_batch(inst, w, iters=3), axis=1),
+                        "train": inst.train_loss(w),
+                        "floor": model.noise_floor_train(e, s2, tr_h, tr_h2)}
 
-        out = simulate.sgd(inst, np.tile(w_m0, (R, 1)), e, s, steps, B, rng, rec, recorder)
-        ode = simulate.effective_ode(inst, w_m0, e, s2, t_end, dt=t_end / 300)
-        ode_norm = np.interp(out["t"], ode["t"], ode["norm"])
-        span = rho0 - inst.norm_dagger
-        err = float(np.mean(np.abs(out["norm"].mean(0) - ode_norm)) / span)
-        se = float(np.mean(out["norm"].std(0, ddof=1)) / np.sqrt(R) / span)
-        level = inst.norm_dagger + span * np.exp(-1)
-        runs[name] = {"t": out["t"], "steps_per_t": 1 / e, "sgd_mean": out["norm"].mean(0),
-                      "sgd_se": out["norm"].std(0, ddof=1) / np.sqrt(R),
-                      "sgdM_mean": out["norm_M"].mean(0), "ode_t": ode["t"],
-                      "ode_norm": ode["norm"], "err": err, "se": se,
-                      "t_e": _crossing_time(out["t"], out["norm_M"].mean(0), level),
-                      "t_e_ode": _crossing_time(ode["t"], ode["norm"], level)}
-    a, b = runs["eta"], runs["eta/2"]
-    fluct = eta * toy["sigma"] ** 2 / B * inst.n / (2 * inst.norm_dagger**2)
-    tol = eta * ts["lam_max"] + fluct + 3 * a["se"]
-    rows = [_row(g, "lemma_3_3_tracking", "SGD mean ||w(t)|| follows Eq. 3.15 (time-averaged "
-                 "|SGD - ODE| / (||w_0|| - ||w_dagger||))", "Lemma 3.3, Eq. 3.15", a["err"], tol,
-                 "error <= eta lambda_max + eta sigma^2 n/(2||w_dagger||^2) + 3 SE",
-                 a["err"] <= tol)]
-    shrink_tol = 0.5 * a["err"] + 3 * (a["se"] + b["se"])
-    rows.append(_row(g, "lemma_3_3_shrinks", "the tracking error shrinks as eta -> 0 (eta/2)",
-                     "Lemma 3.3", b["err"], shrink_tol,
-                     "error(eta/2) <= error(eta)/2 + 3 (SE(eta) + SE(eta/2)) [first order in eta]",
-                     b["err"] <= shrink_tol))
-    steps_ratio = (b["t_e"] * b["steps_per_t"]) / (a["t_e"] * a["steps_per_t"])
-    tol_t = 2 * eta * ts["lam_max"] + 2 * fluct + 0.05
-    rows.append(_row(g, "phase_II_scale_eta", "Phase II time scale in steps grows as 1/eta^2 "
-                     "(1/e time of ||w_M|| - ||w_dagger||)", "Lemma 3.3 (A = eta sigma^2 gamma/2)",
-                     steps_ratio, 4.0, f"|ratio/4 - 1| <= 2 eta lambda_max + 2 fluct + 0.05 = "
-                     f"{tol_t:.3f}", abs(steps_ratio / 4 - 1) <= tol_t))
-    c = runs["sigma*sqrt2"]
-    sig_ratio = c["t_e"] / a["t_e"]
-    rows.append(_row(g, "phase_II_scale_sigma", "Phase II time scale falls as 1/sigma^2 "
-                     "(sigma -> sqrt(2) sigma)", "Lemma 3.3", sig_ratio, 0.5,
-                     f"|ratio/0.5 - 1| <= {tol_t:.3f} (same tolerance)",
-                     abs(sig_ratio / 0.5 - 1) <= tol_t))
-    return rows, {f"lemma_{k}_{name}": v for name, r in runs.items() for k, v in r.items()
-                  if isinstance(v, np.ndarray)}
+            out = simulate.sgd(inst, np.tile(w_m0, (R, 1)), e, sigma, steps, B, rng, rec,
+                               recorder)
+            ode = simulate.effective_ode(inst, w_m0, e, s2, 2.5 * t_end, dt=t_end / 200)
+            s_sgd, s_ode = out["t"] * lam, ode["t"] * lam  # in units of tau_II(h)
+            y = out["norm_M"]
+            c = fit_time_factor(s_sgd, y.mean(0), s_ode, ode["norm"])
+            se_c = _group_se(lambda m, s=s_sgd, o=s_ode, on=ode["norm"]:
+                             fit_time_factor(s, m, o, on), y)
+            # the normal fluctuation at its stationary law (train loss relaxes at 2 / tau_I)
+            settled = out["t"] >= min(3 * ts["tau_I"], out["t"][-1] / 2)
+            ratio = (out["train"][:, settled] / out["floor"][:, settled]).mean(1)
+            runs[f"{h_name}|{sig_name}"] = {
+                "s": s_sgd, "t_eta": out["t"], "sgdM_mean": y.mean(0),
+                "sgdM_se": y.std(0, ddof=1) / np.sqrt(R),
+                "ode_s": s_ode, "ode_norm": ode["norm"], "c": np.array(c), "c_se": np.array(se_c),
+                "ode_on_s": np.interp(s_sgd, s_ode, ode["norm"]),
+                "floor_ratio": np.array(ratio.mean()),
+                "floor_se": np.array(ratio.std(ddof=1) / np.sqrt(R))}
+    rows = []
+    for sig_name, check, claim in (
+            ("sigma", "lemma_3_3_time_factor", "label-noise SGD moves along M as Eq. 3.15 "
+             "predicts: fitted time factor c (SGD ~ ODE(c t), position ||retract_M(w)||), "
+             "extrapolated to h -> 0"),
+            ("sigma*sqrt2", "phase_II_scale_sigma", "the same at sqrt(2) sigma: the Phase II time "
+             "scale falls as 1/sigma^2 (A = eta sigma^2 gamma/2)")):
+        a, b = runs[f"eta|{sig_name}"], runs[f"eta/2|{sig_name}"]
+        c0 = float(2 * b["c"] - a["c"])
+        se0 = float(np.hypot(2 * b["c_se"], a["c_se"]))
+        rows.append(_row(g, check, claim, "Lemma 3.3, Eq. 3.15", c0, 1.0,
+                         f"c_0 = 2 c(eta/2) - c(eta); |c_0 - 1| <= 0.04 and 3 SE(c_0) = "
+                         f"{3 * se0:.3f} <= 0.04 (SE from 8 replica groups)",
+                         abs(c0 - 1) <= 0.04 and 3 * se0 <= 0.04,
+                         f"c(eta) = {float(a['c']):.4f} +- {float(a['c_se']):.4f}, c(eta/2) = "
+                         f"{float(b['c']):.4f} +- {float(b['c_se']):.4f}: the O(h) bias halves"))
+    a, b = runs["eta|sigma"], runs["eta/2|sigma"]
+    # Pointwise: the h -> 0 extrapolation of the SGD curve against the ODE, in units of tau_II.
+    c0 = float(2 * b["c"] - a["c"])
+    e0 = 2 * b["sgdM_mean"] - a["sgdM_mean"] - np.interp(c0 * a["s"], a["ode_s"], a["ode_norm"])
+    se_e0 = np.hypot(2 * b["sgdM_se"], a["sgdM_se"])
+    # from 3 tau_I on: Lemma 3.3 assumes the normal fluctuation at its stationary law (Eq. 3.13)
+    keep = a["t_eta"] >= 3 * ts["tau_I"]
+    z = np.abs(e0[keep]) / se_e0[keep]
+    rows.append(_row(g, "lemma_3_3_tracking", "SGD position along M follows Eq. 3.15 at every time "
+                     "(h -> 0 extrapolation 2 SGD(eta/2) - SGD(eta), same t / tau_II)",
+                     "Lemma 3.3, Eq. 3.15", float(z.max()), 4.0,
+                     f"max over the {z.size} record times after 3 tau_I of |extrapolated - "
+                     f"ODE(c_0 t)| / SE <= 4 (Bonferroni: P(max > 4) < {z.size * 6.4e-5:.1%})",
+                     float(z.max()) <= 4.0,
+                     f"largest |difference| {float(np.max(np.abs(e0[keep]))) / span:.4f} of "
+                     "||w_0|| - ||w_dagger||"))
+    r0 = float(2 * b["floor_ratio"] - a["floor_ratio"])
+    se_r = float(np.hypot(2 * b["floor_se"], a["floor_se"]))
+    rows.append(_row(g, "phase_II_floor", "Phase II: mean train loss = (eta sigma^2/4)(tr H + "
+                     "(eta/2) tr H^2) at the current point, derived from Eq. 3.12-3.13",
+                     "Eq. 3.12-3.13", r0, 1.0,
+                     f"h -> 0 extrapolation of train/floor: |r_0 - 1| <= 3 SE = {3 * se_r:.3f}",
+                     abs(r0 - 1) <= 3 * se_r,
+                     f"ratio at eta {float(a['floor_ratio']):.4f}, at eta/2 "
+                     f"{float(b['floor_ratio']):.4f}"))
+    traces = {f"lemma_{k}_{name}": np.asarray(v) for name, r in runs.items()
+              for k, v in r.items()}
+    traces["lemma_span"] = span
+    return rows, traces
 
 
 def check_n1_limit(toy: dict, gamma: float, rng: np.random.Generator) -> tuple[list[dict], dict]:
@@ -434,12 +554,7 @@ def check_n1_limit(toy: dict, gamma: float, rng: np.random.Generator) -> tuple[l
     rho_inf = ||w_dagger|| (gamma+2)^(1/(2+2 gamma)), not at w_dagger."""
     inst = figure3_instance(gamma)
     x = inst.X[:, 0]
-    closed = -(gamma + 1) * float(x @ x)
-    rows = [_row(gamma, "n1_C_negative", "Figure 3 data (n = 1): C(w_dagger) = -(gamma+1)||x||^2 "
-                 "< 0, so w_dagger repels under Eq. 3.15", "Eq. 3.16 (derived)", inst.C_dagger,
-                 closed, "|C(w_dagger) - closed form| <= 1e-12 and < 0",
-                 abs(inst.C_dagger - closed) <= 1e-12 and inst.C_dagger < 0,
-                 "the paper's Figure 3 example violates Theorem 3.4's hypothesis C >= 0")]
+    rows = []
     rho_inf = model.n1_limit_norm(inst.norm_dagger, gamma)
     eta, sigma = toy["fig3_eta"], toy["fig3_sigma"]
     perp = inst.perp_basis[:, 0]
@@ -458,25 +573,32 @@ def check_n1_limit(toy: dict, gamma: float, rng: np.random.Generator) -> tuple[l
                      rho_inf, "|rho(T)/rho_inf - 1| <= |rho(0)/rho_inf - 1| "
                      f"exp(-{toy['n1_timescales']}) + 1e-6",
                      rel_ode <= abs(ode["norm"][0] / rho_inf - 1) * np.exp(-toy["n1_timescales"])
-                     + 1e-6))
+                     + 1e-6,
+                     f"C(w_dagger) = {inst.C_dagger:.4g} < 0 (= -(gamma+1)||x||^2): Figure 3's "
+                     "data "
+                     "violates Theorem 3.4's hypothesis C >= 0, so w_dagger repels"))
     R = toy["replicas"]
     starts = np.array([inst.manifold_point(inst.norm_dagger * (1.02 if i % 2 else 1.6),
                                            perp * (1 if i % 4 < 2 else -1)) for i in range(R)])
-    steps = int(np.ceil(t_end / eta))
-    out = simulate.sgd(inst, starts, eta, sigma, steps, 1, rng, max(steps // 100, 1),
-                       lambda w: {"norm_M": np.linalg.norm(retract_batch(inst, w, 3), axis=1),
-                                  "w0": w[:, 0].copy(), "w1": w[:, 1].copy()},
-                       key="toy.fig3_eta")
-    late = out["norm_M"][:, out["t"] >= 0.8 * t_end]
-    measured = float(late.mean())
-    lam = float(model.normal_matrix(inst.w_dagger, inst.X, gamma)[0, 0])
-    tol = eta * lam * 2 + eta * sigma**2 / rho_inf**2 + 3 * late.std() / np.sqrt(R)
+    runs = {}
+    for name, e, k in (("eta", eta, 1), ("eta/2", eta / 2, 4)):
+        steps = k * int(np.ceil(t_end / eta))  # same paper time t_end x (eta / e) in tau units
+        out = simulate.sgd(inst, starts, e, sigma, steps, 1, rng, max(steps // 100, 1),
+                           lambda w: {"norm_M": np.linalg.norm(retract_batch(inst, w, 3), axis=1),
+                                      "w0": w[:, 0].copy(), "w1": w[:, 1].copy()},
+                           key="toy.fig3_eta")
+        late = out["norm_M"][:, out["t"] >= 0.8 * out["t"][-1]].mean(1)  # one value per replica
+        runs[name] = (float(late.mean()), float(late.std(ddof=1) / np.sqrt(R)), out)
+    (m_a, se_a, out), (m_b, se_b, _) = runs["eta"], runs["eta/2"]
+    m0, se0 = 2 * m_b - m_a, float(np.hypot(2 * se_b, se_a))
+    tol = 3 * se0
     rows.append(_row(gamma, "n1_limit_sgd", "n = 1: label-noise SGD settles at rho_inf, above "
-                     "||w_dagger|| (late-time mean of ||retract(w)||)", "Eq. 3.15 (derived)",
-                     measured, rho_inf, f"|measured/rho_inf - 1| <= 2 eta h + eta sigma^2/rho^2 "
-                     f"+ 3 SE = {tol:.3f}", abs(measured / rho_inf - 1) <= tol,
-                     f"||w_dagger|| = {inst.norm_dagger:.4f}; Theorem 3.4's convergence to "
-                     "w_dagger does not apply"))
+                     "||w_dagger|| (late-time mean of ||retract_M(w)||, extrapolated to h -> 0)",
+                     "Eq. 3.15 (derived)", m0, rho_inf,
+                     f"2 m(eta/2) - m(eta); |m_0 - rho_inf| <= 3 SE = {tol:.4f} "
+                     f"({tol / rho_inf:.2%})", abs(m0 - rho_inf) <= tol,
+                     f"m(eta) = {m_a:.4f}, m(eta/2) = {m_b:.4f}, ||w_dagger|| = "
+                     f"{inst.norm_dagger:.4f}: SGD does not go to w_dagger"))
     return rows, {"n1_t": out["t"], "n1_w0": out["w0"][:8], "n1_w1": out["w1"][:8],
                   "n1_normM_mean": out["norm_M"].mean(0), "n1_rho_inf": rho_inf}
 
@@ -490,7 +612,10 @@ def run_gamma(toy: dict, gamma: float) -> tuple[Instance, list[dict], dict]:
     ts = time_scales(inst, eta, s2)
     rows = check_minimum_norm(inst, rng, toy["minnorm_starts"])
     rows += check_curvature(inst, rng, 2000)
-    main_rows, traces = check_main_path(inst, toy, w0, ts, rng)
+    lem_rows, lem_tr = check_lemma_3_3(inst, toy, w0, ts, rng)
+    c_eta, c_se = float(lem_tr["lemma_c_eta|sigma"]), float(lem_tr["lemma_c_se_eta|sigma"])
+    floor_bias = float(lem_tr["lemma_floor_ratio_eta|sigma"]) - 1
+    main_rows, traces = check_main_path(inst, toy, w0, ts, rng, c_eta, c_se, floor_bias)
     rows += main_rows
     rows += check_control(inst, toy, w0, ts, traces, rng)
     ode_rows, ode_tr = check_theorem_3_4_ode(inst, eta, s2, traces["w_m0"],
@@ -500,7 +625,6 @@ def run_gamma(toy: dict, gamma: float) -> tuple[Instance, list[dict], dict]:
     mix_rows, mix_tr = check_mixing(inst, toy, w0, rng, toy["mixing_relaxations"] * ts["tau_I"])
     rows += mix_rows
     traces.update(mix_tr)
-    lem_rows, lem_tr = check_lemma_3_3(inst, toy, w0, ts, rng)
     rows += lem_rows
     traces.update(lem_tr)
     n1_rows, n1_tr = check_n1_limit(toy, gamma, rng)

@@ -166,9 +166,21 @@ def figure3_instance(gamma: float = FIG3_GAMMA) -> Instance:
 
 
 def initial_point(inst: Instance, toy: dict) -> np.ndarray:
-    """The shared initialisation w0: a seeded random direction with norm toy.init_norm."""
+    """The shared initialisation w0: a seeded random direction with norm toy.init_norm, whose
+    X_perp part is orthogonal to alpha*_perp = P_{X_perp} alpha*.
+
+    Why: every gradient lies in span{X, w}, so the X_perp part of w keeps the direction of w0's
+    (SGD and Eq. 3.15 alike). On M the test loss is then L(w_dagger) + ||alpha_perp||^2/2 -
+    alpha_perp . alpha*_perp; with the two orthogonal it is L(w_dagger) + (||w||^(2+2 gamma) -
+    ||alpha*_X||^2)/2, increasing in ||w||, which is what makes "later decay, lower test loss"
+    follow from Theorem 3.4. A generic w0 has alpha_perp . alpha*_perp != 0, and the test loss on
+    M is smallest before w_dagger is reached (at L(w_dagger) - (e_v . alpha*_perp)^2 / 2).
+    """
     rng = np.random.default_rng([toy["seed"], 1])
     w0 = rng.standard_normal(inst.d)
+    a_perp = inst.alpha_star_perp
+    if np.linalg.norm(a_perp) > 0:
+        w0 = w0 - a_perp * float(w0 @ a_perp) / float(a_perp @ a_perp)
     return w0 * toy["init_norm"] / np.linalg.norm(w0)
 
 

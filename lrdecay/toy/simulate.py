@@ -76,6 +76,30 @@ def _integrate(w0: np.ndarray, steps: int, dt: float, record_every: int, recorde
     return out
 
 
+def draw_minibatches(rng: np.random.Generator, n: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """Sample indices (with replacement) for `shape` = (steps, replicas, batch)."""
+    return rng.integers(n, size=shape)
+
+
+def label_noise(rng: np.random.Generator, sigma: float, shape: tuple) -> np.ndarray:
+    """Label noise of variance sigma^2, one draw per sampled label."""
+    return sigma * rng.standard_normal(shape)
+
+
+def minibatch_gradient(w: np.ndarray, x: np.ndarray, target: np.ndarray,
+                       gamma: float) -> np.ndarray:
+    """Gradient (A.1) of the mean squared loss on a minibatch, per replica.
+
+    w (R, d); x (R, B, d) the sampled inputs; target (R, B) their (noisy) labels.
+    """
+    rho = np.sqrt(np.sum(w * w, axis=1, keepdims=True))
+    scale = rho**gamma
+    res = np.matmul(x, (scale * w)[:, :, None])[:, :, 0] - target  # (R, B)
+    g_alpha = np.matmul(res[:, None, :], x)[:, 0, :] / x.shape[1]  # (R, d)
+    wbar = w / rho
+    return scale * (g_alpha + gamma * np.sum(wbar * g_alpha, axis=1, keepdims=True) * wbar)
+
+
 def sgd(inst: Instance, w0: np.ndarray, eta: float, sigma: float, steps: int, batch: int,
         rng: np.random.Generator, record_every: int, recorder: Recorder | None = None,
         snapshot_steps: list[int] | tuple = (), key: str = "toy.eta_large") -> dict:
@@ -87,26 +111,17 @@ def sgd(inst: Instance, w0: np.ndarray, eta: float, sigma: float, steps: int, ba
     R = np.shape(w0)[0]
     Xt = inst.X.T  # (n, d)
     y = Xt @ inst.alpha_star  # (n,)
-    gamma = inst.gamma
     chunk = 512  # draw indices and label noise in blocks: one RNG call per block, not per step
     blocks: dict = {}
 
     def step(w: np.ndarray, k: int) -> None:
         j = k % chunk
         if j == 0:
-            blocks["idx"] = rng.integers(inst.n, size=(chunk, R, batch))
-            blocks["noise"] = sigma * rng.standard_normal((chunk, R, batch)) if sigma else None
+            blocks["idx"] = draw_minibatches(rng, inst.n, (chunk, R, batch))
+            shape = blocks["idx"].shape
+            blocks["noise"] = label_noise(rng, sigma, shape) if sigma else np.zeros(shape)
         idx = blocks["idx"][j]
-        x = Xt[idx]  # (R, B, d)
-        rho = np.sqrt(np.einsum("rd,rd->r", w, w))[:, None]
-        a = rho**gamma * w
-        res = np.einsum("rbd,rd->rb", x, a) - y[idx]
-        if blocks["noise"] is not None:
-            res -= blocks["noise"][j]
-        g_alpha = np.einsum("rb,rbd->rd", res, x) / batch
-        wbar = w / rho
-        grad = rho**gamma * (g_alpha + gamma * np.einsum("rd,rd->r", wbar, g_alpha)[:, None] * wbar)
-        w -= eta * grad
+        w -= eta * minibatch_gradient(w, Xt[idx], y[idx] + blocks["noise"][j], inst.gamma)
 
     out = _integrate(w0, steps, eta, record_every, recorder or basic_stats(inst), step,
                      (eta, key), snapshot_steps)
@@ -171,6 +186,11 @@ def gradient_flow(inst: Instance, w0: np.ndarray, h: float, steps: int, record_e
     """Eq. 3.18 by gradient descent with step h (paper time t = k h)."""
 
     def step(w: np.ndarray, k: int) -> None:
-        w -= h * inst.grad(w)
+        gradient_descent_step(inst, w, h)
 
     return _integrate(w0, steps, h, record_every, recorder, step, (h, "toy.eta_small"))
+
+
+def gradient_descent_step(inst: Instance, w: np.ndarray, h: float) -> None:
+    """One full-batch gradient step of size h, in place (the Euler step of Eq. 3.18)."""
+    w -= h * inst.grad(w)

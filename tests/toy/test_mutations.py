@@ -1,0 +1,79 @@
+"""Plant plausible bugs in the toy code one at a time: the checks table must fail for each.
+
+Each mutant is a consistent change a reviewer could make by mistake (the formulas that would
+"confirm" it are changed with it), so only a comparison with an independent simulation can
+catch it. The unmutated code passes every row on the same small instance.
+"""
+
+import numpy as np
+import pytest
+
+from lrdecay.toy import checks, model, simulate
+
+
+def _scaled(fn, factor):
+    def wrapped(*args, **kwargs):
+        return factor * fn(*args, **kwargs)
+    return wrapped
+
+
+def _drift_sign(mp):
+    mp.setattr(model, "effective_drift", _scaled(model.effective_drift, -1.0))
+
+
+def _drift_scale(mp):
+    """The 1/2 of A = eta sigma^2 gamma / 2 dropped, the rate formulas adjusted to match."""
+    for name in ("effective_drift", "norm_rate_exact", "local_rate_exact"):
+        mp.setattr(model, name, _scaled(getattr(model, name), 2.0))
+
+
+def _exponent(mp):
+    """||w||^(2 gamma - 1) -> ||w||^(2 gamma) in the drift and in the rate formulas."""
+    drift, rate, local = model.effective_drift, model.norm_rate_exact, model.local_rate_exact
+    mp.setattr(model, "effective_drift", lambda w, *a: np.linalg.norm(w) * drift(w, *a))
+    mp.setattr(model, "norm_rate_exact", lambda rho, *a: rho * rate(rho, *a))
+    mp.setattr(model, "local_rate_exact", lambda c, rho_d, *a: rho_d * local(c, rho_d, *a))
+
+
+def _noise_variance(mp):
+    """Label noise of variance sigma instead of sigma^2."""
+    mp.setattr(simulate, "label_noise",
+               lambda rng, sigma, shape: np.sqrt(sigma) * rng.standard_normal(shape))
+
+
+def _projector(mp):
+    """Tangent projector P_{X_perp} instead of P_{A^-1 X_perp}."""
+    mp.setattr(model, "project_tangent",
+               lambda w, v, X, gamma: v - X @ np.linalg.solve(X.T @ X, X.T @ v))
+
+
+def _full_batch(mp):
+    """Every SGD step uses all n samples (full-batch gradient plus label noise)."""
+    mp.setattr(simulate, "draw_minibatches",
+               lambda rng, n, shape: np.broadcast_to(np.arange(n), shape[:2] + (n,)))
+
+
+def _gradient_flow_step(mp):
+    """Phase III gradient descent takes a step of 2h."""
+    step = simulate.gradient_descent_step
+    mp.setattr(simulate, "gradient_descent_step", lambda inst, w, h: step(inst, w, 2 * h))
+
+
+MUTANTS = {"drift_sign": _drift_sign, "drift_scale": _drift_scale, "exponent": _exponent,
+           "noise_variance": _noise_variance, "projector": _projector,
+           "full_batch": _full_batch, "gradient_flow_step": _gradient_flow_step}
+
+
+def _failed(toy):
+    _, rows, _ = checks.run_gamma(toy, 1.0)
+    return sorted(r["check"] for r in rows if not r["pass"])
+
+
+def test_unmutated_passes(mutation_toy):
+    assert _failed(mutation_toy) == []
+
+
+@pytest.mark.parametrize("name", sorted(MUTANTS))
+def test_mutant_fails_the_table(mutation_toy, monkeypatch, name):
+    MUTANTS[name](monkeypatch)
+    assert _failed(mutation_toy), f"planted bug {name!r} passes every row"
