@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -33,12 +35,24 @@ class ConfigError(ValueError):
     """A config value is invalid; the message names the key, the value and what is allowed."""
 
 
+# Per-key wording where the schema's rule alone would not say what is allowed.
+KEY_HINTS = {
+    "run_name": "must be one folder name: letters, digits, '_', '.' and '-', at most 100 "
+    "characters, not '.' or '..' (outputs go to <output_dir>/<run_name>/)",
+}
+# Bytes of host memory per landscape grid point: every shard job builds the whole grid table
+# (meshgrid 2 x float64, table 3 x 8 bytes), and keeps one result row (a dict of 7 values, then
+# a table row) per point it evaluates.
+LANDSCAPE_BYTES_PER_GRID_POINT = 40
+LANDSCAPE_BYTES_PER_SHARD_POINT = 800
+
+
 def _key_path(path: Any) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
-    key = _key_path(error.absolute_path)
+def _describe(error: jsonschema.ValidationError, schema_name: str, prefix: str = "") -> str:
+    key = _key_path([*([prefix] if prefix else []), *error.absolute_path])
     rule, bound = error.validator, error.validator_value
     allowed = {
         "exclusiveMinimum": f"must be > {bound}",
@@ -51,17 +65,123 @@ def _describe(error: jsonschema.ValidationError) -> str:
         "maxItems": f"takes at most {bound} items",
         "pattern": f"must match {bound}",
         "minLength": f"must have at least {bound} characters",
+        "maxLength": f"must have at most {bound} characters",
     }.get(rule)
-    if rule == "additionalProperties":
-        return f"config key {key}: {error.message} (see workflow/schemas/config.schema.yaml)"
+    if rule == "additionalProperties" and isinstance(error.instance, dict):
+        known = error.schema.get("properties", {})
+        where = [*([prefix] if prefix else []), *error.absolute_path]
+        unknown = [_key_path([*where, name]) for name in error.instance if name not in known]
+        return (f"config key {', '.join(unknown)}: unknown key (the allowed keys are "
+                f"{', '.join(known)}; see workflow/schemas/{schema_name})")
+    allowed = KEY_HINTS.get(key, allowed) if rule in ("pattern", "maxLength") else allowed
     if key.startswith("landscape.points") and rule == "minimum":
         allowed = "a grid needs at least 2 points a side"
     return f"config key {key} = {error.instance!r}: {allowed or error.message}"
 
 
-def _load_yaml(path: Path) -> dict:
-    with open(path) as handle:
-        return yaml.safe_load(handle)
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice in one mapping (PyYAML keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(
+                    f"{node.start_mark.name}: key {key!r} appears twice in one section (lines "
+                    f"{seen[key] + 1} and {key_node.start_mark.line + 1}); YAML would silently "
+                    "keep the second. Delete one of them."
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A config or schema file as a dict; a missing file, bad YAML or a duplicate key is a
+    ConfigError that names the file."""
+    path = Path(path)
+    try:
+        with open(path) as handle:
+            loaded = yaml.load(handle, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist (full path: {path.resolve()})") \
+            from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder, not a YAML file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not "
+                          f"{type(loaded).__name__}")
+    return loaded
+
+
+
+def check_files(paths: Any) -> None:
+    """Read each existing config file strictly (duplicate keys, YAML errors) for Snakemake,
+    whose own loader keeps the last of two equal keys without a word."""
+    for path in paths:
+        if Path(path).is_file():
+            read_yaml(path)
+
+
+def _schema_types(schema: dict) -> list[str]:
+    kind = schema.get("type", [])
+    return [kind] if isinstance(kind, str) else list(kind)
+
+
+def _parse_scalar(text: str) -> Any:
+    """A command-line string as YAML would read it, plus forms PyYAML leaves as strings
+    (``1e-3``, ``nan``, ``inf``)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return text
+    return value
+
+
+def coerce(schema: dict, value: Any) -> Any:
+    """`value` with strings turned into the types the schema asks for, and whole floats into
+    integers where it asks for an integer.
+
+    Snakemake passes nested ``--config 'optimizer={main_lr: 0.05}'`` values as strings, and
+    ``--config seed=1e23`` as a float; without this they fail the type check or slip past it.
+    """
+    types = _schema_types(schema)
+    if isinstance(value, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key in value:
+                value[key] = coerce(sub, value[key])
+        return value
+    if isinstance(value, list):
+        items = schema.get("items")
+        return [coerce(items, v) for v in value] if isinstance(items, dict) else value
+    if isinstance(value, str) and types and "string" not in types:
+        parsed = _parse_scalar(value)
+        return value if isinstance(parsed, str) else coerce(schema, parsed)
+    if isinstance(value, float) and "integer" in types and "number" not in types:
+        return int(value) if value.is_integer() else value
+    if (isinstance(value, int | float) and not isinstance(value, bool) and types == ["string"]):
+        return str(value)
+    return value
+
+
+def _non_finite(value: Any, path: tuple = ()) -> list[str]:
+    """Keys holding NaN or an infinity (JSON Schema's bounds let both through)."""
+    if isinstance(value, dict):
+        return [k for key, sub in value.items() for k in _non_finite(sub, (*path, key))]
+    if isinstance(value, list):
+        return [k for i, sub in enumerate(value) for k in _non_finite(sub, (*path, i))]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"config key {_key_path(path)} = {value}: must be a finite number"]
+    return []
 
 
 def _fill_defaults(schema: dict, instance: dict) -> None:
@@ -74,15 +194,14 @@ def _fill_defaults(schema: dict, instance: dict) -> None:
 
 
 def _check_against(schema_path: Path, instance: dict, prefix: str = "") -> None:
-    schema = _load_yaml(schema_path)
+    schema = read_yaml(schema_path)
+    coerce(schema, instance)
     errors = sorted(
         jsonschema.Draft202012Validator(schema).iter_errors(instance),
         key=lambda e: list(map(str, e.absolute_path)),
     )
     if errors:
-        lines = [_describe(e) for e in errors]
-        if prefix:
-            lines = [line.replace("config key ", f"config key {prefix}", 1) for line in lines]
+        lines = [_describe(e, schema_path.name, prefix) for e in errors]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
     _fill_defaults(schema, instance)
 
@@ -93,11 +212,37 @@ def validate(config: dict) -> dict:
     Called by the Snakefile before any job is planned, and by every job's entry point, so a bad
     value stops the run with a message instead of failing deep inside training.
     """
+    if not isinstance(config, dict):
+        raise ConfigError(f"the configuration must be a mapping of keys, not {config!r}")
     _check_against(SCHEMA_PATH, config)
     if TOY_SCHEMA_PATH.exists():
-        _check_against(TOY_SCHEMA_PATH, config["toy"], prefix="toy.")
+        _check_against(TOY_SCHEMA_PATH, config["toy"], prefix="toy")
+    non_finite = _non_finite(config)
+    if non_finite:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(non_finite))
     check_semantics(config)
+    check_paths(config)
     return config
+
+
+def check_paths(config: dict) -> None:
+    """The run folder must be creatable: no file where a folder of the output path should be."""
+    name = config["run_name"]
+    if name.strip() != name or Path(name).name != name:  # the schema's pattern lets "x\n" through
+        raise ConfigError(f"config key run_name = {name!r}: {KEY_HINTS['run_name']}")
+    run_dir = Path(config["output_dir"]) / name
+    for folder in [run_dir, *run_dir.parents]:
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(
+                f"config key output_dir = {config['output_dir']!r}: {folder} is a file, but "
+                f"outputs go into the folder {run_dir}/. Set output_dir to a folder (or move the "
+                "file away)."
+            )
+
+
+def available_memory_bytes() -> int:
+    """Physical memory of this machine (the limit a grid's evaluation is checked against)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def check_semantics(config: dict) -> None:
@@ -141,7 +286,32 @@ def check_semantics(config: dict) -> None:
             f"config key model.name = {model!r}: VGG models need 32x32 colour images "
             "(data.name: cifar10); use mlp for digits"
         )
+    plan = Plan(config)
+    if not problems and len(plan.branch_epochs) < 2:
+        problems.append(
+            f"config keys schedule.first_branch_epoch = {sched['first_branch_epoch']}, "
+            f"schedule.last_branch_epoch = {last}, schedule.branch_interval = "
+            f"{sched['branch_interval']}: give {len(plan.branch_epochs)} branch epoch "
+            f"{plan.branch_epochs}; Figure 1 compares decay epochs and needs at least 2 (lower "
+            "branch_interval or widen first/last_branch_epoch)"
+        )
+    if not problems and len(plan.subpath_groups) > MAX_GROUPS:
+        problems.append(
+            f"config key schedule.subpaths_per_job = {sched['subpaths_per_job']}: "
+            f"{len(plan.branch_epochs)} branch epochs make {len(plan.subpath_groups)} subpath "
+            f"jobs, more than the {MAX_GROUPS} that job names allow; raise subpaths_per_job or "
+            "schedule.branch_interval"
+        )
     land = config["landscape"]
+    need = 0 if problems else plan.landscape_memory_bytes  # the model must fit the data first
+    have = available_memory_bytes()
+    if need > have:
+        problems.append(
+            f"config key landscape.points = {land['points']}: evaluating {plan.grid_points:,} "
+            f"grid points in {plan.n_shards} shard jobs needs about {need / 2**30:.1f} GiB of "
+            f"memory per job, more than this machine's {have / 2**30:.1f} GiB; use fewer points "
+            "(or more landscape.shards)"
+        )
     if land["range"] == "explicit":
         for axis in ("pc1", "pc2"):
             low, high = land[axis]
@@ -151,11 +321,14 @@ def check_semantics(config: dict) -> None:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
+MAX_GROUPS = 1000  # subpath job names have three digits (group-000 ... group-999)
+
+
 def load(*paths: str | Path, overrides: dict | None = None) -> dict:
     """Read YAML configs (later ones override earlier keys, as Snakemake merges) and validate."""
     config: dict = {}
     for path in paths:
-        _deep_update(config, _load_yaml(Path(path)) or {})
+        _deep_update(config, read_yaml(Path(path)) or {})
     _deep_update(config, overrides or {})
     return validate(config)
 
@@ -172,6 +345,37 @@ def config_hash(section: Any) -> str:
     """Short stable hash of (part of) a config, recorded in result files for provenance."""
     blob = json.dumps(section, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+INPUT_SHAPES = {"digits": (64,), "cifar10": (3, 32, 32)}
+
+
+def model_size(config: dict) -> tuple[int, int, int]:
+    """(parameters, widest activation per sample, input values per sample) of the configured
+    model, counted from its layer list without building it (no torch import while planning)."""
+    shape = INPUT_SHAPES[config["data"]["name"]]
+    inputs = math.prod(shape)
+    name = config["model"]["name"]
+    if name == "mlp":
+        widths = [inputs, *config["model"]["hidden"], 10]
+        params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
+        return params, max(widths), inputs
+    from lrdecay import models  # only for the VGGs: their layer lists live there
+
+    convs, head = {"vgg11": (models.VGG11_CONVS, []),
+                   "vgg_small": (models.VGG_SMALL_CONVS, [128, 128])}[name]
+    params, channels, side, widest = 0, shape[0], shape[1], inputs
+    for item in convs:
+        if item == "M":
+            side //= 2
+        else:
+            params += 9 * channels * item + item
+            channels = item
+            widest = max(widest, channels * side * side)
+    for width in [*head, 10]:
+        params += channels * width + width
+        channels = width
+    return params, widest, inputs
 
 
 TRAINING_SECTIONS = ("seed", "device", "data", "model", "loss", "optimizer", "schedule", "metrics",
@@ -243,6 +447,20 @@ class Plan:
     @property
     def n_shards(self) -> int:
         return min(self.config["landscape"]["shards"], self.grid_points)
+
+    @property
+    def landscape_memory_bytes(self) -> int:
+        """Rough peak memory of one landscape shard job: the grid table and result rows, the
+        PCA basis and model, the dataset, and one evaluation batch's activations."""
+        points_per_shard = math.ceil(self.grid_points / self.n_shards)
+        n_params, widest, input_size = model_size(self.config)
+        n_images = sum(DATASET_POOL_PER_CLASS[self.config["data"]["name"]].values()) * 10
+        eval_batch = self.config["metrics"]["eval_batch_size"]
+        return (self.grid_points * LANDSCAPE_BYTES_PER_GRID_POINT
+                + points_per_shard * LANDSCAPE_BYTES_PER_SHARD_POINT
+                + 6 * 4 * n_params  # basis rows, model, gradients-free evaluation copies
+                + n_images * input_size  # the prepared dataset (uint8)
+                + 3 * 4 * eval_batch * widest)  # float activations of the widest layer
 
     # File layout (Snakemake rules and jobs both use these, so they cannot disagree).
     @property

@@ -6,8 +6,12 @@ that training jobs load in milliseconds and move to the device whole: no DataLoa
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +32,53 @@ CIFAR10_URLS = {  # the official source, with the MD5s published beside it
     ),
 }
 CIFAR10_RECORD_BYTES = 1 + 3 * 32 * 32
+# MD5 of each file of the official python layout (published with torchvision's CIFAR10 reader).
+# For the binary layout only the archive's MD5 is published: download_cifar10 records the MD5 of
+# each file it extracted from a verified archive in CIFAR10_VERIFIED, and that record is checked.
+CIFAR10_PY_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+CIFAR10_VERIFIED = "lrdecay-verified-md5.json"
+# A deliberate subset in the official layout (fewer images per file and class), e.g. one written
+# for a machine that cannot hold the whole set: set this to 1 to skip the count checks.
+CIFAR10_SUBSET_ENV = "LRDECAY_CIFAR_SUBSET"
+# Globals that the official python batches (and numpy's own pickles of uint8 arrays) refer to;
+# an unpickler that resolves nothing else cannot be made to call code.
+CIFAR10_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
+}
 DIGITS_TRAIN_FRACTION = 0.6  # digits has no official split: a fixed, seed-independent 60/40 one
 DIGITS_SPLIT_SEED = 12345
 
 
+log = logging.getLogger(__name__)
+
+
 class DataError(RuntimeError):
     """Dataset files are missing or malformed; the message says what to put where."""
+
+
+@dataclass(frozen=True)
+class CifarSpec:
+    """What the official CIFAR-10 files hold, checked before use (tests build smaller sets)."""
+
+    records_per_file: int = 10_000
+    train_per_class: int = 5_000  # over the five training files together
+    test_per_class: int = 1_000
+    n_classes: int = 10
+    py_md5: dict[str, str] = field(default_factory=lambda: dict(CIFAR10_PY_MD5))
+
+
+CIFAR10 = CifarSpec()
 
 
 @dataclass
@@ -60,54 +105,150 @@ def load_digits() -> tuple[Split, Split]:
     return as_split(train_idx), as_split(test_idx)
 
 
-def _read_cifar_bin(folder: Path, names: list[str]) -> Split:
-    chunks = []
-    for name in names:
-        raw = np.fromfile(folder / name, dtype=np.uint8)
-        if raw.size == 0 or raw.size % CIFAR10_RECORD_BYTES:
-            raise DataError(
-                f"{folder / name} has {raw.size} bytes, not a multiple of {CIFAR10_RECORD_BYTES} "
-                "(1 label byte + 3072 pixel bytes per image): the file is truncated or not "
-                "CIFAR-10 binary. Replace it with the official file."
+def _read_cifar_bin(path: Path) -> Split:
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % CIFAR10_RECORD_BYTES:
+        raise DataError(
+            f"{path} has {raw.size} bytes, not a multiple of {CIFAR10_RECORD_BYTES} "
+            "(1 label byte + 3072 pixel bytes per image): the file is truncated or not "
+            "CIFAR-10 binary. Replace it with the official file."
+        )
+    records = raw.reshape(-1, CIFAR10_RECORD_BYTES)
+    return Split(records[:, 1:].reshape(-1, 3, 32, 32).copy(), records[:, 0].astype(np.int64))
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Resolves only the globals of CIFAR10_PICKLE_GLOBALS: a planted payload is refused
+    before anything runs (plain pickle.load would call whatever the file names)."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in CIFAR10_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"it refers to {module}.{name}, which a CIFAR-10 batch never does; refusing to "
+                "load it (a pickle can run code when loaded)"
             )
-        chunks.append(raw.reshape(-1, CIFAR10_RECORD_BYTES))
-    records = np.concatenate(chunks)
-    return Split(
-        records[:, 1:].reshape(-1, 3, 32, 32).copy(), records[:, 0].astype(np.int64)
-    )
+        if module == "numpy.core.multiarray":  # numpy 1's name of the same function
+            module = "numpy._core.multiarray" if hasattr(np, "_core") else module
+        return super().find_class(module, name)
 
 
-def _read_cifar_py(folder: Path, names: list[str]) -> Split:
-    images, labels = [], []
+def _read_cifar_py(path: Path) -> Split:
+    try:
+        with open(path, "rb") as handle:
+            batch = _CifarUnpickler(handle, encoding="bytes").load()
+        pixels = batch[b"data"]
+        if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8:
+            raise ValueError(f"b'data' is {type(pixels).__name__}, not a uint8 array")
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        images = pixels.reshape(-1, 3, 32, 32)
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as err:
+        raise DataError(
+            f"{path} is not a CIFAR-10 python batch ({err}). Replace it with the official file."
+        ) from err
+    if len(labels) != len(images):
+        raise DataError(f"{path} has {len(images)} images but {len(labels)} labels. Replace it "
+                        "with the official file.")
+    return Split(images, labels)
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()  # noqa: S324 (the published checksums are MD5)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _official_md5s(folder: Path, spec: CifarSpec) -> dict[str, str]:
+    if folder.name == CIFAR10_PY:
+        return spec.py_md5
+    record = folder / CIFAR10_VERIFIED
+    return json.loads(record.read_text()) if record.is_file() else {}
+
+
+def check_checksums(folder: Path, names: list[str], spec: CifarSpec = CIFAR10) -> None:
+    """Log a warning naming each file whose MD5 is not the official one (or is unknown)."""
+    official = _official_md5s(folder, spec)
+    unknown = [name for name in names if name not in official]
+    if unknown:
+        log.warning(
+            "%s: %s cannot be compared with the official release (only the binary archive's "
+            "MD5 is published; lrdecay verifies the files it downloads itself, with "
+            "data.download: true and an empty data.root)", folder, ", ".join(unknown))
     for name in names:
-        try:
-            with open(folder / name, "rb") as handle:
-                batch = pickle.load(handle, encoding="bytes")
-            images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
-        except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as err:
+        digest = _md5(folder / name) if name in official else None
+        if digest is not None and digest != official[name]:
+            log.warning(
+                "%s: MD5 %s differs from the official %s; this is not the official CIFAR-10 "
+                "file, and results may differ from the paper's", folder / name, digest,
+                official[name])
+
+
+def check_split(paths: list[Path], split: Split, per_file: list[int], per_class: int,
+                spec: CifarSpec = CIFAR10) -> None:
+    """Refuse files that cannot be the official ones: wrong image counts, labels outside
+    0..9, or class counts other than the official balance."""
+    subset = os.environ.get(CIFAR10_SUBSET_ENV) == "1"
+    start = 0
+    for path, count in zip(paths, per_file, strict=True):
+        labels = split.labels[start:start + count]
+        start += count
+        bad = np.unique(labels[(labels < 0) | (labels >= spec.n_classes)])
+        if bad.size:
             raise DataError(
-                f"{folder / name} is not a CIFAR-10 python batch ({err}). "
-                "Replace it with the official file."
-            ) from err
-    return Split(np.concatenate(images), np.concatenate(labels))
+                f"{path} has labels {bad[:5].tolist()} outside 0..{spec.n_classes - 1}: it is "
+                "corrupt or not CIFAR-10. Replace it with the official file."
+            )
+        if count != spec.records_per_file and not subset:
+            raise DataError(
+                f"{path} holds {count} images; every official CIFAR-10 batch file holds exactly "
+                f"{spec.records_per_file}: it is truncated or not CIFAR-10. Replace it with the "
+                f"official file (or, for a deliberate subset, set {CIFAR10_SUBSET_ENV}=1)."
+            )
+    counts = np.bincount(split.labels, minlength=spec.n_classes)
+    if np.any(counts != per_class) and not subset:
+        names = ", ".join(str(p) for p in paths)
+        raise DataError(
+            f"{names}: images per class are {counts.tolist()}, the official files have exactly "
+            f"{per_class} of each class. Replace them with the official files (or, for a "
+            f"deliberate subset, set {CIFAR10_SUBSET_ENV}=1)."
+        )
+    if subset:
+        log.warning("%s=1: CIFAR-10 image counts are not checked (%d images, per class %s)",
+                    CIFAR10_SUBSET_ENV, len(split.labels), counts.tolist())
 
 
-def load_cifar10(root: str | Path, download: bool = False) -> tuple[Split, Split]:
-    """Read CIFAR-10 from `root` in the official binary or python layout, downloading if asked."""
+def _read_split(folder: Path, names: list[str], per_class: int, spec: CifarSpec) -> Split:
+    reader = _read_cifar_bin if folder.name == CIFAR10_BIN else _read_cifar_py
+    parts = [reader(folder / name) for name in names]
+    split = Split(np.concatenate([p.images for p in parts]),
+                  np.concatenate([p.labels for p in parts]))
+    check_split([folder / n for n in names], split, [len(p.labels) for p in parts], per_class,
+                spec)
+    return split
+
+
+def load_cifar10(root: str | Path, download: bool = False,
+                 spec: CifarSpec = CIFAR10) -> tuple[Split, Split]:
+    """Read CIFAR-10 from `root` in the official binary or python layout, downloading if asked.
+
+    Every file is checked against `spec` (the official counts) before use, and a checksum that
+    is not the official one is logged as a warning naming the file.
+    """
     root = Path(root)
     layouts = {
-        CIFAR10_BIN: (_read_cifar_bin, [f"data_batch_{i}.bin" for i in range(1, 6)],
-                      ["test_batch.bin"]),
-        CIFAR10_PY: (_read_cifar_py, [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]),
+        CIFAR10_BIN: ([f"data_batch_{i}.bin" for i in range(1, 6)], ["test_batch.bin"]),
+        CIFAR10_PY: ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]),
     }
-    for layout, (reader, train_names, test_names) in layouts.items():
+    for layout, (train_names, test_names) in layouts.items():
         folder = root / layout
         if all((folder / name).exists() for name in train_names + test_names):
-            return reader(folder, train_names), reader(folder, test_names)
+            check_checksums(folder, train_names + test_names, spec)
+            return (_read_split(folder, train_names, spec.train_per_class, spec),
+                    _read_split(folder, test_names, spec.test_per_class, spec))
     if download:
         download_cifar10(root)
-        return load_cifar10(root, download=False)
+        return load_cifar10(root, download=False, spec=spec)
     raise DataError(
         f"CIFAR-10 not found under {root.resolve()}. Put the official binary version there as "
         f"{root}/{CIFAR10_BIN}/data_batch_1.bin ... data_batch_5.bin and test_batch.bin, or the "
@@ -130,6 +271,9 @@ def download_cifar10(root: str | Path) -> None:
             f"the official files into {Path(root).resolve()}/{CIFAR10_BIN}/ and set "
             "data.download: false."
         ) from err
+    folder = Path(root) / CIFAR10_BIN  # from an archive whose MD5 was verified: record its files
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
+    io.write_json(folder / CIFAR10_VERIFIED, {name: _md5(folder / name) for name in names})
 
 
 def balanced_subset(labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
@@ -146,12 +290,13 @@ def balanced_subset(labels: np.ndarray, per_class: int | None, seed: int) -> np.
     return np.sort(np.concatenate(chosen))
 
 
-def prepare(data_config: dict, seed: int, out_path: str | Path) -> None:
+def prepare(data_config: dict, seed: int, out_path: str | Path,
+            spec: CifarSpec = CIFAR10) -> None:
     """Load, subset and save the run's data as one verified checkpoint."""
     if data_config["name"] == "digits":
         train, test = load_digits()
     else:
-        train, test = load_cifar10(data_config["root"], data_config["download"])
+        train, test = load_cifar10(data_config["root"], data_config["download"], spec)
     train_idx = balanced_subset(train.labels, data_config["train_per_class"], seed)
     test_idx = balanced_subset(test.labels, data_config["test_per_class"], seed + 1)
     train_x = train.images[train_idx]
