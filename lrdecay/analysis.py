@@ -1,0 +1,295 @@
+"""The study's answers from its result tables: decay timing, trends, and a verdict per claim.
+
+Section 2 of the paper makes five claims about the neural-network runs. Each becomes a row of
+`claims.csv` with the measured value, a 95 % interval, the paper's value where one is printed, and
+a verdict (supported, contradicted or inconclusive) decided by the rule written in the row.
+Intervals are bootstrapped over seeds; with one seed, over the units inside the run (branch points
+or subpaths), and the row says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+BOOTSTRAP_SAMPLES = 2000
+PAPER_PC12_SHARE = 0.7793  # Section 2.2: "The primary two principal components account for 77.93%"
+
+
+def decay_timing_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Each subpath's final losses beside the main path's at the branch and at the same total epoch.
+
+    Lower final test loss for later decay can come from decaying later or merely from training
+    longer; the main path at the same total epoch separates the two. Where the main path stops
+    before a subpath's total epoch, `control` says so in words instead of leaving a bare NaN.
+    """
+    main = metrics[metrics["path"] == "main"].set_index("epoch")
+    main_end = int(main.index.max())
+    sub = metrics[metrics["path"] == "subpath"]
+    final = sub.loc[sub.groupby("branch_epoch")["epochs_after_decay"].idxmax()]
+    rows = []
+    for row in final.itertuples(index=False):
+        at_total = main["test_loss"].get(row.epoch, np.nan)
+        rows.append({
+            "branch_epoch": int(row.branch_epoch),
+            "total_epoch": int(row.epoch),
+            "subpath_final_train_loss": row.train_loss,
+            "subpath_final_test_loss": row.test_loss,
+            "subpath_final_test_acc": row.test_acc,
+            "main_test_loss_at_branch": main["test_loss"].get(row.branch_epoch, np.nan),
+            "main_test_loss_at_total_epoch": at_total,
+            "decay_gain_vs_main_same_epoch": at_total - row.test_loss,
+            "control": "computed" if row.epoch <= main_end else (
+                f"not computed: the main path ends at epoch {main_end}, before this subpath's "
+                f"total epoch {int(row.epoch)}; set schedule.main_epochs >= "
+                f"{int(final['epoch'].max())}"),
+        })
+    return pd.DataFrame(rows).sort_values("branch_epoch", ignore_index=True)
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (NaN for fewer than 3 points or a constant series)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(stats.spearmanr(x, y).statistic)
+
+
+def slope_per_100(x: Sequence[float], y: Sequence[float]) -> float:
+    """Least-squares slope of y against x, per 100 epochs of x."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2 or np.ptp(x) == 0:
+        return float("nan")
+    return float(100 * np.polyfit(x, y, 1)[0])
+
+
+def seed_summary(values: Sequence[float]) -> dict:
+    """Mean, standard deviation and the t-based 95 % interval of the mean across seeds."""
+    v = np.asarray(values, float)
+    n = len(v)
+    mean = float(v.mean())
+    if n < 2:
+        return {"n_seeds": n, "mean": mean, "std": float("nan"), "ci_low": float("nan"),
+                "ci_high": float("nan")}
+    std = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n))
+    return {"n_seeds": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def aggregate_decay_timing(tables: dict[int, pd.DataFrame]) -> pd.DataFrame:
+    """Per branch epoch and quantity: mean, std and 95 % interval across seeds (tidy)."""
+    columns = ["subpath_final_train_loss", "subpath_final_test_loss",
+               "main_test_loss_at_total_epoch", "decay_gain_vs_main_same_epoch"]
+    joined = pd.concat([t.assign(seed=s) for s, t in tables.items()], ignore_index=True)
+    rows = []
+    for branch, group in joined.groupby("branch_epoch"):
+        for column in columns:
+            values = group[column].dropna()
+            if len(values):
+                rows.append({"branch_epoch": int(branch), "quantity": column,
+                             **seed_summary(values)})
+    return pd.DataFrame(rows)
+
+
+def bootstrap_interval(units: Sequence, statistic: Callable[[list], float], seed: int,
+                       samples: int = BOOTSTRAP_SAMPLES) -> tuple[float, float]:
+    """Percentile 95 % interval of `statistic` over resamples (with replacement) of `units`."""
+    units = list(units)
+    if len(units) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = [statistic([units[i] for i in rng.integers(0, len(units), len(units))])
+             for _ in range(samples)]
+    draws = np.asarray(draws, float)
+    draws = draws[np.isfinite(draws)]
+    if len(draws) < samples // 2:
+        return float("nan"), float("nan")
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _over_seeds_or_units(per_seed_units: dict[int, list], statistic: Callable[[list], float],
+                         seed: int, unit_name: str) -> dict:
+    """Value = mean over seeds of the statistic; interval bootstrapped over seeds (>= 2 seeds)
+    or over the units of the single seed."""
+    values = [statistic(units) for units in per_seed_units.values()]
+    value = _finite_mean(values)
+    if len(per_seed_units) >= 2:
+        low, high = bootstrap_interval(values, _finite_mean, seed)
+        over = f"seeds (n = {len(values)})"
+    else:
+        (units,) = per_seed_units.values()
+        low, high = bootstrap_interval(units, statistic, seed)
+        over = (f"{unit_name} of the one seed (n = {len(units)}); "
+                "add seeds for an interval over seeds")
+    return {"value": value, "ci_low": low, "ci_high": high, "interval_over": over}
+
+
+def _sign_verdict(m: dict, want: str) -> str:
+    """supported/contradicted when the interval excludes 0 on the expected/opposite side."""
+    low, high = m["ci_low"], m["ci_high"]
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "inconclusive"
+    below, above = high < 0, low > 0
+    if (below and want == "negative") or (above and want == "positive"):
+        return "supported"
+    if below or above:
+        return "contradicted"
+    return "inconclusive"
+
+
+def _threshold_verdict(m: dict, threshold: float, want: str) -> str:
+    """Interval (or, with no interval, the value) wholly above/below `threshold`."""
+    low, high = m["ci_low"], m["ci_high"]
+    if not (np.isfinite(low) and np.isfinite(high)):
+        low = high = m["value"]
+    if not np.isfinite(low):
+        return "inconclusive"
+    if want == "above":
+        return "supported" if low >= threshold else "contradicted" if high < threshold else (
+            "inconclusive")
+    return "supported" if high < threshold else "contradicted" if low >= threshold else (
+        "inconclusive")
+
+
+def _trend_units(table: pd.DataFrame, column: str) -> list[tuple[float, float]]:
+    return [(b, v) for b, v in zip(table["branch_epoch"], table[column], strict=True)
+            if np.isfinite(v)]
+
+
+def _rho(units: list) -> float:
+    return spearman([u[0] for u in units], [u[1] for u in units])
+
+
+def _slope(units: list) -> float:
+    return slope_per_100([u[0] for u in units], [u[1] for u in units])
+
+
+def equal_budget_losses(metrics: pd.DataFrame) -> tuple[int | None, pd.DataFrame]:
+    """Test loss of every subpath at the last total epoch that all of them reach.
+
+    Later branches have trained fewer epochs after the decay at that epoch, but every subpath
+    has had the same total training: a lower loss for later decay there is not "more training".
+    """
+    sub = metrics[metrics["path"] == "subpath"]
+    if sub.empty:
+        return None, pd.DataFrame(columns=["branch_epoch", "test_loss"])
+    common = int(sub.groupby("branch_epoch")["epoch"].max().min())
+    at = sub[sub["epoch"] == common][["branch_epoch", "test_loss"]]
+    return common, at.sort_values("branch_epoch", ignore_index=True)
+
+
+def trend_table(timings: dict[int, pd.DataFrame], seed: int = 0) -> pd.DataFrame:
+    """Trend measures with 95 % bootstrap intervals: final losses against the decay epoch
+    (Spearman rho, slope per 100 epochs) and the gain over the main path at the same epoch."""
+    rows = []
+    for column, label in [("subpath_final_test_loss", "final test loss"),
+                          ("subpath_final_train_loss", "final train loss"),
+                          ("decay_gain_vs_main_same_epoch", "gain over the main path")]:
+        units = {s: _trend_units(t, column) for s, t in timings.items()}
+        for stat, fn in [("spearman_rho", _rho), ("slope_per_100_epochs", _slope)]:
+            rows.append({"quantity": label, "measure": stat,
+                         **_over_seeds_or_units(units, fn, seed, "branch points")})
+        values = {s: [v for _, v in u] for s, u in units.items()}
+        rows.append({"quantity": label, "measure": "mean over branch points",
+                     **_over_seeds_or_units(values, _mean, seed, "branch points")})
+    return pd.DataFrame(rows)
+
+
+def _mean(values: list) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def _finite_mean(values: Sequence[float]) -> float:
+    """Mean of the finite values (NaN, without a warning, when there are none)."""
+    finite = np.asarray(values, float)
+    finite = finite[np.isfinite(finite)]
+    return float(finite.mean()) if len(finite) else float("nan")
+
+
+def _main_pc1_share(coords: pd.DataFrame) -> float:
+    main = coords[coords["path"] == "main"]
+    v1, v2 = main["pc1"].var(), main["pc2"].var()
+    return float(v1 / (v1 + v2)) if v1 + v2 > 0 else float("nan")
+
+
+def _subpath_displacements(coords: pd.DataFrame) -> list[float]:
+    """Each subpath's share of its start-to-end move in the plane that lies along PC1."""
+    shares = []
+    for _, path in coords[coords["path"] == "subpath"].groupby("branch_epoch"):
+        path = path.sort_values("epoch")
+        d1 = path["pc1"].iloc[-1] - path["pc1"].iloc[0]
+        d2 = path["pc2"].iloc[-1] - path["pc2"].iloc[0]
+        if d1 * d1 + d2 * d2 > 0:
+            shares.append(float(d1 * d1 / (d1 * d1 + d2 * d2)))
+    return shares
+
+
+def claims_table(metrics: dict[int, pd.DataFrame], variance: dict[int, pd.DataFrame],
+                 coordinates: dict[int, pd.DataFrame], seed: int = 0) -> pd.DataFrame:
+    """One row per claim of the paper's Section 2, each seed's tables keyed by the seed."""
+    timings = {s: decay_timing_table(m) for s, m in metrics.items()}
+    rows = []
+
+    def row(claim: str, measure: str, m: dict, paper: str, verdict: str, rule: str) -> None:
+        rows.append({"claim": claim, "measure": measure, "value": m["value"],
+                     "ci_low": m["ci_low"], "ci_high": m["ci_high"],
+                     "interval_over": m["interval_over"], "paper_value": paper,
+                     "verdict": verdict, "rule": rule})
+
+    for column, claim, paper in [
+        ("subpath_final_test_loss", "later decay gives a lower final test loss",
+         "lower for later decay (Fig. 1c)"),
+        ("subpath_final_train_loss", "later decay gives a lower final train loss",
+         "small impact, 'seemingly chaotic' (Fig. 1b)"),
+    ]:
+        m = _over_seeds_or_units({s: _trend_units(t, column) for s, t in timings.items()},
+                                 _rho, seed, "branch points")
+        row(claim, f"Spearman rho of {column} against the decay epoch", m, paper,
+            _sign_verdict(m, "negative"),
+            "supported if the 95 % interval of rho lies below 0, contradicted if above 0, "
+            "otherwise inconclusive")
+
+    budgets = {s: equal_budget_losses(mt) for s, mt in metrics.items()}
+    epochs = sorted({e for e, _ in budgets.values() if e is not None})
+    m = _over_seeds_or_units(
+        {s: _trend_units(t, "test_loss") for s, (_, t) in budgets.items()}, _rho, seed,
+        "branch points")
+    row("the benefit is more than 'more training'",
+        f"Spearman rho of test loss against the decay epoch at equal total epoch {epochs}", m,
+        "not measured in the paper", _sign_verdict(m, "negative"),
+        "every subpath compared at the same total epoch (the last one all reach): supported if "
+        "the 95 % interval of rho lies below 0, contradicted if above 0, otherwise inconclusive")
+
+    def share(units: list) -> float:
+        return _mean(units)
+
+    m = _over_seeds_or_units(
+        {s: [float(v.loc[v["component"] == 2, "cumulative_ratio"].iloc[0])]
+         for s, v in variance.items()}, share, seed, "runs")
+    further = max(float(v["explained_variance_ratio"].iloc[2:].max()) if len(v) > 2 else 0.0
+                  for v in variance.values())
+    row("PC1 + PC2 explain a large share of the variance",
+        f"cumulative explained variance ratio of PC1-PC2 (largest further component "
+        f"{further:.3f}; paper: each < 0.05)", m, f"{PAPER_PC12_SHARE}",
+        _threshold_verdict(m, 0.5, "above"),
+        "supported if the interval (or the value, without one) is >= 0.5, contradicted if "
+        "< 0.5, otherwise inconclusive")
+
+    m = _over_seeds_or_units({s: [_main_pc1_share(c)] for s, c in coordinates.items()}, share,
+                             seed, "runs")
+    row("the main path travels along PC1", "share of the main path's in-plane variance along PC1",
+        m, "main path along PC1 (Fig. 2)", _threshold_verdict(m, 0.8, "above"),
+        "supported if the interval (or the value) is >= 0.8, contradicted if < 0.8")
+
+    m = _over_seeds_or_units({s: _subpath_displacements(c) for s, c in coordinates.items()},
+                             _mean, seed, "subpaths")
+    row("subpaths leave the PC1 direction",
+        "mean share of each subpath's start-to-end move in the plane that lies along PC1", m,
+        "subpaths turn off the main path (Fig. 2)", _threshold_verdict(m, 0.5, "below"),
+        "supported if the interval (or the value) is < 0.5 (moves mostly across PC1), "
+        "contradicted if >= 0.5")
+    return pd.DataFrame(rows)
