@@ -1,0 +1,232 @@
+"""Hostile inputs and faults: each bad value or file stops before any job, naming the problem;
+one run owns an output folder, and one process a training job.
+
+The tables are the specification: one row per input with the fragment its message must contain.
+Config rows go through lrdecay.config.load (fast); CLI rows through `snakemake -n`, the way a user
+meets them, and must stop before any job.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lrdecay import config as lrconfig
+from lrdecay import lock
+
+from .conftest import REPO, TINY
+
+# (id, YAML over config/tiny.yaml as a second config file (None: the file is missing), fragment)
+CONFIG_ROWS = [
+    ("main_lr nan", "optimizer: {main_lr: .nan}",
+     "config key optimizer.main_lr = nan: must be a finite number"),
+    ("main_lr inf", "optimizer: {main_lr: .inf}",
+     "config key optimizer.main_lr = inf: must be a finite number"),
+    ("momentum nan", "optimizer: {momentum: .nan}",
+     "config key optimizer.momentum = nan: must be a finite number"),
+    ("weight_decay inf", "optimizer: {weight_decay: .inf}",
+     "config key optimizer.weight_decay = inf: must be a finite number"),
+    ("margin nan", "landscape: {margin: .nan}",
+     "config key landscape.margin = nan: must be a finite number"),
+    ("pc1 -inf", "landscape: {range: explicit, pc1: [-.inf, 1.0]}",
+     "config key landscape.pc1.0 = -inf: must be a finite number"),
+    ("seed 1e23", "seed: 1.0e+23",
+     "config key seed = 99999999999999991611392: must be <= 4294967295"),
+    ("grid beyond memory", "landscape: {points: [100000, 100000]}",
+     "config key landscape.points = [100000, 100000]: evaluating 10,000,000,000 grid points"),
+    ("main_epochs 10000", "schedule: {main_epochs: 10000}",
+     "config key schedule.main_epochs = 10000: must be <= 9999"),
+    ("main_epochs 1e12", "schedule: {main_epochs: 1.0e+12}",
+     "config key schedule.main_epochs = 1000000000000: must be <= 9999"),
+    ("main_epochs fraction", "schedule: {main_epochs: 6.5}",
+     "config key schedule.main_epochs = 6.5: must be of type integer"),
+    ("subpath_epochs 1e12", "schedule: {subpath_epochs: 1.0e+12}",
+     "config key schedule.subpath_epochs = 1000000000000: must be <= 9999"),
+    ("one branch epoch", "schedule: {first_branch_epoch: 4, last_branch_epoch: 4}",
+     "schedule.branch_interval = 2: give 1 branch epoch [4]; Figure 1"),
+    ("more subpath jobs than names",
+     "schedule: {main_epochs: 2000, first_branch_epoch: 1, last_branch_epoch: 2000, "
+     "branch_interval: 1, subpaths_per_job: 1}",
+     "config key schedule.subpaths_per_job = 1: 2000 branch epochs make 2000 subpath jobs"),
+    ("shards beyond names", "landscape: {shards: 1001}",
+     "config key landscape.shards = 1001: must be <= 1000"),
+    ("run_name ..", "run_name: '..'", "config key run_name = '..': must be one folder name"),
+    ("run_name .", "run_name: '.'", "config key run_name = '.': must be one folder name"),
+    ("run_name slash", "run_name: a/b", "config key run_name = 'a/b': must be one folder name"),
+    ("run_name 300 chars", "run_name: " + "r" * 300, "rrr': must be one folder name"),
+    ("run_name newline", 'run_name: "x\\n"', "config key run_name = 'x\\n': must be one folder"),
+    ("unknown toy key", "toy: {gamas: [1.0]}",
+     "config key toy.gamas: unknown key (the allowed keys are seed, gammas"),
+    ("toy key in the schema named", "toy: {gamas: [1.0]}", "see workflow/schemas/toy.schema.yaml"),
+    ("unknown key", "optimiser: {main_lr: 0.1}",
+     "config key optimiser: unknown key (the allowed keys are run_name"),
+    ("duplicate key", "seed: 1\nseed: 2",
+     "key 'seed' appears twice in one section (lines 1 and 2)"),
+    ("duplicate nested key", "optimizer:\n  main_lr: 0.1\n  main_lr: 0.2",
+     "key 'main_lr' appears twice"),
+    ("output_dir is a file", "output_dir: {tmp}/a-file",
+     "a-file is a file, but outputs go into the folder"),
+    ("output_dir under a file", "output_dir: {tmp}/a-file/results", "a-file is a file"),
+    ("not YAML", "optimizer: [unclosed", "is not valid YAML"),
+    ("not a mapping", "- 1\n- 2", "must hold a mapping of keys, not list"),
+    ("missing file", None, "missing.yaml does not exist"),
+]
+
+
+@pytest.mark.parametrize(("text", "fragment"), [row[1:] for row in CONFIG_ROWS],
+                         ids=[row[0] for row in CONFIG_ROWS])
+def test_bad_config_is_named(tmp_path: Path, text: str | None, fragment: str) -> None:
+    (tmp_path / "a-file").write_text("not a folder\n")
+    base = tmp_path / "base.yaml"
+    base.write_text(f"output_dir: {tmp_path}/results\n")
+    bad = tmp_path / "missing.yaml"
+    if text is not None:
+        bad.write_text(text.replace("{tmp}", str(tmp_path)) + "\n")
+    with pytest.raises(lrconfig.ConfigError) as info:
+        lrconfig.load(TINY, base, bad)
+    assert fragment in str(info.value)
+
+
+# (id, snakemake arguments after the tiny preset ({tmp}: the test's folder), fragment)
+CLI_ROWS = [
+    ("nested nan", ["--config", "optimizer={main_lr: .nan}"],
+     "config key optimizer.main_lr = nan: must be a finite number"),
+    ("nested 1e12", ["--config", "schedule={main_epochs: 1e12}"],
+     "config key schedule.main_epochs = 1000000000000: must be <= 9999"),
+    ("run_name ..", ["--config", "run_name=.."], "config key run_name = '..': must be one folder"),
+    ("output_dir is a file", ["--config", "output_dir={tmp}/a-file"], "a-file is a file"),
+    ("unknown toy key", ["--config", "toy={gamas: [1.0]}"], "config key toy.gamas: unknown key"),
+    ("duplicate key in --configfile", ["--configfile", str(TINY), "{tmp}/dup.yaml"],
+     "dup.yaml: key 'seed' appears twice"),
+]
+
+
+def snakemake(tmp_path: Path, *args: str, dry: bool = True,
+              timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run Snakemake on this checkout from `tmp_path`/work (its own working folder)."""
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "1",
+         *(["-n"] if dry else []), *args],
+        cwd=work, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(("args", "fragment"), [row[1:] for row in CLI_ROWS],
+                         ids=[row[0] for row in CLI_ROWS])
+def test_bad_cli_input_stops_before_any_job(tmp_path: Path, args: list[str],
+                                            fragment: str) -> None:
+    (tmp_path / "a-file").write_text("not a folder\n")
+    (tmp_path / "dup.yaml").write_text(f"output_dir: {tmp_path}/results\nseed: 1\nseed: 2\n")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if args[0] == "--config":  # the preset, outputs in the test's folder, then the row's values
+        args = ["--configfile", str(TINY), "--config", f"output_dir={tmp_path}/results", *args[1:]]
+    result = snakemake(tmp_path, *args)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert fragment in output, output[-2000:]
+    assert "Traceback" not in output, output[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_configfile_is_named(tmp_path: Path) -> None:
+    """Snakemake reads --configfile before the Snakefile runs, so the message is its own; it
+    still names the file (an upstream traceback that lrdecay cannot shorten)."""
+    result = snakemake(tmp_path, "--configfile", str(tmp_path / "nope.yaml"))
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"No such file or directory: '{tmp_path / 'nope.yaml'}'" in output
+
+
+def _holder(tmp_path: Path, code: str) -> subprocess.Popen:
+    """A separate process (own working folder) that runs `code` with the lock, prints 'held' and
+    waits to be killed."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import sys, time\nfrom lrdecay import lock\n{code}\n"
+         "print('held', flush=True)\ntime.sleep(600)"],
+        cwd=tmp_path, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def _job_holder(tmp_path: Path, run_dir: Path, name: str) -> subprocess.Popen:
+    return _holder(tmp_path, f"held = lock.job({str(run_dir)!r}, {name!r})\nheld.__enter__()")
+
+
+def _kill(process: subprocess.Popen) -> None:
+    os.kill(process.pid, signal.SIGKILL)  # as hard as a kill -9: the kernel drops the flock
+    process.wait()
+
+
+def test_second_writer_of_an_output_folder_is_refused(tmp_path: Path) -> None:
+    run_dir = tmp_path / "results" / "tiny"
+    holder = _holder(tmp_path, f"handle = lock.hold_run({str(run_dir)!r})")
+    try:
+        with pytest.raises(lock.LockHeld) as info:
+            lock.hold_run(run_dir)
+        message = str(info.value)
+        assert f"output folder {run_dir} is in use by pid {holder.pid}" in message
+        assert "another run_name or output_dir" in message
+    finally:
+        _kill(holder)
+    lock.hold_run(run_dir).close()  # free again once the holder is gone, however it died
+
+
+def test_snakemake_refuses_an_output_folder_in_use(tmp_path: Path) -> None:
+    """Two runs from different working folders share output_dir: the second stops before any
+    job, naming the first; after the first is killed, the same command runs."""
+    run_dir = tmp_path / "results" / "tiny"
+    dataset = run_dir / "data" / "dataset.pt"
+    args = [str(dataset), "--configfile", str(TINY), "--config", f"output_dir={run_dir.parent}"]
+    holder = _holder(tmp_path, f"handle = lock.hold_run({str(run_dir)!r})")
+    try:
+        result = snakemake(tmp_path, *args, dry=False)
+    finally:
+        _kill(holder)
+    assert result.returncode != 0
+    assert f"output folder {run_dir} is in use by pid {holder.pid}" in result.stdout + result.stderr
+    assert not dataset.exists()
+    again = snakemake(tmp_path, *args, dry=False)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert dataset.exists()
+
+
+def test_live_job_owner_is_named(tmp_path: Path) -> None:
+    """A training job left running (Snakemake was killed) holds its job lock: a second copy is
+    refused with its pid, and takes over once that process is gone."""
+    run_dir = tmp_path / "results" / "tiny"
+    holder = _job_holder(tmp_path, run_dir, "main_segment-0003")
+    try:
+        with pytest.raises(lock.LockHeld) as info, lock.job(run_dir, "main_segment-0003"):
+            pass
+        message = str(info.value)
+        assert f"job main_segment-0003 is in use by pid {holder.pid}" in message
+        assert f"kill {holder.pid}" in message
+        with lock.job(run_dir, "main_segment-0006"):  # other jobs are free
+            pass
+    finally:
+        _kill(holder)
+    with lock.job(run_dir, "main_segment-0003"):
+        pass
+
+
+def test_training_job_refuses_a_live_copy(tmp_path: Path) -> None:
+    """Through the job entry script: the rerun's main_segment job stops, naming the orphan."""
+    run_dir = tmp_path / "results" / "tiny"
+    holder = _job_holder(tmp_path, run_dir, "main_segment-0000")
+    try:
+        result = snakemake(tmp_path, str(run_dir / "main" / "segment-0000"), "--configfile",
+                           str(TINY), "--config", f"output_dir={run_dir.parent}", dry=False)
+    finally:
+        _kill(holder)
+    assert result.returncode != 0
+    assert f"job main_segment-0000 is in use by pid {holder.pid}" in result.stdout + result.stderr
+    assert not (run_dir / "main" / "segment-0000").exists()
