@@ -10,16 +10,37 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib import patheffects  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 from lrdecay import io  # noqa: E402
 
+# One column of a two-column paper is about 3.3 in wide: figures are drawn at that size with
+# 7-8 pt text, so they need no scaling. Lines differ by style and marker as well as colour
+# (Okabe-Ito colours) and the colour maps run monotonically in lightness, so every figure reads
+# in greyscale print.
+COLUMN_WIDTH = 3.4
+STYLE = {
+    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
+    "xtick.labelsize": 7, "ytick.labelsize": 7, "lines.linewidth": 1.2, "axes.linewidth": 0.6,
+    "legend.frameon": False, "mathtext.fontset": "cm", "image.cmap": "viridis",
+}
+BLUE, ORANGE, GREEN, BLACK = "#0072B2", "#E69F00", "#009E73", "#000000"
+ETA = r"$\eta$"
+
+
+def _figure(height: float, rows: int = 1, **kwargs) -> tuple[plt.Figure, object]:
+    """A one-column figure in the paper style (the style applies to the artists made now)."""
+    with plt.rc_context(STYLE):
+        return plt.subplots(rows, 1, figsize=(COLUMN_WIDTH, height), **kwargs)
+
 
 def save(fig: plt.Figure, png: str | Path, pdf: str | Path) -> None:
-    """Write PNG and PDF atomically."""
-    for path in (png, pdf):
-        with io.atomic_path(path) as tmp:
-            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=150, bbox_inches="tight")
+    """Write PNG and PDF atomically; the PDF without a creation date, so reruns are byte-equal."""
+    for path, metadata in ((png, None), (pdf, {"CreationDate": None})):
+        with io.atomic_path(path) as tmp, plt.rc_context(STYLE):
+            fig.savefig(tmp, format=Path(path).suffix[1:], dpi=300, bbox_inches="tight",
+                        metadata=metadata)
     plt.close(fig)
 
 
@@ -30,21 +51,22 @@ def log_levels(values: np.ndarray, n: int) -> np.ndarray | None:
 
 
 def learning_curves(metrics: pd.DataFrame) -> plt.Figure:
-    """Figure 1a: the main path's train and test loss and accuracy."""
+    """Figure 1a: the main path's train and test loss (top) and accuracy (bottom)."""
     main = metrics[metrics["path"] == "main"].sort_values("epoch")
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax_loss, ax_acc) = _figure(4.0, rows=2, sharex=True)
     kind = main["train_metric"].iloc[-1].replace("_", " ")
-    ax_loss.plot(main["epoch"], main["train_loss"], label=f"train ({kind})")
-    ax_loss.plot(main["epoch"], main["test_loss"], label="test")
-    ax_loss.set(yscale="log", xlabel="epoch", ylabel="loss",
-                title=f"Main path (lr {main['lr'].iloc[-1]:g})")
-    ax_acc.plot(main["epoch"], main["train_acc"], label="train")
-    ax_acc.plot(main["epoch"], main["test_acc"], label="test")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Main path accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
+    with plt.rc_context(STYLE):
+        ax_loss.plot(main["epoch"], main["train_loss"], "-", color=BLUE, label=f"train ({kind})")
+        ax_loss.plot(main["epoch"], main["test_loss"], "--", color=ORANGE, label="test")
+        ax_loss.set(yscale="log", ylabel="loss",
+                    title=f"Main path, learning rate {ETA} = {main['lr'].iloc[-1]:g}")
+        ax_acc.plot(main["epoch"], main["train_acc"], "-", color=BLUE, label="train")
+        ax_acc.plot(main["epoch"], main["test_acc"], "--", color=ORANGE, label="test")
+        ax_acc.set(xlabel="epoch $t$", ylabel="accuracy")
+        for ax in (ax_loss, ax_acc):
+            ax.grid(alpha=0.3, lw=0.4)
+            ax.legend()
+        fig.tight_layout()
     return fig
 
 
@@ -52,20 +74,21 @@ def subpath_contour(metrics: pd.DataFrame, column: str, label: str) -> plt.Figur
     """Figures 1b/1c: y = epochs before decay, x = epochs after decay, colour = loss."""
     sub = metrics[metrics["path"] == "subpath"]
     table = sub.pivot_table(index="branch_epoch", columns="epochs_after_decay", values=column)
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = _figure(2.8)
     values = table.to_numpy()
     levels = log_levels(values, 20)
     norm = LogNorm(levels[0], levels[-1]) if levels is not None else None
     x, y = table.columns.to_numpy(dtype=float), table.index.to_numpy(dtype=float)
-    if len(y) >= 2:
-        mesh = ax.contourf(x, y, values, levels=20 if levels is None else levels, norm=norm,
-                           cmap="viridis")
-    else:  # a single subpath: a contour needs two rows, show the one row as a strip
-        mesh = ax.pcolormesh(x, [y[0] - 0.5, y[0] + 0.5], values, norm=norm, cmap="viridis")
-    fig.colorbar(mesh, ax=ax, label=label, format="%.3g")
-    ax.set(xlabel="epochs after decay", ylabel="epochs before decay (branch epoch)",
-           title=f"Subpaths at lr {sub['lr'].iloc[0]:g}: {label}")
-    fig.tight_layout()
+    with plt.rc_context(STYLE):
+        if len(y) >= 2:
+            mesh = ax.contourf(x, y, values, levels=20 if levels is None else levels, norm=norm)
+        else:  # a single subpath: a contour needs two rows, show the one row as a strip
+            mesh = ax.pcolormesh(x, [y[0] - 0.5, y[0] + 0.5], values, norm=norm)
+        fig.colorbar(mesh, ax=ax, label=label, format="%.3g")
+        ax.set(xlabel=r"epochs after decay, $t - t_{\mathrm{d}}$",
+               ylabel=r"epochs before decay, $t_{\mathrm{d}}$",
+               title=f"Subpaths at {ETA} = {sub['lr'].iloc[0]:g}: {label}")
+        fig.tight_layout()
     return fig
 
 
@@ -96,44 +119,64 @@ def decay_timing_table(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def decay_timing(table: pd.DataFrame) -> plt.Figure:
     """Final test loss against the decay epoch; the main path is the 'train longer' control."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.plot(table["branch_epoch"], table["subpath_final_test_loss"], "o-", color="tab:blue",
-            label="subpath, final (decayed at branch epoch)")
-    ax.plot(table["branch_epoch"], table["main_test_loss_at_total_epoch"], "s--",
-            color="tab:orange", label="main path at the same total epoch (no decay)")
-    ax.plot(table["branch_epoch"], table["main_test_loss_at_branch"], ":", color="tab:gray",
-            label="main path at the branch epoch")
-    ax.set(xlabel="decay epoch (branch epoch)", ylabel="test loss", yscale="log",
-           title="Does later decay generalise better, beyond training longer?")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig, ax = _figure(3.0)
+    x = table["branch_epoch"]
+    with plt.rc_context(STYLE):
+        ax.plot(x, table["subpath_final_test_loss"], "o-", color=BLUE, ms=3.5,
+                label=r"subpath, final (decayed at $t_{\mathrm{d}}$)")
+        ax.plot(x, table["main_test_loss_at_total_epoch"], "s--", color=ORANGE, ms=3.5,
+                label="main path at the same total epoch (no decay)")
+        ax.plot(x, table["main_test_loss_at_branch"], "^:", color=BLACK, ms=3,
+                label=r"main path at $t_{\mathrm{d}}$")
+        ax.set(xlabel=r"decay epoch $t_{\mathrm{d}}$", ylabel="test loss", yscale="log",
+               title="Later decay, or only longer training?")
+        ax.grid(alpha=0.3, lw=0.4)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=1)
+        fig.tight_layout()
     return fig
 
 
-def landscape(grid: pd.DataFrame, coordinates: pd.DataFrame, column: str,
-              label: str) -> plt.Figure:
-    """Figures 2a/2b: loss contours in the PC1-PC2 plane with the trajectories on top."""
+def pc_label(variance: pd.DataFrame, component: int) -> str:
+    """Axis label of a principal component with the share of the variance it explains."""
+    row = variance[variance["component"] == component]
+    share = 100 * float(row["explained_variance_ratio"].iloc[0]) if len(row) else float("nan")
+    return f"PC{component} ({share:.1f} % of variance)"
+
+
+def landscape(grid: pd.DataFrame, coordinates: pd.DataFrame, variance: pd.DataFrame,
+              column: str, label: str) -> plt.Figure:
+    """Figures 2a/2b: loss contours in the PC1-PC2 plane with the trajectories on top.
+
+    The main path is black with a white edge and the subpaths orange dashed with a black edge,
+    drawn above it, so both show on dark and light contours and where they overlap.
+    """
     table = grid.pivot_table(index="pc2", columns="pc1", values=column)
     values = table.to_numpy()
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+    fig, ax = _figure(3.6)
     levels = log_levels(values, 25)
-    mesh = ax.contourf(table.columns, table.index, values, levels=levels,
-                       norm=LogNorm(levels[0], levels[-1]), cmap="viridis")
-    ax.contour(table.columns, table.index, values, levels=levels[::3], colors="white",
-               linewidths=0.4, alpha=0.5)
-    fig.colorbar(mesh, ax=ax, label=label, format="%.3g")
-    main = coordinates[coordinates["path"] == "main"].sort_values("epoch")
-    ax.plot(main["pc1"], main["pc2"], color="tab:orange", lw=1.8, label="main path")
-    subs = coordinates[coordinates["path"] == "subpath"]
-    for i, (_, path) in enumerate(subs.groupby("branch_epoch")):
-        path = path.sort_values("epoch")
-        ax.plot(path["pc1"], path["pc2"], "--", color="tab:blue", lw=1.0,
-                label="subpaths (decayed lr)" if i == 0 else None)
-    longest = coordinates.loc[coordinates["epoch"].idxmax()]
-    ax.plot(longest["pc1"], longest["pc2"], "*", color="red", ms=14,
-            label=f"end of longest trajectory (epoch {int(longest['epoch'])})")
-    ax.set(xlabel="PC1", ylabel="PC2", title=label)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
+    edge = {"white": [patheffects.withStroke(linewidth=2.6, foreground="white")],
+            "black": [patheffects.withStroke(linewidth=2.0, foreground="black")]}
+    with plt.rc_context(STYLE):
+        mesh = ax.contourf(table.columns, table.index, values, levels=levels,
+                           norm=LogNorm(levels[0], levels[-1]))
+        ax.contour(table.columns, table.index, values, levels=levels[::3], colors="white",
+                   linewidths=0.3, alpha=0.5)
+        fig.colorbar(mesh, ax=ax, label=label, format="%.3g")
+        main = coordinates[coordinates["path"] == "main"].sort_values("epoch")
+        ax.plot(main["pc1"], main["pc2"], "-", color=BLACK, lw=1.4, path_effects=edge["white"],
+                zorder=3, label=f"main path ({ETA} = large)")
+        subs = coordinates[coordinates["path"] == "subpath"]
+        for i, (_, path) in enumerate(subs.groupby("branch_epoch")):
+            path = path.sort_values("epoch")
+            ax.plot(path["pc1"], path["pc2"], "--", color=ORANGE, lw=1.0, zorder=4,
+                    path_effects=edge["black"],
+                    label=f"subpaths ({ETA} decayed)" if i == 0 else None)
+            ax.plot(path["pc1"].iloc[0], path["pc2"].iloc[0], "o", ms=2.5, color=ORANGE, mec=BLACK,
+                    mew=0.5, zorder=5)
+        longest = coordinates.loc[coordinates["epoch"].idxmax()]
+        ax.plot(longest["pc1"], longest["pc2"], "*", color="white", mec=BLACK, mew=0.8, ms=9,
+                zorder=6, label=f"end of longest trajectory (epoch {int(longest['epoch'])})")
+        ax.set(xlabel=pc_label(variance, 1), ylabel=pc_label(variance, 2), title=label)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
+        fig.tight_layout()
     return fig

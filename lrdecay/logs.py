@@ -43,6 +43,7 @@ def setup(log_path: str | Path | None = None) -> None:
         handlers.append(logging.FileHandler(log_path, mode="a"))
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # not its font-substitution notes
     logging.captureWarnings(True)  # warnings (e.g. from numpy or torch) land in the log as well
     sys.excepthook = _log_uncaught
     # The measured peak, beside the mem_mb the job asked for (lrdecay.resources), in every log.

@@ -97,18 +97,35 @@ def tiny_config(repo: Path) -> Path:
     return Path(config["output_dir"]) / config["run_name"]
 
 
-def test_dvc_yaml_is_generated_from_the_dag() -> None:
-    """The committed dvc.yaml is what the generator makes of today's DAG (no drift)."""
-    expected = dvcgen.render(dvcgen.generate(REPO))
-    assert (REPO / "dvc.yaml").read_text() == expected, (
-        "dvc.yaml is out of date with the Snakemake DAG: run `python -m lrdecay.dvcgen`"
+@pytest.mark.parametrize("preset", [None, "config/authors.yaml"])
+def test_dvc_yaml_is_generated_from_the_dag(preset: str | None) -> None:
+    """Each committed pipeline is what the generator makes of today's DAG (no drift), and the
+    presets live side by side: generating one does not replace another's stages."""
+    extra = [preset] if preset else []
+    path = dvcgen.pipeline_path(["config.yaml", *extra],
+                                dvcgen.run_name(REPO, ["config.yaml", *extra]))
+    assert path == (Path("pipelines/authors/dvc.yaml") if preset else Path("dvc.yaml"))
+    content = dvcgen.generate(REPO, extra)
+    assert (REPO / path).read_text() == dvcgen.render(content), (
+        f"{path} is out of date with the Snakemake DAG: run `python -m lrdecay.dvcgen"
+        f"{' --configfile ' + preset if preset else ''}`"
     )
+    stages = content["stages"]
+    first = next(iter(stages))
+    assert first == dvcgen.CHECK_STAGE and "--check" in stages[first]["cmd"]
+    if preset:  # paths from the repository root, this preset's run folder, its config file
+        assert all(stage["wdir"] == "../.." for stage in stages.values())
+        assert all("results/authors/" in out for s in stages.values() for out in s.get("outs", []))
+        assert all(["--configfile", preset] == s["cmd"].split()[-2:]
+                   for name, s in stages.items() if name != dvcgen.CHECK_STAGE)
+        assert all(list(plot)[0].startswith("../../results/authors/") for plot in content["plots"])
 
 
 def test_stages_own_disjoint_outputs_and_mirror_jobs() -> None:
     """No output (or folder around one) has two owners; figures come from figure stages only."""
     stages = dvcgen.generate(REPO)["stages"]
-    outs = [(name, out) for name, stage in stages.items() for out in stage["outs"]]
+    outs = [(name, out) for name, stage in stages.items()
+            for out in stage.get("outs", []) + stage.get("metrics", [])]
     for i, (name, out) in enumerate(outs):
         for other, path in outs[i + 1:]:
             assert out != path and not path.startswith(out + "/") and not out.startswith(
@@ -117,8 +134,14 @@ def test_stages_own_disjoint_outputs_and_mirror_jobs() -> None:
         if "/figures/" in out:
             assert name.startswith("figure"), f"{out} is owned by {name}"
         assert "/.resume" not in out and "/logs/" not in out
-    # every stage runs exactly its own job, pinned against mtime-driven upstream reruns
+    # every stage runs exactly its own job, pinned against mtime-driven upstream reruns; stages
+    # without an upstream stage wait for the DAG check
     for name, stage in stages.items():
+        if name == dvcgen.CHECK_STAGE:
+            continue
+        stamp = "results/quick/" + dvcgen.DAG_STAMP
+        upstream = any(d.startswith("results/") and d != stamp for d in stage["deps"])
+        assert upstream or stamp in stage["deps"], name
         rule = name.split("-")[0]
         assert f"--allowed-rules {rule}" in stage["cmd"]
     first_segment = next(name for name in stages if name.startswith("main_segment-")
@@ -129,6 +152,10 @@ def test_stages_own_disjoint_outputs_and_mirror_jobs() -> None:
     assert {"optimizer", "schedule", "seed"} <= set(params)
     assert "lrdecay/figures.py" not in stages["pca"]["deps"]
     assert "lrdecay/figures.py" in stages["figure1"]["deps"]
+    assert stages["summary"]["metrics"] == ["results/quick/summary.json"]
+    # DVC warns about every empty dependency ("'lrdecay/toy/__init__.py' is empty")
+    deps = {d for stage in stages.values() for d in stage["deps"] if not d.startswith("results/")}
+    assert not [d for d in deps if (REPO / d).stat().st_size == 0]
 
 
 @pytest.mark.slow
@@ -145,11 +172,14 @@ def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
     figure_stages = {s for s in stages if s in ("figure1", "figure2")}
     assert figure_stages == {"figure1", "figure2"}
 
-    # 1. A fresh clone builds everything, records it in dvc.lock and pushes it.
+    # 1. A fresh clone builds everything, records it in dvc.lock and pushes it; no warnings.
     first = tmp_path / "first"
     sh(tmp_path, "git", "clone", "-q", str(origin), str(first))
     built = sh(first, "dvc", "repro")
     assert ran_stages(built) == stages
+    assert "WARNING" not in built, [line for line in built.splitlines() if "WARNING" in line]
+    metrics = sh(first, "dvc", "metrics", "show")  # the headline numbers, as DVC users read them
+    assert "pca.pc1_pc2_variance_ratio" in metrics and "decay_timing.decay_at_0002" in metrics
     owned = [first / out for stage in yaml.safe_load((first / "dvc.lock").read_text())[
         "stages"].values() for out in (o["path"] for o in stage["outs"])]
     produced = [p for p in (first / "results").rglob("*") if p.is_file()
@@ -159,15 +189,15 @@ def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
     assert not unversioned, f"outputs DVC does not version: {unversioned}"
     sh(first, "git", "add", "dvc.lock")
     sh(first, "git", "commit", "-q", "-m", "results of the tiny study")
-    sh(first, "dvc", "push")
+    sh(first, "dvc", "push", "dvc.yaml")  # this preset's pipeline (others: pipelines/<run>/)
     remote = tmp_path / "lrdecay-dvc-remote"  # the default remote: a folder beside the clone
     assert any(remote.rglob("*")), "dvc push wrote nothing to the default remote"
 
     # 2. A second fresh clone pulls; dvc repro then runs no stage and no Snakemake at all.
     second = tmp_path / "second"
     sh(tmp_path, "git", "clone", "-q", str(first), str(second))
-    sh(second, "dvc", "pull")
-    assert "up to date" in sh(second, "dvc", "status")
+    sh(second, "dvc", "pull", "dvc.yaml")
+    assert "up to date" in sh(second, "dvc", "status", "dvc.yaml")
     repro = sh(second, "dvc", "repro")
     assert ran_stages(repro) == set(), repro
     assert snakemake_runs(second) == []
@@ -179,6 +209,10 @@ def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
     assert ran_stages(repro) == figure_stages, repro
     assert len(snakemake_runs(second)) == len(figure_stages)
     assert repro.count("1 of 1 steps (100%) done") == len(figure_stages)
+    # ... and the redrawn figures are byte-identical (PDFs without a creation date): DVC sees
+    # no changed output, only the new code in dvc.lock.
+    changed = sh(second, "dvc", "diff")
+    assert ".pdf" not in changed and ".png" not in changed, changed
 
     # 4. After the pull, mtimes are arbitrary: make the data and the first segment newer than the
     #    last segment. A forced last segment still runs only its own job, not the chain upstream.
@@ -189,3 +223,17 @@ def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
     repro = sh(second, "dvc", "repro", "--force", "--single-item", f"main_segment-{last.name[8:]}")
     assert ran_stages(repro) == {f"main_segment-{last.name[8:]}"}
     assert "1 of 1 steps (100%) done" in repro, repro
+
+    # 5. A config change that alters the DAG (one more landscape shard) stops `dvc repro` before
+    #    any Snakemake job, with the command to run; `dvc status` shows the check stage changed.
+    runs = len(snakemake_runs(second))
+    config = yaml.safe_load((second / "config.yaml").read_text())
+    config["landscape"]["shards"] = 2
+    (second / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert dvcgen.CHECK_STAGE in sh(second, "dvc", "status", "dvc.yaml")
+    proc = subprocess.run(["dvc", "repro"], cwd=second, env=env(second), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "Regenerate it with `python -m lrdecay.dvcgen`" in proc.stdout + proc.stderr
+    assert ran_stages(proc.stdout + proc.stderr) == {dvcgen.CHECK_STAGE}
+    assert len(snakemake_runs(second)) == runs

@@ -126,5 +126,6 @@ NN_TARGETS = [
     f"{RUN_DIR}/pca/explained_variance.csv",
     f"{RUN_DIR}/pca/coordinates.csv",
     f"{RUN_DIR}/landscape/grid.csv",
+    f"{RUN_DIR}/summary.json",  # headline numbers for `dvc metrics show` (lrdecay.summary)
     *[f"{RUN_DIR}/figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")],
 ]

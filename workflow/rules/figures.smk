@@ -1,4 +1,5 @@
-# Figures 1 and 2 (lrdecay/figures.py), computed from the result tables.
+# Figures 1 and 2 (lrdecay/figures.py), computed from the result tables, and the run's
+# headline numbers as DVC metrics (lrdecay/summary.py).
 
 
 rule figure1:
@@ -31,6 +32,7 @@ rule figure2:
     input:
         grid=f"{RUN_DIR}/landscape/grid.csv",
         coordinates=f"{RUN_DIR}/pca/coordinates.csv",
+        variance=f"{RUN_DIR}/pca/explained_variance.csv",
     output:
         fig2a=figure("fig2a_landscape_train", "fig2a"),
         fig2b=figure("fig2b_landscape_test", "fig2b"),
@@ -45,3 +47,23 @@ rule figure2:
         gpu=0,
     script:
         "../scripts/figure2.py"
+
+
+rule summary:
+    input:
+        timing=f"{RUN_DIR}/decay_timing.csv",
+        variance=f"{RUN_DIR}/pca/explained_variance.csv",
+        toy=f"{RUN_DIR}/toy/checks.csv",
+    output:
+        f"{RUN_DIR}/summary.json",
+    log:
+        f"{RUN_DIR}/logs/summary.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb("summary"),
+        runtime=runtime("summary"),
+        gpu=0,
+    script:
+        "../scripts/summary.py"

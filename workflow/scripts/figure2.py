@@ -7,5 +7,7 @@ from lrdecay import figures, logs
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
 grid, coords = pd.read_csv(sm.input.grid), pd.read_csv(sm.input.coordinates)
-figures.save(figures.landscape(grid, coords, "train_loss", "train loss"), *sm.output.fig2a)
-figures.save(figures.landscape(grid, coords, "test_loss", "test loss"), *sm.output.fig2b)
+variance = pd.read_csv(sm.input.variance)
+for column, label, output in (("train_loss", "train loss", sm.output.fig2a),
+                              ("test_loss", "test loss", sm.output.fig2b)):
+    figures.save(figures.landscape(grid, coords, variance, column, label), *output)

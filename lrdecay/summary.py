@@ -1,0 +1,54 @@
+"""The run's headline numbers as one JSON file, so `dvc metrics show` / `dvc metrics diff` compare
+runs and commits: decay timing, PCA explained variance, and the toy checks' verdicts.
+
+DVC reads metrics only from JSON, YAML or TOML, not from the CSV tables that hold the results;
+this file repeats their key columns (the tables stay the source).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from lrdecay import io
+
+TIMING_COLUMNS = ("subpath_final_test_loss", "main_test_loss_at_total_epoch",
+                  "decay_gain_vs_main_same_epoch")
+
+
+def _number(value: object) -> float | None:
+    """A JSON number (NaN and infinities become null, which JSON lacks)."""
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def summarise(decay_timing: pd.DataFrame, variance: pd.DataFrame,
+              toy_checks: pd.DataFrame | None = None) -> dict:
+    """Nested dict of the run's headline numbers (DVC flattens it to `section.key` columns)."""
+    out: dict = {"decay_timing": {}, "pca": {}}
+    for row in decay_timing.sort_values("branch_epoch").itertuples(index=False):
+        out["decay_timing"][f"decay_at_{int(row.branch_epoch):04d}"] = {
+            column: _number(getattr(row, column)) for column in TIMING_COLUMNS
+            if hasattr(row, column)}
+    ratios = variance.sort_values("component")["explained_variance_ratio"].tolist()
+    out["pca"] = {f"pc{i}_variance_ratio": _number(r) for i, r in enumerate(ratios, start=1)}
+    out["pca"]["pc1_pc2_variance_ratio"] = _number(sum(ratios[:2]))
+    if toy_checks is not None:
+        checks = {f"{row.check}@gamma={row.gamma:g}": {"measured": _number(row.measured),
+                                                       "pass": int(bool(row._asdict()["pass"]))}
+                  for row in toy_checks.itertuples(index=False)}
+        passed = sum(c["pass"] for c in checks.values())
+        out["toy_checks"] = {"passed": passed, "failed": len(checks) - passed, **checks}
+    return out
+
+
+def write(decay_timing: str | Path, variance: str | Path, toy_checks: str | Path | None,
+          out_path: str | Path) -> dict:
+    """Read the result tables, write the summary atomically (stable key order and formatting)."""
+    summary = summarise(pd.read_csv(decay_timing), pd.read_csv(variance),
+                        pd.read_csv(toy_checks) if toy_checks else None)
+    io.write_text(out_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
