@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,43 @@ def test_snakemake_plans_valid_config(tmp_path: Path) -> None:
     result = _snakemake_dry_run(tmp_path, {})
     assert result.returncode == 0, result.stderr
     assert "subpath_group" in result.stdout
+
+
+# Nested overrides as Snakemake users write them; Snakemake hands their leaves over as strings.
+NESTED_OVERRIDES = ["optimizer={main_lr: 0.05, momentum: 1e-1}",
+                    "schedule={main_epochs: 8, last_branch_epoch: null}",
+                    "landscape={points: [6, 5], margin: .5}", "data={augment: false}",
+                    "seed=3.0"]
+
+
+def test_nested_command_line_overrides_are_typed(tmp_path: Path) -> None:
+    """Snakemake's own parser, then validation: every leaf has the schema's type."""
+    from snakemake.cli import parse_config
+
+    overrides = parse_config(NESTED_OVERRIDES)
+    assert overrides["optimizer"]["main_lr"] == "0.05"  # what Snakemake hands over
+    cfg = tiny_config(tmp_path, **overrides)
+    assert cfg["optimizer"]["main_lr"] == 0.05 and cfg["optimizer"]["momentum"] == 0.1
+    assert cfg["schedule"]["main_epochs"] == 8 and type(cfg["schedule"]["main_epochs"]) is int
+    assert cfg["schedule"]["last_branch_epoch"] is None
+    assert cfg["landscape"]["points"] == [6, 5] and cfg["landscape"]["margin"] == 0.5
+    assert cfg["data"]["augment"] is False and type(cfg["seed"]) is int
+    assert cfg["optimizer"]["batch_size"] == 32  # the preset's other keys in the section stay
+
+
+def _snakemake_cli(tmp_path: Path, *config: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--cores", "1",
+         "--configfile", str(TINY), "--config", f"output_dir={tmp_path}/results", *config],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_nested_overrides_through_snakemake(tmp_path: Path) -> None:
+    """`--config 'optimizer={main_lr: 0.05}' 'schedule={main_epochs: 8}'` plans the longer
+    main path (segments 0, 3, 6, 8), and a coerced bad value is named by its rule."""
+    result = _snakemake_cli(tmp_path, "optimizer={main_lr: 0.05}", "schedule={main_epochs: 8}")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert re.search(r"^main_segment\s+4$", result.stdout, re.MULTILINE), result.stdout
+    bad = _snakemake_cli(tmp_path, "optimizer={main_lr: 0}")
+    assert "config key optimizer.main_lr = 0: must be > 0" in bad.stdout + bad.stderr
