@@ -164,13 +164,13 @@ def landscape(grid: pd.DataFrame, coordinates: pd.DataFrame, variance: pd.DataFr
         fig.colorbar(mesh, ax=ax, label=label, format="%.3g")
         main = coordinates[coordinates["path"] == "main"].sort_values("epoch")
         ax.plot(main["pc1"], main["pc2"], "-", color=BLACK, lw=1.4, path_effects=edge["white"],
-                zorder=3, label=f"main path ({ETA} = large)")
+                zorder=3, label=f"main path (large {ETA})")
         subs = coordinates[coordinates["path"] == "subpath"]
         for i, (_, path) in enumerate(subs.groupby("branch_epoch")):
             path = path.sort_values("epoch")
             ax.plot(path["pc1"], path["pc2"], "--", color=ORANGE, lw=1.0, zorder=4,
                     path_effects=edge["black"],
-                    label=f"subpaths ({ETA} decayed)" if i == 0 else None)
+                    label=f"subpaths (decayed {ETA})" if i == 0 else None)
             ax.plot(path["pc1"].iloc[0], path["pc2"].iloc[0], "o", ms=2.5, color=ORANGE, mec=BLACK,
                     mew=0.5, zorder=5)
         longest = coordinates.loc[coordinates["epoch"].idxmax()]

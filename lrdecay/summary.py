@@ -37,9 +37,9 @@ def summarise(decay_timing: pd.DataFrame, variance: pd.DataFrame,
     out["pca"] = {f"pc{i}_variance_ratio": _number(r) for i, r in enumerate(ratios, start=1)}
     out["pca"]["pc1_pc2_variance_ratio"] = _number(sum(ratios[:2]))
     if toy_checks is not None:
-        checks = {f"{row.check}@gamma={row.gamma:g}": {"measured": _number(row.measured),
-                                                       "pass": int(bool(row._asdict()["pass"]))}
-                  for row in toy_checks.itertuples(index=False)}
+        checks = {f"{row['check']}@gamma={row['gamma']:g}": {
+            "measured": _number(row["measured"]), "pass": int(bool(row["pass"]))}
+            for row in toy_checks.to_dict("records")}
         passed = sum(c["pass"] for c in checks.values())
         out["toy_checks"] = {"passed": passed, "failed": len(checks) - passed, **checks}
     return out

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrdecay import figures
+from lrdecay import figures, summary
 from tests.test_dvc import sh, tiny_config, working_tree_copy
 
 # Pieces of a combined table (landscape shards -> grid.csv, per-gamma checks -> toy/checks.csv).
@@ -128,3 +128,18 @@ def test_pdfs_are_byte_stable(tmp_path: Path, monkeypatch) -> None:
         digests.append({ext: (tmp_path / f"{i}.{ext}").read_bytes() for ext in ("png", "pdf")})
         time.sleep(1.1)  # a creation date in seconds would differ
     assert digests[0] == digests[1]
+
+
+def test_summary_metrics_carry_the_tables_numbers() -> None:
+    """summary.json (DVC metrics) repeats the tables' headline values, NaN as null."""
+    metrics, _, _, variance = _tables()
+    timing = figures.decay_timing_table(metrics)
+    checks = pd.DataFrame({"gamma": [0.5, 2.0], "check": ["a", "a"], "measured": [1.0, np.nan],
+                           "pass": [True, False]})
+    out = summary.summarise(timing, variance, checks)
+    row = timing.set_index("branch_epoch").loc[20]
+    assert out["decay_timing"]["decay_at_0020"]["subpath_final_test_loss"] == pytest.approx(
+        row["subpath_final_test_loss"])
+    assert out["pca"]["pc1_pc2_variance_ratio"] == pytest.approx(0.85)
+    assert out["toy_checks"]["passed"] == 1 and out["toy_checks"]["failed"] == 1
+    assert out["toy_checks"]["a@gamma=2"] == {"measured": None, "pass": 0}

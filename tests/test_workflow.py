@@ -120,6 +120,7 @@ def test_memory_requests_cover_the_measured_peak(tiny_run: Path) -> None:
 
 def _failing_run(tmp_path: Path, overrides: dict, target: str) -> tuple[str, str]:
     extra = tmp_path / "override.yaml"
+    tmp_path.mkdir(parents=True, exist_ok=True)
     extra.write_text(yaml.safe_dump(overrides))
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
                "--directory", str(tmp_path), "--configfile", str(TINY), str(extra),
