@@ -394,11 +394,9 @@ def check_main_path(inst: Instance, toy: dict, w0: np.ndarray, ts: dict,
                      float(excess), toy["max_excess_fraction"],
                      f"(L_last - L_dagger)/(L_first - L_dagger) <= {toy['max_excess_fraction']}",
                      excess <= toy["max_excess_fraction"]))
-    # Phase III rate (Theorem 3.6) from a few end-of-Phase-II states.
-    rows += check_phase3_rate(inst, main["final"][: toy["phase3_rate_replicas"]], eta / 2)
     traces = {"main_t": t, "k1": k1, "k2": k2, "decay_t": decay * eta,
               "decay_final_mean": mean, "decay_final_se": se_f,
-              "w_m0": w_m0, "e_u": e_u, "e_v": e_v}
+              "w_m0": w_m0, "e_u": e_u, "e_v": e_v, "main_final": main["final"]}
     for key in ("train", "test", "norm", "floor"):
         traces[f"main_{key}_mean"] = main[key].mean(0)
         traces[f"main_{key}_se"] = main[key].std(0, ddof=1) / np.sqrt(R)
@@ -467,34 +465,39 @@ def check_lemma_3_3(inst: Instance, toy: dict, w0_dir: np.ndarray, ts: dict,
     span = rho0 - inst.norm_dagger
     T = toy["lemma_timescales"]
     runs: dict = {}
-    for sig_name, sigma in (("sigma", toy["sigma"]), ("sigma*sqrt2", toy["sigma"] * 2**0.5)):
-        s2 = sigma**2 / B
-        lam_eta = model.local_rate_exact(inst.C_dagger, inst.norm_dagger, g, eta, s2)
-        rec_eta = int(np.ceil(T / lam_eta / eta / toy["lemma_records"]))
-        for h_name, e, k in (("eta", eta, 1), ("eta/2", eta / 2, 4)):
-            # the same record times in units of tau_II(h): 4x the steps at h/2
+    sigmas = {"sigma": toy["sigma"], "sigma*sqrt2": toy["sigma"] * 2**0.5}
+    # one SGD call per step size for both sigmas (replicas 0..R-1 at sigma, R..2R-1 at
+    # sqrt(2) sigma); record times are the same multiples of tau_II(h) at eta and eta/2
+    lam_eta = model.local_rate_exact(inst.C_dagger, inst.norm_dagger, g, eta,
+                                     toy["sigma"] ** 2 / B)
+    rec_eta = int(np.ceil(T / lam_eta / eta / toy["lemma_records"]))
+    sigma_rows = np.repeat(list(sigmas.values()), R)[:, None]
+    for h_name, e, k in (("eta", eta, 1), ("eta/2", eta / 2, 4)):
+        rec = k * rec_eta
+        steps = rec * toy["lemma_records"]
+        t_end = steps * e
+
+        def recorder(w: np.ndarray, e=e) -> dict:
+            tr_h, tr_h2 = trace_stats(inst, w)
+            return {"norm_M": np.linalg.norm(retract_batch(inst, w, iters=3), axis=1),
+                    "train": inst.train_loss(w),
+                    "floor": model.noise_floor_train(e, sigma_rows[:, 0] ** 2 / B, tr_h, tr_h2)}
+
+        out = simulate.sgd(inst, np.tile(w_m0, (2 * R, 1)), e, sigma_rows, steps, B, rng, rec,
+                           recorder)
+        for j, (sig_name, sigma) in enumerate(sigmas.items()):
+            s2 = sigma**2 / B
             lam = model.local_rate_exact(inst.C_dagger, inst.norm_dagger, g, e, s2)
-            rec = k * rec_eta
-            steps = rec * toy["lemma_records"]
-            t_end = steps * e
-
-            def recorder(w: np.ndarray, e=e, s2=s2) -> dict:
-                tr_h, tr_h2 = trace_stats(inst, w)
-                return {"norm_M": np.linalg.norm(retract_batch(inst, w, iters=3), axis=1),
-                        "train": inst.train_loss(w),
-                        "floor": model.noise_floor_train(e, s2, tr_h, tr_h2)}
-
-            out = simulate.sgd(inst, np.tile(w_m0, (R, 1)), e, sigma, steps, B, rng, rec,
-                               recorder)
+            part = slice(j * R, (j + 1) * R)
             ode = simulate.effective_ode(inst, w_m0, e, s2, 2.5 * t_end, dt=t_end / 200)
-            s_sgd, s_ode = out["t"] * lam, ode["t"] * lam  # in units of tau_II(h)
-            y = out["norm_M"]
+            s_sgd, s_ode = out["t"] * lam, ode["t"] * lam  # in units of tau_II(h, sigma)
+            y = out["norm_M"][part]
             c = fit_time_factor(s_sgd, y.mean(0), s_ode, ode["norm"])
             se_c = _group_se(lambda m, s=s_sgd, o=s_ode, on=ode["norm"]:
                              fit_time_factor(s, m, o, on), y)
             # the normal fluctuation at its stationary law (train loss relaxes at 2 / tau_I)
             settled = out["t"] >= min(3 * ts["tau_I"], out["t"][-1] / 2)
-            ratio = (out["train"][:, settled] / out["floor"][:, settled]).mean(1)
+            ratio = (out["train"][part][:, settled] / out["floor"][part][:, settled]).mean(1)
             runs[f"{h_name}|{sig_name}"] = {
                 "s": s_sgd, "t_eta": out["t"], "sgdM_mean": y.mean(0),
                 "sgdM_se": y.std(0, ddof=1) / np.sqrt(R),
@@ -578,7 +581,7 @@ def check_n1_limit(toy: dict, gamma: float, rng: np.random.Generator) -> tuple[l
                      "data "
                      "violates Theorem 3.4's hypothesis C >= 0, so w_dagger repels"))
     R = toy["replicas"]
-    starts = np.array([inst.manifold_point(inst.norm_dagger * (1.02 if i % 2 else 1.6),
+    starts = np.array([inst.manifold_point(inst.norm_dagger * (1.1 if i % 2 else 1.6),
                                            perp * (1 if i % 4 < 2 else -1)) for i in range(R)])
     runs = {}
     for name, e, k in (("eta", eta, 1), ("eta/2", eta / 2, 4)):
@@ -603,32 +606,66 @@ def check_n1_limit(toy: dict, gamma: float, rng: np.random.Generator) -> tuple[l
                   "n1_normM_mean": out["norm_M"].mean(0), "n1_rho_inf": rho_inf}
 
 
-def run_gamma(toy: dict, gamma: float) -> tuple[Instance, list[dict], dict]:
-    """All checks for one gamma: returns the instance, the table rows and the figure traces."""
+PARTS = ("geometry", "lemma", "main", "phase3", "control", "ode", "mixing", "n1")
+
+
+def run_gamma(toy: dict, gamma: float,
+              parts: tuple[str, ...] = PARTS) -> tuple[Instance, list[dict], dict]:
+    """All checks for one gamma: returns the instance, the table rows and the figure traces.
+
+    `parts` selects groups of rows (the pipeline runs all of them; the mutation tests run the
+    groups that compare simulations with theory, on a small instance). Without "main", Theorem
+    3.6 starts from points near M instead of the end of Phase II.
+    """
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown parts {sorted(unknown)}; choose from {PARTS}")
     inst = make_instance(toy, gamma)
     w0 = initial_point(inst, toy)
     rng = np.random.default_rng([toy["seed"], 2, int(round(gamma * 1000))])
     eta, s2 = toy["eta_large"], toy["sigma"] ** 2 / toy["batch_size"]
     ts = time_scales(inst, eta, s2)
-    rows = check_minimum_norm(inst, rng, toy["minnorm_starts"])
-    rows += check_curvature(inst, rng, 2000)
-    lem_rows, lem_tr = check_lemma_3_3(inst, toy, w0, ts, rng)
-    c_eta, c_se = float(lem_tr["lemma_c_eta|sigma"]), float(lem_tr["lemma_c_se_eta|sigma"])
-    floor_bias = float(lem_tr["lemma_floor_ratio_eta|sigma"]) - 1
-    main_rows, traces = check_main_path(inst, toy, w0, ts, rng, c_eta, c_se, floor_bias)
-    rows += main_rows
-    rows += check_control(inst, toy, w0, ts, traces, rng)
-    ode_rows, ode_tr = check_theorem_3_4_ode(inst, eta, s2, traces["w_m0"],
-                                             traces["main_t"][-1], 400)
-    rows += ode_rows
-    traces.update(ode_tr)
-    mix_rows, mix_tr = check_mixing(inst, toy, w0, rng, toy["mixing_relaxations"] * ts["tau_I"])
-    rows += mix_rows
-    traces.update(mix_tr)
-    rows += lem_rows
-    traces.update(lem_tr)
-    n1_rows, n1_tr = check_n1_limit(toy, gamma, rng)
-    rows += n1_rows
-    traces.update(n1_tr)
-    traces.update({f"ts_{k}": v for k, v in ts.items()})
+    rows: list[dict] = []
+    traces: dict = {f"ts_{k}": v for k, v in ts.items()}
+    if "geometry" in parts:
+        rows += check_minimum_norm(inst, rng, toy["minnorm_starts"])
+        rows += check_curvature(inst, rng, 2000)
+    lem_tr: dict = {}
+    if "lemma" in parts or "main" in parts:
+        lem_rows, lem_tr = check_lemma_3_3(inst, toy, w0, ts, rng)
+        traces.update(lem_tr)
+    if "main" in parts:
+        c_eta, c_se = float(lem_tr["lemma_c_eta|sigma"]), float(lem_tr["lemma_c_se_eta|sigma"])
+        floor_bias = float(lem_tr["lemma_floor_ratio_eta|sigma"]) - 1
+        main_rows, main_tr = check_main_path(inst, toy, w0, ts, rng, c_eta, c_se, floor_bias)
+        rows += main_rows
+        traces.update(main_tr)
+    if "phase3" in parts:
+        if "main" in parts:
+            starts = traces["main_final"][: toy["phase3_rate_replicas"]]
+        else:
+            starts = np.array([inst.manifold_point(inst.norm_dagger * (1.1 + 0.1 * i), w0)
+                               for i in range(toy["phase3_rate_replicas"])])
+            starts = starts + 0.01 * rng.standard_normal(starts.shape)
+        rows += check_phase3_rate(inst, starts, eta / 2)
+    if "control" in parts and "main" in parts:
+        rows += check_control(inst, toy, w0, ts, traces, rng)
+    if "ode" in parts:
+        w_m0 = traces.get("w_m0", gradient_flow_limit(inst, w0, eta, 10 * ts["tau_I"]))
+        t_end = traces["main_t"][-1] if "main_t" in traces else toy["phase2_timescales"] * ts[
+            "tau_II"]
+        ode_rows, ode_tr = check_theorem_3_4_ode(inst, eta, s2, w_m0, t_end, 400)
+        rows += ode_rows
+        traces.update(ode_tr)
+    if "mixing" in parts:
+        mix_rows, mix_tr = check_mixing(inst, toy, w0, rng,
+                                        toy["mixing_relaxations"] * ts["tau_I"])
+        rows += mix_rows
+        traces.update(mix_tr)
+    if "lemma" in parts:
+        rows += lem_rows
+    if "n1" in parts:
+        n1_rows, n1_tr = check_n1_limit(toy, gamma, rng)
+        rows += n1_rows
+        traces.update(n1_tr)
     return inst, rows, traces

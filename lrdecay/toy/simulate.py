@@ -100,28 +100,31 @@ def minibatch_gradient(w: np.ndarray, x: np.ndarray, target: np.ndarray,
     return scale * (g_alpha + gamma * np.sum(wbar * g_alpha, axis=1, keepdims=True) * wbar)
 
 
-def sgd(inst: Instance, w0: np.ndarray, eta: float, sigma: float, steps: int, batch: int,
+def sgd(inst: Instance, w0: np.ndarray, eta: float, sigma: float | np.ndarray, steps: int,
+        batch: int,
         rng: np.random.Generator, record_every: int, recorder: Recorder | None = None,
         snapshot_steps: list[int] | tuple = (), key: str = "toy.eta_large") -> dict:
     """Label-noise SGD: each step draws a minibatch of `batch` samples per replica (with
-    replacement), adds N(0, sigma^2) noise to their labels and takes a gradient step.
+    replacement), adds N(0, sigma^2) noise to their labels and takes a gradient step. `sigma`
+    may be an (R, 1) array: one noise level per replica.
 
     Returns {"t": paper times (T,), <recorder keys>: (R, T), "snapshots": {step: (R, d)}}.
     """
     R = np.shape(w0)[0]
     Xt = inst.X.T  # (n, d)
     y = Xt @ inst.alpha_star  # (n,)
-    chunk = 512  # draw indices and label noise in blocks: one RNG call per block, not per step
+    # draw indices and label noise in blocks (one RNG call per block, not per step) and gather
+    # the block's inputs and noisy labels at once: the step itself is then a few array ops
+    chunk = max(16, min(512, 2**20 // (R * batch * inst.d)))
     blocks: dict = {}
 
     def step(w: np.ndarray, k: int) -> None:
         j = k % chunk
         if j == 0:
-            blocks["idx"] = draw_minibatches(rng, inst.n, (chunk, R, batch))
-            shape = blocks["idx"].shape
-            blocks["noise"] = label_noise(rng, sigma, shape) if sigma else np.zeros(shape)
-        idx = blocks["idx"][j]
-        w -= eta * minibatch_gradient(w, Xt[idx], y[idx] + blocks["noise"][j], inst.gamma)
+            idx = draw_minibatches(rng, inst.n, (chunk, R, batch))
+            noise = label_noise(rng, sigma, idx.shape) if np.any(sigma) else 0.0
+            blocks["x"], blocks["target"] = Xt[idx], y[idx] + noise
+        w -= eta * minibatch_gradient(w, blocks["x"][j], blocks["target"][j], inst.gamma)
 
     out = _integrate(w0, steps, eta, record_every, recorder or basic_stats(inst), step,
                      (eta, key), snapshot_steps)

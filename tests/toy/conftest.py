@@ -15,19 +15,10 @@ def toy_defaults() -> dict:
 
 @pytest.fixture
 def small_toy(toy_defaults) -> dict:
-    """A small fast instance (d = 8, n = 3) for the check functions."""
+    """A small instance (d = 16, n = 6, C >= 0 on M) on which the whole table passes in seconds;
+    the mutation tests run its theory-vs-simulation rows once per planted bug."""
     toy = dict(toy_defaults)
-    toy.update(d=8, n=3, replicas=16, mixing_replicas=40, permutations=40, minnorm_starts=2,
-               phase2_timescales=3, phase3_relaxations=3, decay_points=3, record_points=60,
-               lemma_timescales=1.0, n1_timescales=4)
-    return toy
-
-
-@pytest.fixture
-def mutation_toy(toy_defaults) -> dict:
-    """A small instance on which the whole table passes in a few seconds (mutation tests)."""
-    toy = dict(toy_defaults)
-    toy.update(d=16, n=6, mixing_replicas=40, permutations=40, minnorm_starts=2,
-               phase2_timescales=3, phase3_relaxations=3, decay_points=3, record_points=60,
-               lemma_timescales=1.0, n1_timescales=4, mixing_relaxations=3)
+    toy.update(d=16, n=6, eta_large=0.005, lemma_timescales=1.0, lemma_records=40,
+               minnorm_starts=1, mixing_replicas=40, permutations=40, phase2_timescales=3,
+               phase3_relaxations=3, decay_points=3, record_points=60)
     return toy

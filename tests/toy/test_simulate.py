@@ -24,13 +24,15 @@ def test_sgd_without_noise_follows_gradient_flow(inst):
     w0 = inst.manifold_point(1.5 * inst.norm_dagger, inst.perp_basis[:, 0]) + 0.05
     rec = simulate.basic_stats(inst)
     t_end = 1.0
+    h_ref = 2.5e-4  # its own O(h) error is 1/16 of the coarsest run's
+    ref = simulate.gradient_flow(inst, w0[None], h_ref, int(t_end / h_ref), int(t_end / h_ref),
+                                 rec)
     errs = []
     for h in (0.004, 0.002):
         out = simulate.gradient_flow(inst, w0[None], h, int(t_end / h), int(t_end / h), rec)
-        ref = simulate.gradient_flow(inst, w0[None], 1e-5, int(t_end / 1e-5), int(t_end / 1e-5),
-                                     rec)
         errs.append(np.linalg.norm(out["final"] - ref["final"]))
-    assert errs[1] < 0.6 * errs[0]  # first order in the step: paper time t = k h
+    # first order in the step (paper time t = k h): the error halves, up to the reference's own
+    assert 0.4 * errs[0] < errs[1] < 0.6 * errs[0]
 
 
 @pytest.mark.parametrize("batch", [1, 4])
