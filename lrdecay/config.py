@@ -118,7 +118,6 @@ def read_yaml(path: str | Path) -> dict:
     return loaded
 
 
-
 def check_files(paths: Any) -> None:
     """Read each existing config file strictly (duplicate keys, YAML errors) for Snakemake,
     whose own loader keeps the last of two equal keys without a word."""
@@ -286,32 +285,9 @@ def check_semantics(config: dict) -> None:
             f"config key model.name = {model!r}: VGG models need 32x32 colour images "
             "(data.name: cifar10); use mlp for digits"
         )
-    plan = Plan(config)
-    if not problems and len(plan.branch_epochs) < 2:
-        problems.append(
-            f"config keys schedule.first_branch_epoch = {sched['first_branch_epoch']}, "
-            f"schedule.last_branch_epoch = {last}, schedule.branch_interval = "
-            f"{sched['branch_interval']}: give {len(plan.branch_epochs)} branch epoch "
-            f"{plan.branch_epochs}; Figure 1 compares decay epochs and needs at least 2 (lower "
-            "branch_interval or widen first/last_branch_epoch)"
-        )
-    if not problems and len(plan.subpath_groups) > MAX_GROUPS:
-        problems.append(
-            f"config key schedule.subpaths_per_job = {sched['subpaths_per_job']}: "
-            f"{len(plan.branch_epochs)} branch epochs make {len(plan.subpath_groups)} subpath "
-            f"jobs, more than the {MAX_GROUPS} that job names allow; raise subpaths_per_job or "
-            "schedule.branch_interval"
-        )
+    if not problems:  # the plan and the model are well defined now
+        problems += plan_problems(config)
     land = config["landscape"]
-    need = 0 if problems else plan.landscape_memory_bytes  # the model must fit the data first
-    have = available_memory_bytes()
-    if need > have:
-        problems.append(
-            f"config key landscape.points = {land['points']}: evaluating {plan.grid_points:,} "
-            f"grid points in {plan.n_shards} shard jobs needs about {need / 2**30:.1f} GiB of "
-            f"memory per job, more than this machine's {have / 2**30:.1f} GiB; use fewer points "
-            "(or more landscape.shards)"
-        )
     if land["range"] == "explicit":
         for axis in ("pc1", "pc2"):
             low, high = land[axis]
@@ -319,6 +295,39 @@ def check_semantics(config: dict) -> None:
                 problems.append(f"config key landscape.{axis} = {land[axis]}: needs low < high")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def plan_problems(config: dict) -> list[str]:
+    """What the planned jobs cannot do: a Figure 1 from one branch epoch, more jobs than their
+    names can number, a landscape grid larger than this machine's memory."""
+    sched, land = config["schedule"], config["landscape"]
+    plan = Plan(config)
+    problems = []
+    if len(plan.branch_epochs) < 2:
+        problems.append(
+            f"config keys schedule.first_branch_epoch = {sched['first_branch_epoch']}, "
+            f"schedule.last_branch_epoch = {sched['last_branch_epoch']}, "
+            f"schedule.branch_interval = {sched['branch_interval']}: give "
+            f"{len(plan.branch_epochs)} branch epoch {plan.branch_epochs}; Figure 1 compares "
+            "decay epochs and needs at least 2 (lower branch_interval or widen "
+            "first/last_branch_epoch)"
+        )
+    if len(plan.subpath_groups) > MAX_GROUPS:
+        problems.append(
+            f"config key schedule.subpaths_per_job = {sched['subpaths_per_job']}: "
+            f"{len(plan.branch_epochs)} branch epochs make {len(plan.subpath_groups)} subpath "
+            f"jobs, more than the {MAX_GROUPS} that job names allow; raise subpaths_per_job or "
+            "schedule.branch_interval"
+        )
+    need, have = plan.landscape_memory_bytes, available_memory_bytes()
+    if need > have:
+        problems.append(
+            f"config key landscape.points = {land['points']}: evaluating {plan.grid_points:,} "
+            f"grid points in {plan.n_shards} shard jobs needs about {need / 2**30:.1f} GiB of "
+            f"memory per job, more than this machine's {have / 2**30:.1f} GiB; use fewer points "
+            "(or more landscape.shards)"
+        )
+    return problems
 
 
 MAX_GROUPS = 1000  # subpath job names have three digits (group-000 ... group-999)
