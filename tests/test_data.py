@@ -187,6 +187,18 @@ def test_python_batch_never_runs_code(tmp_path: Path, call: str, protocol: int) 
     assert f"{victim} is not a CIFAR-10 python batch" in message and "refusing" in message
 
 
+
+def test_python_batch_with_numpy1_names_is_read(tmp_path: Path) -> None:
+    """The official batches name numpy 1's numpy.core.multiarray._reconstruct; numpy 2 reads
+    them under its new name, and the restricted unpickler must allow both."""
+    images, _ = write_cifar_py(tmp_path)
+    victim = tmp_path / data.CIFAR10_PY / "data_batch_1"
+    blob = victim.read_bytes()
+    assert b"numpy._core.multiarray\n_reconstruct" in blob  # protocol 2: a text GLOBAL opcode
+    victim.write_bytes(blob.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n"))
+    train, _ = data.load_cifar10(tmp_path, spec=SMALL)
+    np.testing.assert_array_equal(train.images[:20], images[:20])
+
 @pytest.mark.parametrize("writer", [write_cifar_bin, write_cifar_py])
 def test_corrupt_batches_are_refused(tmp_path: Path, writer) -> None:
     """Short files, labels outside 0..9 and a wrong class balance each stop the read."""
