@@ -356,37 +356,6 @@ def config_hash(section: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-INPUT_SHAPES = {"digits": (64,), "cifar10": (3, 32, 32)}
-
-
-def model_size(config: dict) -> tuple[int, int, int]:
-    """(parameters, widest activation per sample, input values per sample) of the configured
-    model, counted from its layer list without building it (no torch import while planning)."""
-    shape = INPUT_SHAPES[config["data"]["name"]]
-    inputs = math.prod(shape)
-    name = config["model"]["name"]
-    if name == "mlp":
-        widths = [inputs, *config["model"]["hidden"], 10]
-        params = sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
-        return params, max(widths), inputs
-    from lrdecay import models  # only for the VGGs: their layer lists live there
-
-    convs, head = {"vgg11": (models.VGG11_CONVS, []),
-                   "vgg_small": (models.VGG_SMALL_CONVS, [128, 128])}[name]
-    params, channels, side, widest = 0, shape[0], shape[1], inputs
-    for item in convs:
-        if item == "M":
-            side //= 2
-        else:
-            params += 9 * channels * item + item
-            channels = item
-            widest = max(widest, channels * side * side)
-    for width in [*head, 10]:
-        params += channels * width + width
-        channels = width
-    return params, widest, inputs
-
-
 TRAINING_SECTIONS = ("seed", "device", "data", "model", "loss", "optimizer", "schedule", "metrics",
                      "trajectory")
 NUMERIC_ENGINE_KEYS = ("tf32", "channels_last", "compile", "bf16", "batched_subpaths")
@@ -459,17 +428,15 @@ class Plan:
 
     @property
     def landscape_memory_bytes(self) -> int:
-        """Rough peak memory of one landscape shard job: the grid table and result rows, the
-        PCA basis and model, the dataset, and one evaluation batch's activations."""
+        """Rough peak memory of one landscape shard job: what lrdecay.resources gives the job
+        (model, PCA basis, dataset, an evaluation batch), plus the grid table and result rows,
+        which grow with the number of points."""
+        from lrdecay import resources  # it imports this module
+
+        job_mb = resources.JobCosts(self.config, gpu=False).mem_mb("landscape_shard")
         points_per_shard = math.ceil(self.grid_points / self.n_shards)
-        n_params, widest, input_size = model_size(self.config)
-        n_images = sum(DATASET_POOL_PER_CLASS[self.config["data"]["name"]].values()) * 10
-        eval_batch = self.config["metrics"]["eval_batch_size"]
-        return (self.grid_points * LANDSCAPE_BYTES_PER_GRID_POINT
-                + points_per_shard * LANDSCAPE_BYTES_PER_SHARD_POINT
-                + 6 * 4 * n_params  # basis rows, model, gradients-free evaluation copies
-                + n_images * input_size  # the prepared dataset (uint8)
-                + 3 * 4 * eval_batch * widest)  # float activations of the widest layer
+        return (job_mb * 2**20 + self.grid_points * LANDSCAPE_BYTES_PER_GRID_POINT
+                + points_per_shard * LANDSCAPE_BYTES_PER_SHARD_POINT)
 
     # File layout (Snakemake rules and jobs both use these, so they cannot disagree).
     @property
