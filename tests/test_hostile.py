@@ -9,17 +9,20 @@ meets them, and must stop before any job.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lrdecay import config as lrconfig
-from lrdecay import lock
+from lrdecay import data, lock
 
 from .conftest import REPO, TINY
+from .test_data import SMALL, write_cifar_bin, write_cifar_py
 
 # (id, YAML over config/tiny.yaml as a second config file (None: the file is missing), fragment)
 CONFIG_ROWS = [
@@ -89,6 +92,48 @@ def test_bad_config_is_named(tmp_path: Path, text: str | None, fragment: str) ->
         bad.write_text(text.replace("{tmp}", str(tmp_path)) + "\n")
     with pytest.raises(lrconfig.ConfigError) as info:
         lrconfig.load(TINY, base, bad)
+    assert fragment in str(info.value)
+
+
+def _pickled(obj: object) -> bytes:
+    return pickle.dumps(obj, protocol=2)
+
+
+_RNG = np.random.default_rng(0)
+_PIXELS = _RNG.integers(0, 256, (20, 3072), dtype=np.uint8)
+# (id, layout, content of data_batch_2 in place of a valid 20-image file, message fragment)
+DATA_FILE_ROWS = [
+    ("random bytes", data.CIFAR10_BIN, _RNG.integers(0, 256, 20 * 3073, np.uint8).tobytes(),
+     "data_batch_2.bin has labels"),
+    ("cut inside a record", data.CIFAR10_BIN, bytes(20 * 3073 - 100), "is truncated"),
+    ("cut to whole records", data.CIFAR10_BIN, bytes(10 * 3073),
+     "data_batch_2.bin holds 10 images; every official CIFAR-10 batch file holds exactly 20"),
+    ("empty binary", data.CIFAR10_BIN, b"", "data_batch_2.bin has 0 bytes"),
+    ("empty python", data.CIFAR10_PY, b"", "data_batch_2 is not a CIFAR-10 python batch"),
+    ("python list", data.CIFAR10_PY, _pickled([1, 2]), "is not a CIFAR-10 python batch"),
+    ("python float pixels", data.CIFAR10_PY,
+     _pickled({b"data": _PIXELS.astype(np.float64), b"labels": [0] * 20}),
+     "b'data' is ndarray, not a uint8 array"),
+    ("python labels missing", data.CIFAR10_PY, _pickled({b"data": _PIXELS}), "b'labels'"),
+    ("python label count", data.CIFAR10_PY,
+     _pickled({b"data": _PIXELS, b"labels": list(range(10)) + list(range(9))}),
+     "data_batch_2 has 20 images but 19 labels"),
+    ("python code", data.CIFAR10_PY, b"cos\nsystem\n(S'true'\ntR.",
+     "refers to os.system, which a CIFAR-10 batch never does; refusing"),
+    ("python labels 10..", data.CIFAR10_PY,
+     _pickled({b"data": _PIXELS, b"labels": list(range(10, 30))}), "has labels [10, 11, 12"),
+]
+
+
+@pytest.mark.parametrize(("layout", "content", "fragment"), [row[1:] for row in DATA_FILE_ROWS],
+                         ids=[row[0] for row in DATA_FILE_ROWS])
+def test_bad_data_file_is_named(tmp_path: Path, layout: str, content: bytes,
+                                fragment: str) -> None:
+    (write_cifar_bin if layout == data.CIFAR10_BIN else write_cifar_py)(tmp_path)
+    suffix = ".bin" if layout == data.CIFAR10_BIN else ""
+    (tmp_path / layout / f"data_batch_2{suffix}").write_bytes(content)
+    with pytest.raises(data.DataError) as info:
+        data.load_cifar10(tmp_path, spec=SMALL)
     assert fragment in str(info.value)
 
 
