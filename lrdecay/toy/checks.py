@@ -385,8 +385,8 @@ def check_main_path(inst: Instance, toy: dict, w0: np.ndarray, ts: dict,
                      "with the decay step", "Sec. 3.3.3", worst, 3.0,
                      "max over consecutive decay steps of (L_next - L_prev) / SE_diff <= 3 "
                      "(no allowance)", worst <= 3,
-                     f"e_v . alpha*_perp = {c_perp:.1e} (start's X_perp part orthogonal to "
-                     "alpha*_perp); raw differences "
+                     f"e_v . alpha*_perp = {c_perp:.1e} (0 when the start's X_perp part is "
+                     "orthogonal to alpha*_perp, see initial_point); raw differences "
                      f"{np.array2string(mean[1:] - mean[:-1], precision=2)}"))
     excess = (mean[-1] - inst.test_loss_dagger) / (mean[0] - inst.test_loss_dagger)
     rows.append(_row(g, "late_decay_excess", "the latest decay leaves a small fraction of the "
@@ -592,7 +592,7 @@ def check_n1_limit(toy: dict, gamma: float, rng: np.random.Generator) -> tuple[l
                            key="toy.fig3_eta")
         late = out["norm_M"][:, out["t"] >= 0.8 * out["t"][-1]].mean(1)  # one value per replica
         runs[name] = (float(late.mean()), float(late.std(ddof=1) / np.sqrt(R)), out)
-    (m_a, se_a, out), (m_b, se_b, _) = runs["eta"], runs["eta/2"]
+    (m_a, se_a, _), (m_b, se_b, out) = runs["eta"], runs["eta/2"]  # figure: the eta/2 paths
     m0, se0 = 2 * m_b - m_a, float(np.hypot(2 * se_b, se_a))
     tol = 3 * se0
     rows.append(_row(gamma, "n1_limit_sgd", "n = 1: label-noise SGD settles at rho_inf, above "

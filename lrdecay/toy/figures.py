@@ -143,32 +143,41 @@ def figure4(png: str, pdf: str, traces: dict, toy: dict) -> None:
 
 def norm_vs_ode(png: str, pdf: str, traces: dict) -> None:
     """Lemma 3.3: the position along M, ||retract_M(w)|| (replica mean +- 2 SE), of label-noise
-    SGD at eta and eta/2 and its h -> 0 extrapolation, against Eq. 3.15, in units of tau_II(h)."""
+    SGD at eta and eta/2 and its h -> 0 extrapolation, against Eq. 3.15, in units of tau_II(h);
+    bottom row: the differences from the ODE, where the O(h) gap and its removal show."""
     n = len(traces)
-    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.4), squeeze=False, layout="constrained")
-    for ax, (g, tr) in zip(axes[0], sorted(traces.items()), strict=True):
+    fig, axes = plt.subplots(2, n, figsize=(5.2 * n, 7.2), squeeze=False, sharex="col",
+                             height_ratios=[3, 2], layout="constrained")
+    for col, (g, tr) in enumerate(sorted(traces.items())):
+        top, bottom = axes[0, col], axes[1, col]
         s = tr["lemma_s_eta|sigma"]
-        curves = {}
-        for name, color in (("eta", "C0"), ("eta/2", "C1")):
-            key = f"{name}|sigma"
-            m, se = tr[f"lemma_sgdM_mean_{key}"], tr[f"lemma_sgdM_se_{key}"]
-            curves[name] = (m, se)
-            ax.fill_between(s, m - 2 * se, m + 2 * se, color=color, alpha=0.25, lw=0)
-            ax.plot(s, m, color=color, lw=1.2,
-                    label=f"SGD, h = {name}: c = {float(tr[f'lemma_c_{key}']):.3f}")
-        (ma, sa), (mb, sb) = curves["eta"], curves["eta/2"]
-        m0, se0 = 2 * mb - ma, np.hypot(2 * sb, sa)
-        ax.fill_between(s, m0 - 2 * se0, m0 + 2 * se0, color="C2", alpha=0.2, lw=0)
-        ax.plot(s, m0, color="C2", lw=1.2, label="extrapolated to h -> 0")
         ode_s, ode = tr["lemma_ode_s_eta|sigma"], tr["lemma_ode_norm_eta|sigma"]
+        ode_on_s = np.interp(s, ode_s, ode)
+        m, se = {}, {}
+        for name in ("eta", "eta/2"):
+            m[name] = tr[f"lemma_sgdM_mean_{name}|sigma"]
+            se[name] = tr[f"lemma_sgdM_se_{name}|sigma"]
+        m["h -> 0"] = 2 * m["eta/2"] - m["eta"]
+        se["h -> 0"] = np.hypot(2 * se["eta/2"], se["eta"])
+        for (name, color) in (("eta", "C0"), ("eta/2", "C1"), ("h -> 0", "C2")):
+            c = tr.get(f"lemma_c_{name}|sigma")
+            label = (f"SGD, h = {name}: c = {float(c):.3f}" if c is not None
+                     else "SGD extrapolated to h -> 0")
+            top.plot(s, m[name], color=color, lw=1.2, label=label)
+            diff = m[name] - ode_on_s
+            bottom.fill_between(s, diff - 2 * se[name], diff + 2 * se[name], color=color,
+                                alpha=0.25, lw=0)
+            bottom.plot(s, diff, color=color, lw=1.2)
         keep = ode_s <= s[-1]
-        ax.plot(ode_s[keep], ode[keep], "k--", lw=1.5, label="ODE 3.15")
-        ax.axhline(float(tr["norm_dagger"]), color="k", lw=0.8, ls=":",
-                   label="$\\|w^\\dagger\\|$")
-        ax.set_title(f"gamma = {g:g}", fontsize=10)
-        ax.set_xlabel("t / tau_II(h)")
-        ax.set_ylabel("||retract_M(w)||")
-        ax.legend(fontsize=7, loc="upper right")
+        top.plot(ode_s[keep], ode[keep], "k--", lw=1.5, label="ODE 3.15")
+        top.axhline(float(tr["norm_dagger"]), color="k", lw=0.8, ls=":",
+                    label="$\\|w^\\dagger\\|$")
+        bottom.axhline(0.0, color="k", lw=0.8, ls="--")
+        top.set_title(f"gamma = {g:g}", fontsize=10)
+        top.set_ylabel("||retract_M(w)||")
+        top.legend(fontsize=7, loc="upper right")
+        bottom.set_ylabel("SGD - ODE (band: 2 SE)")
+        bottom.set_xlabel("t / tau_II(h)")
     fig.suptitle("Lemma 3.3: position along M under label-noise SGD vs Eq. 3.15 "
                  "(c: fitted time factor, SGD ~ ODE(c t))", fontsize=10)
     save(fig, png, pdf)
@@ -176,7 +185,8 @@ def norm_vs_ode(png: str, pdf: str, traces: dict) -> None:
 
 def phases(png: str, pdf: str, traces: dict) -> None:
     """Train and test loss (mean over replicas) through Phases I-II with the derived noise floor."""
-    fig, axes = plt.subplots(1, len(traces), figsize=(5 * len(traces), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(traces), figsize=(5 * len(traces), 4), squeeze=False,
+                             layout="constrained")
     for ax, (g, tr) in zip(axes[0], sorted(traces.items()), strict=True):
         t = tr["main_t"]
         ax.plot(t, tr["main_train_mean"], label="train loss")
@@ -193,7 +203,8 @@ def phases(png: str, pdf: str, traces: dict) -> None:
 
 def late_decay(png: str, pdf: str, traces: dict) -> None:
     """Final test loss after Phase III against the decay step (mean +- 1 SE over replicas)."""
-    fig, axes = plt.subplots(1, len(traces), figsize=(5 * len(traces), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(traces), figsize=(5 * len(traces), 4), squeeze=False,
+                             layout="constrained")
     for ax, (g, tr) in zip(axes[0], sorted(traces.items()), strict=True):
         ax.errorbar(tr["decay_t"], tr["decay_final_mean"], yerr=tr["decay_final_se"], fmt="o-",
                     capsize=3, label="after Phase III")
