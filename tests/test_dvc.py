@@ -184,7 +184,7 @@ def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
         "stages"].values() for out in (o["path"] for o in stage["outs"])]
     produced = [p for p in (first / "results").rglob("*") if p.is_file()
                 and "logs" not in p.parts and ".resume" not in p.parts
-                and p.suffix != ".lock"]  # who owns the folder and its jobs (lrdecay.lock)
+                and not p.name.endswith(".lock")]  # owners of the folder, its jobs (lrdecay.lock)
     unversioned = [str(p.relative_to(first)) for p in produced
                    if not any(p == o or o in p.parents for o in owned)]
     assert not unversioned, f"outputs DVC does not version: {unversioned}"
