@@ -163,7 +163,10 @@ def _official_md5s(folder: Path, spec: CifarSpec) -> dict[str, str]:
     if folder.name == CIFAR10_PY:
         return spec.py_md5
     record = folder / CIFAR10_VERIFIED
-    return json.loads(record.read_text()) if record.is_file() else {}
+    try:
+        return dict(json.loads(record.read_text()))
+    except (OSError, ValueError, TypeError):  # no record (or a damaged one): nothing verified
+        return {}
 
 
 def check_checksums(folder: Path, names: list[str], spec: CifarSpec = CIFAR10) -> None:
@@ -184,16 +187,14 @@ def check_checksums(folder: Path, names: list[str], spec: CifarSpec = CIFAR10) -
                 official[name])
 
 
-def check_split(paths: list[Path], split: Split, per_file: list[int], per_class: int,
-                spec: CifarSpec = CIFAR10) -> None:
-    """Refuse files that cannot be the official ones: wrong image counts, labels outside
-    0..9, or class counts other than the official balance."""
+def check_labels(paths: list[Path], labels: list[np.ndarray], per_class: int,
+                 spec: CifarSpec = CIFAR10) -> None:
+    """Refuse files that cannot be the official ones (`labels`: one array per file): wrong
+    image counts, labels outside 0..9, or class counts other than the official balance."""
     subset = os.environ.get(CIFAR10_SUBSET_ENV) == "1"
-    start = 0
-    for path, count in zip(paths, per_file, strict=True):
-        labels = split.labels[start:start + count]
-        start += count
-        bad = np.unique(labels[(labels < 0) | (labels >= spec.n_classes)])
+    for path, file_labels in zip(paths, labels, strict=True):
+        count = len(file_labels)
+        bad = np.unique(file_labels[(file_labels < 0) | (file_labels >= spec.n_classes)])
         if bad.size:
             raise DataError(
                 f"{path} has labels {bad[:5].tolist()} outside 0..{spec.n_classes - 1}: it is "
@@ -205,7 +206,8 @@ def check_split(paths: list[Path], split: Split, per_file: list[int], per_class:
                 f"{spec.records_per_file}: it is truncated or not CIFAR-10. Replace it with the "
                 f"official file (or, for a deliberate subset, set {CIFAR10_SUBSET_ENV}=1)."
             )
-    counts = np.bincount(split.labels, minlength=spec.n_classes)
+    every = np.concatenate(labels)
+    counts = np.bincount(every, minlength=spec.n_classes)
     if np.any(counts != per_class) and not subset:
         names = ", ".join(str(p) for p in paths)
         raise DataError(
@@ -215,17 +217,15 @@ def check_split(paths: list[Path], split: Split, per_file: list[int], per_class:
         )
     if subset:
         log.warning("%s=1: CIFAR-10 image counts are not checked (%d images, per class %s)",
-                    CIFAR10_SUBSET_ENV, len(split.labels), counts.tolist())
+                    CIFAR10_SUBSET_ENV, len(every), counts.tolist())
 
 
 def _read_split(folder: Path, names: list[str], per_class: int, spec: CifarSpec) -> Split:
     reader = _read_cifar_bin if folder.name == CIFAR10_BIN else _read_cifar_py
     parts = [reader(folder / name) for name in names]
-    split = Split(np.concatenate([p.images for p in parts]),
-                  np.concatenate([p.labels for p in parts]))
-    check_split([folder / n for n in names], split, [len(p.labels) for p in parts], per_class,
-                spec)
-    return split
+    check_labels([folder / n for n in names], [p.labels for p in parts], per_class, spec)
+    return Split(np.concatenate([p.images for p in parts]),
+                 np.concatenate([p.labels for p in parts]))
 
 
 def load_cifar10(root: str | Path, download: bool = False,

@@ -243,15 +243,13 @@ def test_official_counts_are_the_published_ones() -> None:
     """The default spec is the official release: 10,000 images per file, 5,000 per class over
     the five training files, 1,000 per class in the test file."""
     rng = np.random.default_rng(0)
-    labels = rng.permutation(np.repeat(np.arange(10), 5000))
+    files = np.split(rng.permutation(np.repeat(np.arange(10), 5000)), 5)
     paths = [Path(f"data_batch_{k}.bin") for k in range(1, 6)]
-    split = data.Split(np.zeros((0,), np.uint8), labels)
-    data.check_split(paths, split, [10_000] * 5, data.CIFAR10.train_per_class)
+    data.check_labels(paths, files, data.CIFAR10.train_per_class)
     with pytest.raises(data.DataError, match="data_batch_5.bin holds 9999 images"):
-        data.check_split(paths, data.Split(split.images, labels[:-1]), [10_000] * 4 + [9_999],
-                         data.CIFAR10.train_per_class)
-    test = data.Split(split.images, np.repeat(np.arange(10), 1000))
-    data.check_split([Path("test_batch.bin")], test, [10_000], data.CIFAR10.test_per_class)
+        data.check_labels(paths, [*files[:4], files[4][:-1]], data.CIFAR10.train_per_class)
+    test = np.repeat(np.arange(10), 1000)
+    data.check_labels([Path("test_batch.bin")], [test], data.CIFAR10.test_per_class)
     assert data.CIFAR10.py_md5["test_batch"] == "40351d587109b95175f43aff81a1287e"
 
 
