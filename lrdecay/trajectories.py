@@ -37,8 +37,8 @@ def gather_main(segment_dirs: list[str | Path], out_path: str | Path) -> None:
             row += len(array)
         merged.flush()
         del merged
-    io.record_array(out_path, {**{k: v for k, v in parts[0][1].items()
-                                  if k in ("path", "branch_epoch", "config_hash", "layout")},
+    kept = ("path", "branch_epoch", "config_hash", "settings", "layout")
+    io.record_array(out_path, {**{k: v for k, v in parts[0][1].items() if k in kept},
                                "epochs": epochs})
 
 
