@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from lrdecay import config as lrconfig
+from lrdecay.train import STATE_NAME
 from tests.test_train import assert_same_outputs, engine_config, outputs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def run_to_end(config: dict) -> None:
 def resume_states(config: dict) -> list[Path]:
     """State files of the jobs in progress (a kill while one exists lands inside training)."""
     resume = lrconfig.Plan(config).resume_dir
-    return list(resume.rglob("*state.pt")) if resume.exists() else []
+    return list(resume.rglob(STATE_NAME)) if resume.exists() else []
 
 
 def kill_seed() -> int:
