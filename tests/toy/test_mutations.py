@@ -1,8 +1,8 @@
 """Plant plausible bugs in the toy code one at a time: the checks table must fail for each.
 
-Each mutant is a consistent change a reviewer could make by mistake (the formulas that would
-"confirm" it are changed with it), so only a comparison with an independent simulation can
-catch it. The unmutated code passes every row on the same small instance.
+Each of the eight mutants is a consistent change a reviewer could make by mistake (the formulas
+that would "confirm" it are changed with it), so only a comparison with an independent
+simulation can catch it. The unmutated code passes every row on the same small instance.
 """
 
 import numpy as np
@@ -59,9 +59,22 @@ def _gradient_flow_step(mp):
     mp.setattr(simulate, "gradient_descent_step", lambda inst, w, h: step(inst, w, 2 * h))
 
 
+def _time_scaling(mp):
+    """SGD's clock counts steps instead of paper time t = k eta."""
+    sgd = simulate.sgd
+
+    def counted_in_steps(inst, w0, eta, *args, **kwargs):
+        out = sgd(inst, w0, eta, *args, **kwargs)
+        out["t"] = out["t"] / eta
+        return out
+
+    mp.setattr(simulate, "sgd", counted_in_steps)
+
+
 MUTANTS = {"drift_sign": _drift_sign, "drift_scale": _drift_scale, "exponent": _exponent,
            "noise_variance": _noise_variance, "projector": _projector,
-           "full_batch": _full_batch, "gradient_flow_step": _gradient_flow_step}
+           "full_batch": _full_batch, "gradient_flow_step": _gradient_flow_step,
+           "time_scaling": _time_scaling}
 
 
 # The rows that compare simulations with theory (Lemma 3.3 time factor and floor, the Eq. 3.15
