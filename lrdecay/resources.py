@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass
 
 from lrdecay.config import DATASET_POOL_PER_CLASS, Plan
-from lrdecay.models import VGG11_CONVS, VGG_SMALL_CONVS
 
 # Resident memory of a job before it does any work: Python with torch, numpy, pandas and
 # scikit-learn imported (measured 550-650 MB on Linux x86-64, torch 2.x CPU build).
@@ -42,6 +41,9 @@ TIME_SAFETY = 2.0
 
 
 def _conv_stack(name: str) -> list:
+    # Imported here: lrdecay.models imports torch, which the Snakefile need not load for an MLP.
+    from lrdecay.models import VGG11_CONVS, VGG_SMALL_CONVS
+
     return VGG11_CONVS if name == "vgg11" else VGG_SMALL_CONVS
 
 
@@ -142,7 +144,10 @@ class JobCosts:
         p = n_params(self.config)
         if self.config["pca"]["method"] == "exact":  # rows stacked as float64, centred copy, SVD
             return 3 * rows * p * 8 + rows * rows * 8
-        return 4 * block * p * 8  # the chunk, its validated copy, the stacked block, SVD factors
+        # Measured about seven block-sized float64 arrays at once: the chunks read (as float64),
+        # their concatenation, scikit-learn's validated copy, the stacked block, the SVD's copy
+        # and factors (and as many while projecting: centred rows, in-plane part, residual).
+        return 7 * block * p * 8
 
     def _bytes(self, rule: str) -> int:
         sched, p = self.config["schedule"], n_params(self.config)

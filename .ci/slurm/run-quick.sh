@@ -70,7 +70,9 @@ GPU_RULES=(main_segment subpath_group landscape_shard)
 say "SLURM run (profiles/slurm-ci, rules ${GPU_RULES[*]} tagged gpu=1), limit ${LIMIT}s"
 (
     while :; do
-        squeue -h -o "$(date +%T) %i %T gres=%b tres=%C %k" 2>/dev/null || true
+        # time, job id, state, GPUs asked for (sbatch --gpus: "gres:gpu:1"), rule (comment)
+        squeue -h -O "JobID:10,State:10,tres-per-job:16,Comment:70" 2>/dev/null \
+            | sed "s/^/$(date +%T) /" || true
         sleep 1
     done
 ) >"$WORK/squeue.log" &
@@ -97,18 +99,15 @@ if [[ "$n_jobs" -lt 1 || $((n_jobs + n_local)) -ne "${n_planned:-0}" ]]; then
     say "expected every one of the $n_planned jobs to be submitted or local"; exit 1
 fi
 
-# GPU jobs in the queue at the same moment (squeue's comment names the rule).
-grep -E "$(IFS='|'; echo "${GPU_RULES[*]}")" "$WORK/squeue.log" | awk '{print $1}' | sort | uniq -c \
-    | sort -rn | head -n 3 | sed 's/^/  GPU jobs queued at once /'
-peak="$(grep -E "$(IFS='|'; echo "${GPU_RULES[*]}")" "$WORK/squeue.log" | awk '{print $1}' \
-    | sort | uniq -c | sort -rn | awk 'NR == 1 {print $1, $2}')"
+# GPU jobs (those that asked SLURM for a GPU) in the queue at the same moment.
+gpu_lines() { grep -E ' gres:gpu:[0-9]' "$WORK/squeue.log" || true; }
+peak="$(gpu_lines | awk '{print $1}' | sort | uniq -c | sort -rn | awk 'NR == 1 {print $1, $2}')"
 if [[ -z "$peak" || "${peak%% *}" -lt 2 ]]; then
     say "at most ${peak%% *} GPU job(s) queued at once: were they submitted one at a time?"
     exit 1
 fi
-say "GPU jobs pending or running at ${peak#* }:"
-grep "^${peak#* } " "$WORK/squeue.log" | grep -E "$(IFS='|'; echo "${GPU_RULES[*]}")" \
-    | sed 's/^/  /'
+say "${peak%% *} GPU jobs pending or running at ${peak#* } (squeue):"
+gpu_lines | grep "^${peak#* } " | sed 's/^/  /'
 grep -q "workflow specific profile" "$WORK/slurm.log" \
     && { say "a workflow profile was loaded on top of profiles/slurm-ci"; exit 1; }
 
