@@ -17,12 +17,9 @@ import numpy as np
 
 from lrdecay import config as lrconfig
 from lrdecay import io, logs
+from lrdecay.resources import INPUT_SHAPE, N_CLASSES
 
 log = logging.getLogger(__name__)
-
-# Per-image input shape of each dataset (digits: 8x8 grey flattened; CIFAR-10: 3x32x32).
-INPUT_SHAPE = {"digits": (64,), "cifar10": (3, 32, 32)}
-N_CLASSES = 10
 
 
 def _load_config(paths: list[str], sets: list[str]) -> dict:
