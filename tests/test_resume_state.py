@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -114,3 +115,20 @@ def test_a_kill_at_the_commit_of_a_state_keeps_a_valid_state(
     assert "resumed at epoch" in caplog.text
     assert "afresh" not in caplog.text and "ignoring" not in caplog.text
     assert_same_outputs(outputs(config), outputs(reference))
+
+
+def test_a_partial_main_path_of_another_config_is_set_aside(tmp_path: Path, monkeypatch,
+                                                           caplog) -> None:
+    reference = engine_config(tmp_path / "reference", optimizer={"main_lr": 0.05})
+    train_all(reference, groups=False)
+    first = engine_config(tmp_path / "run")  # main_lr 0.1
+    interrupt_at(monkeypatch, "after", "main-segment-0003/", nth=1)  # inside the first segment
+    with pytest.raises(Interrupt):
+        train_all(first, groups=False)
+    monkeypatch.setattr(io, "commit_hook", None)
+    rerun = engine_config(tmp_path / "run", optimizer={"main_lr": 0.05})
+    shutil.rmtree(lrconfig.Plan(rerun).run_dir / "main")  # as Snakemake reruns on new params
+    with caplog.at_level(logging.INFO):
+        train_all(rerun, groups=False)
+    assert "resumed" not in caplog.text and "holds state of another config" in caplog.text
+    assert_same_outputs(outputs(rerun), outputs(reference))
