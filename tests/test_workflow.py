@@ -134,16 +134,20 @@ def _failing_run(tmp_path: Path, overrides: dict, target: str) -> tuple[str, str
 def test_divergence_and_missing_data_are_in_the_job_logs(tmp_path: Path) -> None:
     """Snakemake shows (and SLURM keeps) a failed job's log file: the message saying what to fix
     and the traceback must be there, not only on stderr."""
-    _, run = _failing_run(tmp_path / "a", {"run_name": "diverge",
+    output, run = _failing_run(tmp_path / "a", {"run_name": "diverge",
                                           "optimizer": {"main_lr": 1.0e6}}, "main/segment-0003")
-    text = Path(run, "logs", "main_segment-0003.log").read_text()
+    log_file = Path(run, "logs", "main_segment-0003.log")
+    assert log_file.exists(), output[-3000:]
+    text = log_file.read_text()
     assert "diverged" in text and "Lower the learning rate" in text, text
     assert "Traceback" in text and "job failed" in text
 
-    _, run = _failing_run(tmp_path / "b", {"run_name": "nocifar", "data": {
+    output, run = _failing_run(tmp_path / "b", {"run_name": "nocifar", "data": {
         "name": "cifar10", "root": str(tmp_path / "nowhere"), "download": False,
         "train_per_class": 2, "test_per_class": 2}}, "data/dataset.pt")
-    text = Path(run, "logs", "prepare_data.log").read_text()
+    log_file = Path(run, "logs", "prepare_data.log")
+    assert log_file.exists(), output[-3000:]
+    text = log_file.read_text()
     assert "CIFAR-10 not found under" in text and "data.download: true" in text, text
     assert "Traceback" in text
 
