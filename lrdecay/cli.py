@@ -17,7 +17,6 @@ import numpy as np
 
 from lrdecay import config as lrconfig
 from lrdecay import io, logs
-from lrdecay.resources import INPUT_SHAPE, N_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +42,15 @@ def _load_config(paths: list[str], sets: list[str]) -> dict:
 def study_size(config: dict) -> dict:
     """Jobs, model-epochs, images and bytes a config implies (no data or model is loaded)."""
     from lrdecay import models
+    from lrdecay.data import DATASETS
 
     plan = lrconfig.Plan(config)
     sched, data = config["schedule"], config["data"]
-    pools = lrconfig.DATASET_POOL_PER_CLASS[data["name"]]
-    n_train = N_CLASSES * (data["train_per_class"] or pools["train"])
-    n_test = N_CLASSES * (data["test_per_class"] or pools["test"])
-    model = models.build(config["model"], INPUT_SHAPE[data["name"]], N_CLASSES)
-    n_params = sum(p.numel() for p in model.parameters())
+    dataset = DATASETS[data["name"]]
+    pools = dataset.pool_per_class
+    n_train = dataset.n_classes * (data["train_per_class"] or pools["train"])
+    n_test = dataset.n_classes * (data["test_per_class"] or pools["test"])
+    n_params = models.n_params(config["model"], dataset.input_shape, dataset.n_classes)
     n_subpaths = len(plan.branch_epochs)
     every = config["trajectory"]["every_epochs"]
     # Saved every `every` epochs plus each path's start (segment ends add a few more).
@@ -82,19 +82,21 @@ def measure_seconds(config: dict, size: dict, steps: int = 5) -> dict:
     import torch
 
     from lrdecay import models
+    from lrdecay.data import DATASETS
     from lrdecay.engine import loss_function, resolve_device
 
     name = config["device"]
     device = resolve_device("auto" if name == "cuda" and not torch.cuda.is_available() else name)
     batch = config["optimizer"]["batch_size"]
     eval_batch = config["metrics"]["eval_batch_size"]
-    shape = INPUT_SHAPE[config["data"]["name"]]
+    dataset = DATASETS[config["data"]["name"]]
+    shape, n_classes = dataset.input_shape, dataset.n_classes
     torch.manual_seed(config["seed"])
-    model = models.build(config["model"], shape, N_CLASSES).to(device)
+    model = models.build(config["model"], shape, n_classes).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
     loss_fn = loss_function(config["loss"])
     x = torch.randn(batch, *shape, device=device)
-    y = torch.randint(0, N_CLASSES, (batch,), device=device)
+    y = torch.randint(0, n_classes, (batch,), device=device)
     x_eval = torch.randn(min(eval_batch, 512), *shape, device=device)
 
     def train_step() -> None:

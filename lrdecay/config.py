@@ -1,6 +1,8 @@
 """Configuration: schema validation with readable errors, cross-field checks, and the study plan.
 
-The schema (workflow/schemas/config.schema.yaml) is the single source of defaults and documentation.
+The schemas (lrdecay/schemas/*.schema.yaml, shipped with the package) are the single source of
+defaults and documentation; the quick preset (config.yaml) equals their defaults (a test checks).
+`validate` is the one validation path: the Snakefile, `load` and the command line all call it.
 Everything that turns a config into epochs, jobs and paths lives in :class:`Plan`, so the Snakemake
 rules, the package and the tests agree on one layout.
 """
@@ -20,15 +22,20 @@ from typing import Any
 import jsonschema
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-TOY_SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "toy.schema.yaml"
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout (config.yaml, config/)
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"  # package data: works when installed
+SCHEMA_PATH = SCHEMA_DIR / "config.schema.yaml"
+TOY_SCHEMA_PATH = SCHEMA_DIR / "toy.schema.yaml"
 
-# Per-class sizes of each dataset's train and test pools (see lrdecay.data for how digits is split).
-DATASET_POOL_PER_CLASS = {
-    "digits": {"train": 104, "test": 70},
-    "cifar10": {"train": 5000, "test": 1000},
-}
+
+def __getattr__(name: str) -> Any:
+    """DATASET_POOL_PER_CLASS, read from the dataset registry (lrdecay.data.DATASETS) on first
+    use, so importing this module does not import torch."""
+    if name == "DATASET_POOL_PER_CLASS":
+        from lrdecay.data import DATASETS
+
+        return {key: dict(spec.pool_per_class) for key, spec in DATASETS.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ConfigError(ValueError):
@@ -72,7 +79,7 @@ def _describe(error: jsonschema.ValidationError, schema_name: str, prefix: str =
         where = [*([prefix] if prefix else []), *error.absolute_path]
         unknown = [_key_path([*where, name]) for name in error.instance if name not in known]
         return (f"config key {', '.join(unknown)}: unknown key (the allowed keys are "
-                f"{', '.join(known)}; see workflow/schemas/{schema_name})")
+                f"{', '.join(known)}; see lrdecay/schemas/{schema_name})")
     allowed = KEY_HINTS.get(key, allowed) if rule in ("pattern", "maxLength") else allowed
     if key.startswith("landscape.points") and rule == "minimum":
         allowed = "a grid needs at least 2 points a side"
@@ -192,8 +199,26 @@ def _fill_defaults(schema: dict, instance: dict) -> None:
             _fill_defaults(sub, instance[key])
 
 
-def _check_against(schema_path: Path, instance: dict, prefix: str = "") -> None:
+def registered_names() -> dict[tuple[str, ...], list[str]]:
+    """Allowed values of the config keys that name a registry entry (models, datasets)."""
+    from lrdecay.data import DATASETS
+    from lrdecay.models import MODELS
+
+    return {("model", "name"): list(MODELS), ("data", "name"): list(DATASETS)}
+
+
+def load_schema(schema_path: Path = SCHEMA_PATH) -> dict:
+    """A schema file, with the enums of model.name and data.name taken from the registries
+    (lrdecay.models.MODELS, lrdecay.data.DATASETS), so a registration is the only edit."""
     schema = read_yaml(schema_path)
+    if schema_path == SCHEMA_PATH:
+        for (section, key), names in registered_names().items():
+            schema["properties"][section]["properties"][key]["enum"] = names
+    return schema
+
+
+def _check_against(schema_path: Path, instance: dict, prefix: str = "") -> None:
+    schema = load_schema(schema_path)
     coerce(schema, instance)
     errors = sorted(
         jsonschema.Draft202012Validator(schema).iter_errors(instance),
@@ -206,21 +231,25 @@ def _check_against(schema_path: Path, instance: dict, prefix: str = "") -> None:
 
 
 def validate(config: dict) -> dict:
-    """Validate `config` in place (schema, defaults, cross-field rules) and return it.
+    """Validate `config` in place (schema, defaults, cross-field rules of the study and of the
+    toy model) and return it.
 
-    Called by the Snakefile before any job is planned, and by every job's entry point, so a bad
-    value stops the run with a message instead of failing deep inside training.
+    The one validation path: the Snakefile calls it once before any job is planned, `load` and
+    the command line call it too, so a bad value stops the run with a message instead of
+    failing deep inside training.
     """
+    from lrdecay.toy.instance import check_toy_config  # it imports this module
+
     if not isinstance(config, dict):
         raise ConfigError(f"the configuration must be a mapping of keys, not {config!r}")
     _check_against(SCHEMA_PATH, config)
-    if TOY_SCHEMA_PATH.exists():
-        _check_against(TOY_SCHEMA_PATH, config["toy"], prefix="toy")
+    _check_against(TOY_SCHEMA_PATH, config["toy"], prefix="toy")
     non_finite = _non_finite(config)
     if non_finite:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(non_finite))
     check_semantics(config)
     check_paths(config)
+    check_toy_config(config["toy"])  # n < d, gamma > -1, a step size that does not diverge
     return config
 
 
@@ -265,8 +294,12 @@ def check_semantics(config: dict) -> None:
             f"config key schedule.last_branch_epoch = {last}: must be >= "
             f"schedule.first_branch_epoch = {sched['first_branch_epoch']}"
         )
+    from lrdecay.data import DATASETS
+    from lrdecay.models import MODELS
+
     data = config["data"]
-    pools = DATASET_POOL_PER_CLASS[data["name"]]
+    dataset = DATASETS[data["name"]]
+    pools = dataset.pool_per_class
     for split in ("train", "test"):
         wanted = data[f"{split}_per_class"]
         if wanted is not None and wanted > pools[split]:
@@ -274,16 +307,20 @@ def check_semantics(config: dict) -> None:
                 f"config key data.{split}_per_class = {wanted}: {data['name']} has only "
                 f"{pools[split]} {split} images per class; use at most {pools[split]} or null (all)"
             )
-    if data["augment"] and data["name"] == "digits":
+    if data["augment"] and not dataset.augmentable:
         problems.append(
-            "config key data.augment = True: random crops and flips are for CIFAR images; "
-            "set it to false for digits"
+            f"config key data.augment = True: random crops and flips are for images such as "
+            f"CIFAR's, not {data['name']}; set it to false for {data['name']}"
         )
     model = config["model"]["name"]
-    if model.startswith("vgg") and data["name"] != "cifar10":
+    needs = MODELS[model].input_shape
+    if needs is not None and tuple(needs) != tuple(dataset.input_shape):
+        fits = [name for name, spec in DATASETS.items() if tuple(spec.input_shape) == needs]
+        others = [name for name, spec in MODELS.items() if spec.input_shape is None]
         problems.append(
-            f"config key model.name = {model!r}: VGG models need 32x32 colour images "
-            "(data.name: cifar10); use mlp for digits"
+            f"config key model.name = {model!r}: needs inputs of shape {needs} (data.name: "
+            f"{' or '.join(fits)}), but {data['name']} has {tuple(dataset.input_shape)}; use "
+            f"{' or '.join(others)} for {data['name']}"
         )
     if not problems:  # the plan and the model are well defined now
         problems += plan_problems(config)
@@ -455,5 +492,3 @@ class Plan:
     def group_dir(self, group: int) -> Path:
         return self.run_dir / "subpaths" / f"group-{group:03d}"
 
-    def group_of(self, branch_epoch: int) -> int:
-        return next(i for i, g in enumerate(self.subpath_groups) if branch_epoch in g)

@@ -1,5 +1,8 @@
 """Datasets: read (digits, CIFAR-10 in either official layout, or download), subset, prepare.
 
+Adding a dataset is one entry in :data:`DATASETS` (a loader plus the facts the config checks and
+the resource requests need); the config's ``data.name`` accepts exactly the registered names.
+
 `prepare` writes one compact checkpoint per run (uint8 images, labels, normalisation statistics)
 that training jobs load in milliseconds and move to the device whole: no DataLoader, no workers.
 """
@@ -11,6 +14,7 @@ import json
 import logging
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -276,6 +280,33 @@ def download_cifar10(root: str | Path) -> None:
     io.write_json(folder / CIFAR10_VERIFIED, {name: _md5(folder / name) for name in names})
 
 
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One registered dataset.
+
+    load: (data config section, CIFAR spec) -> (train, test) uint8 Splits; labels 0..n_classes-1.
+    input_shape: (C, H, W) of one image, or (features,) for vectors.
+    pool_per_class: images per class in the train and test pools (data.*_per_class may not
+        exceed them; the config check says so before any job).
+    augmentable: random crops and flips apply (padded images, not vectors).
+    """
+
+    load: Callable[[dict, CifarSpec], tuple[Split, Split]]
+    input_shape: tuple[int, ...]
+    n_classes: int
+    pool_per_class: dict[str, int]
+    augmentable: bool = False
+
+
+# digits: per-class pools of the fixed 60/40 split (the smallest class, 174 images, gives 104/70).
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(lambda cfg, spec: load_digits(), (1, 8, 8), 10,
+                          {"train": 104, "test": 70}),
+    "cifar10": DatasetSpec(lambda cfg, spec: load_cifar10(cfg["root"], cfg["download"], spec),
+                           (3, 32, 32), 10, {"train": 5000, "test": 1000}, augmentable=True),
+}
+
+
 def balanced_subset(labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
     """Sorted indices of a seeded class-balanced subset (all indices if per_class is None)."""
     if per_class is None:
@@ -293,10 +324,7 @@ def balanced_subset(labels: np.ndarray, per_class: int | None, seed: int) -> np.
 def prepare(data_config: dict, seed: int, out_path: str | Path,
             spec: CifarSpec = CIFAR10) -> None:
     """Load, subset and save the run's data as one verified checkpoint."""
-    if data_config["name"] == "digits":
-        train, test = load_digits()
-    else:
-        train, test = load_cifar10(data_config["root"], data_config["download"], spec)
+    train, test = DATASETS[data_config["name"]].load(data_config, spec)
     train_idx = balanced_subset(train.labels, data_config["train_per_class"], seed)
     test_idx = balanced_subset(test.labels, data_config["test_per_class"], seed + 1)
     train_x = train.images[train_idx]
@@ -399,12 +427,3 @@ def crop_flip(padded: torch.Tensor, index: torch.Tensor, dy: torch.Tensor, dx: t
     images = padded.reshape(n, channels, h_pad * w_pad).index_select(0, index)
     return images.gather(2, offsets.expand(-1, channels, -1)).reshape(len(index), channels, h, w)
 
-
-def random_crop_flip(
-    images: torch.Tensor, generator: torch.Generator, pad: int = 4
-) -> torch.Tensor:
-    """Random crop with zero padding and horizontal flip for a whole batch at once."""
-    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
-    index = torch.arange(len(images), device=images.device)
-    draws = draw_crop_flip(len(images), generator, images.device, pad)
-    return crop_flip(padded, index, *draws, pad=pad)

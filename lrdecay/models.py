@@ -1,12 +1,18 @@
 """Model registry: the quick preset's MLP, the paper's VGG-11 and the authors' vgg-small.
 
+Adding a model is one entry in :data:`MODELS` (a builder plus its measured cost); the config's
+``model.name`` accepts exactly the registered names (lrdecay.config reads them from here), and
+the resource requests (lrdecay.resources) take the cost and parameter count from here.
+
 The VGGs have no batch norm, so they need the authors' initialisation (Kaiming-normal convs,
 N(0, 0.01) linears): with PyTorch's default init vgg-small stayed at chance in a pilot.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -16,7 +22,7 @@ VGG_SMALL_CONVS = [32, "M", 64, "M", 64, 64, "M", 128, 128, "M", 256, 256, "M"]
 
 
 def mlp(input_shape: tuple[int, ...], n_classes: int, hidden: list[int], **_: object) -> nn.Module:
-    widths = [int(torch.tensor(input_shape).prod()), *hidden]
+    widths = [math.prod(input_shape), *hidden]
     layers: list[nn.Module] = [nn.Flatten()]
     for width_in, width_out in zip(widths[:-1], widths[1:], strict=True):
         layers += [nn.Linear(width_in, width_out), nn.ReLU()]
@@ -68,14 +74,51 @@ def vgg_small(
     return VGG(VGG_SMALL_CONVS, [128, 128], n_classes, dropout)
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": mlp, "vgg11": vgg11, "vgg_small": vgg_small}
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered model.
+
+    build: (input_shape, n_classes, **model_config) -> nn.Module; it receives every key of the
+        config's model section (hidden, dropout) and ignores those it does not use.
+    minutes_per_1000_images: (CPU, GPU) minutes per epoch over 1000 training images for one path,
+        a full evaluation pass included (measured: benchmarks/RESULTS.md and the quick preset's
+        logs); the SLURM runtime requests follow from it.
+    input_shape: the (C, H, W) images the model needs, or None if any input shape works.
+    convs: the conv stack (widths and "M" pools), for the memory estimate of its activations.
+    """
+
+    build: Callable[..., nn.Module]
+    minutes_per_1000_images: tuple[float, float]
+    input_shape: tuple[int, ...] | None = None
+    convs: tuple = ()
+
+
+MODELS: dict[str, ModelSpec] = {
+    "mlp": ModelSpec(mlp, (0.02, 0.02)),
+    "vgg11": ModelSpec(vgg11, (0.8, 0.004), input_shape=(3, 32, 32), convs=tuple(VGG11_CONVS)),
+    "vgg_small": ModelSpec(vgg_small, (0.2, 0.008), input_shape=(3, 32, 32),
+                           convs=tuple(VGG_SMALL_CONVS)),
+}
 
 
 def build(model_config: dict, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """Instantiate the configured model (parameters drawn from torch's current RNG state)."""
-    return MODELS[model_config["name"]](
+    return MODELS[model_config["name"]].build(
         input_shape, n_classes, hidden=model_config["hidden"], dropout=model_config["dropout"]
     )
+
+
+def cost(name: str) -> tuple[float, float]:
+    """(CPU, GPU) minutes per epoch over 1000 training images of model `name`."""
+    return MODELS[name].minutes_per_1000_images
+
+
+def n_params(model_config: dict, input_shape: tuple[int, ...], n_classes: int) -> int:
+    """Trainable parameters of the configured model, counted on the meta device (no memory is
+    allocated and no random numbers are drawn, so it is cheap even for VGG-11)."""
+    with torch.device("meta"):
+        model = build(model_config, input_shape, n_classes)
+    return sum(math.prod(p.shape) for p in model.parameters() if p.requires_grad)
 
 
 def is_conv(model: nn.Module) -> bool:

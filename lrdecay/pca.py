@@ -46,12 +46,6 @@ def _chunks(trajectories: Trajectories, rows: int):
             yield np.asarray(array[start : start + rows], dtype=np.float64), meta, start
 
 
-def fit(files: list[Path], n_components: int, method: str = "exact",
-        chunk_rows: int = 512) -> PCAResult:
-    """Fit PCA on every snapshot of every trajectory file."""
-    return _fit(list(iter_trajectories(files)), n_components, method, chunk_rows)
-
-
 def _fit(trajectories: Trajectories, n_components: int, method: str,
          chunk_rows: int) -> PCAResult:
     """Fit on trajectories opened (and checksum-verified) once by the caller."""

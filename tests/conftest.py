@@ -15,14 +15,14 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "config" / "tiny.yaml"
 
 
-def tiny_config(tmp_path: Path, **overrides: object) -> dict:
+def load_tiny(tmp_path: Path, **overrides: object) -> dict:
     """The tiny preset with its outputs under `tmp_path` and any section overridden."""
     return lrconfig.load(TINY, overrides={"output_dir": str(tmp_path / "results"), **overrides})
 
 
 @pytest.fixture
 def tiny(tmp_path: Path) -> dict:
-    return tiny_config(tmp_path)
+    return load_tiny(tmp_path)
 
 
 @pytest.fixture

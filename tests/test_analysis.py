@@ -10,7 +10,7 @@ import pytest
 
 from lrdecay import analysis, data, train, trajectories
 from lrdecay import config as lrconfig
-from tests.conftest import tiny_config
+from tests.conftest import load_tiny
 
 
 def metrics_frame(main_test: list[float], subpaths: dict[int, list[float]],
@@ -44,7 +44,7 @@ def test_decay_timing_by_hand_and_a_missing_control_said_in_words() -> None:
 
 
 def test_decay_timing_on_a_tiny_run_matches_the_metrics_looked_up_by_hand(tmp_path: Path) -> None:
-    config = tiny_config(tmp_path, schedule={"main_epochs": 8, "last_branch_epoch": 4})
+    config = load_tiny(tmp_path, schedule={"main_epochs": 8, "last_branch_epoch": 4})
     plan = lrconfig.Plan(config)
     data.prepare(config["data"], config["seed"], plan.data_path)
     for end in [0, *plan.segment_ends]:

@@ -12,7 +12,7 @@ import yaml
 
 from lrdecay import config as lrconfig
 
-from .conftest import REPO, TINY, tiny_config
+from .conftest import REPO, TINY, load_tiny
 
 BAD_VALUES = [  # (overrides, key named in the message)
     ({"optimizer": {"main_lr": 0}}, "optimizer.main_lr"),
@@ -37,7 +37,7 @@ BAD_VALUES = [  # (overrides, key named in the message)
 @pytest.mark.parametrize(("overrides", "key"), BAD_VALUES)
 def test_bad_value_names_key(tmp_path: Path, overrides: dict, key: str) -> None:
     with pytest.raises(lrconfig.ConfigError, match=key.replace(".", r"\.")):
-        tiny_config(tmp_path, **overrides)
+        load_tiny(tmp_path, **overrides)
 
 
 def test_defaults_filled_and_valid(tiny: dict) -> None:
@@ -48,7 +48,7 @@ def test_defaults_filled_and_valid(tiny: dict) -> None:
 
 def test_message_names_value_and_rule(tmp_path: Path) -> None:
     with pytest.raises(lrconfig.ConfigError) as info:
-        tiny_config(tmp_path, optimizer={"main_lr": 0})
+        load_tiny(tmp_path, optimizer={"main_lr": 0})
     assert "optimizer.main_lr = 0: must be > 0" in str(info.value)
 
 
@@ -96,10 +96,47 @@ def test_snakemake_stops_before_any_job(tmp_path: Path) -> None:
     assert not (tmp_path / "results").exists()
 
 
-def test_snakemake_plans_valid_config(tmp_path: Path) -> None:
-    result = _snakemake_dry_run(tmp_path, {})
-    assert result.returncode == 0, result.stderr
-    assert "subpath_group" in result.stdout
+def _leaves(tree: dict, path: tuple = ()) -> list[tuple[tuple, object]]:
+    return [leaf for key, value in tree.items()
+            for leaf in (_leaves(value, (*path, key)) if isinstance(value, dict) and value
+                         else [((*path, key), value)])]
+
+
+def test_quick_preset_is_the_schema_defaults() -> None:
+    """config.yaml (the quick preset) and the schemas' defaults agree key by key, so a preset
+    read alone (`lrdecay describe config/authors.yaml`, lrdecay.config.load) gets the same
+    values as Snakemake, which merges it over config.yaml."""
+    defaults = lrconfig.validate({})
+    quick = lrconfig.read_yaml(REPO / "config.yaml")
+    differ = []
+    for path, value in _leaves(quick):
+        default = defaults
+        for key in path:
+            default = default[key]
+        if default != value:
+            differ.append(f"{'.'.join(path)}: config.yaml {value!r}, schema default {default!r}")
+    assert not differ, "change both (lrdecay/schemas/*.schema.yaml):\n" + "\n".join(differ)
+    assert lrconfig.load(REPO / "config.yaml") == defaults
+
+
+@pytest.mark.parametrize("preset", ["paper", "authors", "tiny", "quick-ce"])
+def test_a_preset_alone_equals_it_over_the_quick_preset(preset: str) -> None:
+    alone = lrconfig.load(REPO / "config" / f"{preset}.yaml")
+    assert alone == lrconfig.load(REPO / "config.yaml", REPO / "config" / f"{preset}.yaml")
+
+
+def test_registered_names_are_the_allowed_values(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    """model.name and data.name accept exactly the registries' keys (no enum to keep in step)."""
+    from lrdecay import data, models
+
+    schema = lrconfig.load_schema()["properties"]
+    assert schema["model"]["properties"]["name"]["enum"] == list(models.MODELS)
+    assert schema["data"]["properties"]["name"]["enum"] == list(data.DATASETS)
+    monkeypatch.setitem(models.MODELS, "mlp2", models.MODELS["mlp"])
+    assert load_tiny(tmp_path, model={"name": "mlp2"})["model"]["name"] == "mlp2"
+    with pytest.raises(lrconfig.ConfigError, match=r"model.name = 'mlp3': must be one of .*mlp2"):
+        load_tiny(tmp_path, model={"name": "mlp3"})
 
 
 # Nested overrides as Snakemake users write them; Snakemake hands their leaves over as strings.
@@ -115,7 +152,7 @@ def test_nested_command_line_overrides_are_typed(tmp_path: Path) -> None:
 
     overrides = parse_config(NESTED_OVERRIDES)
     assert overrides["optimizer"]["main_lr"] == "0.05"  # what Snakemake hands over
-    cfg = tiny_config(tmp_path, **overrides)
+    cfg = load_tiny(tmp_path, **overrides)
     assert cfg["optimizer"]["main_lr"] == 0.05 and cfg["optimizer"]["momentum"] == 0.1
     assert cfg["schedule"]["main_epochs"] == 8 and type(cfg["schedule"]["main_epochs"]) is int
     assert cfg["schedule"]["last_branch_epoch"] is None

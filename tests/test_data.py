@@ -139,21 +139,21 @@ def test_prepare_cifar_and_device_data(tmp_path: Path) -> None:
     assert torch.allclose(floats.std(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=1e-4)
 
 
-def test_random_crop_flip_is_a_shifted_window() -> None:
-    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).reshape(2, 3, 8, 8)
-    generator = torch.Generator().manual_seed(0)
-    out = data.random_crop_flip(images, generator, pad=2)
-    assert out.shape == images.shape
+def test_crop_flip_is_the_drawn_window() -> None:
+    """The training path's augmentation (draw_crop_flip, then crop_flip on the padded stack, as
+    DeviceData.train_batch does): each output is exactly the drawn window, flipped if drawn."""
+    images = torch.arange(4 * 3 * 8 * 8, dtype=torch.uint8).reshape(4, 3, 8, 8)
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
-    for i in range(2):  # every output must equal some crop (possibly flipped) of the padded image
-        found = any(
-            torch.equal(out[i], crop) or torch.equal(out[i], crop.flip(-1))
-            for dy in range(5) for dx in range(5)
-            for crop in [padded[i, :, dy : dy + 8, dx : dx + 8]]
-        )
-        assert found
-    again = data.random_crop_flip(images, torch.Generator().manual_seed(0), pad=2)
-    assert torch.equal(out, again)
+    index = torch.tensor([2, 0, 3, 2, 1, 1])
+    draws = data.draw_crop_flip(len(index), torch.Generator().manual_seed(0), images.device, pad=2)
+    assert draws[:2].min() >= 0 and draws[:2].max() <= 4 and set(draws[2].tolist()) == {0, 1}
+    out = data.crop_flip(padded, index, *draws, pad=2)
+    assert out.shape == (6, 3, 8, 8)
+    for k, (i, dy, dx, flip) in enumerate(zip(index, *draws, strict=True)):
+        window = padded[i, :, dy : dy + 8, dx : dx + 8]
+        assert torch.equal(out[k], window.flip(-1) if flip else window)
+    again = data.draw_crop_flip(len(index), torch.Generator().manual_seed(0), images.device, pad=2)
+    assert torch.equal(draws, again)
 
 
 class _Payload:

@@ -65,7 +65,7 @@ CONFIG_ROWS = [
     ("run_name newline", 'run_name: "x\\n"', "config key run_name = 'x\\n': must be one folder"),
     ("unknown toy key", "toy: {gamas: [1.0]}",
      "config key toy.gamas: unknown key (the allowed keys are seed, gammas"),
-    ("toy key in the schema named", "toy: {gamas: [1.0]}", "see workflow/schemas/toy.schema.yaml"),
+    ("toy key in the schema named", "toy: {gamas: [1.0]}", "see lrdecay/schemas/toy.schema.yaml"),
     ("unknown key", "optimiser: {main_lr: 0.1}",
      "config key optimiser: unknown key (the allowed keys are run_name"),
     ("duplicate key", "seed: 1\nseed: 2",

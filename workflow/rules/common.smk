@@ -5,7 +5,7 @@ from shutil import which
 
 sys.path.insert(0, workflow.basedir)  # import the package from this checkout even if not installed
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 import lrdecay.config
 import lrdecay.lock
@@ -15,12 +15,11 @@ min_version("8.20")
 try:
     # Snakemake read the config files with a loader that keeps the last of two equal keys.
     lrdecay.config.check_files(workflow.configfiles)
-    lrdecay.config.validate(config)  # readable errors, defaults, cross-field rules
+    # The one validation path (as lrdecay.config.load): the schemas in lrdecay/schemas/ with
+    # readable errors and their defaults, cross-field rules, the toy model's rules.
+    lrdecay.config.validate(config)
 except lrdecay.config.ConfigError as err:
     raise WorkflowError(str(err)) from None
-# Snakemake's own validator on the same schemas (defaults are already in; this guards the rest).
-validate(config, "../schemas/config.schema.yaml")
-validate(config["toy"], "../schemas/toy.schema.yaml")
 RUN_LOCKS = []  # the run folder's lock, held until Snakemake exits (lrdecay.lock)
 
 

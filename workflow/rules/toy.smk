@@ -1,11 +1,7 @@
 # Section 3 toy model (lrdecay.toy): SGD/SDE/ODE simulations, the checks table, Figures 3 and 4.
 # Thin rules; the maths and the criteria live in lrdecay/toy. Runs on CPU in about a minute.
-import lrdecay.toy.instance
-
-try:
-    lrdecay.toy.instance.check_toy_config(config["toy"])  # n < d, gamma > -1, stable step size
-except lrdecay.config.ConfigError as err:
-    raise WorkflowError(str(err)) from None
+# The toy section's rules (n < d, gamma > -1, a stable step size) are checked once, with the
+# rest of the config, by lrdecay.config.validate in common.smk.
 
 TOY_DIR = f"{RUN_DIR}/toy"
 TOY_GAMMAS = [f"{g:g}" for g in config["toy"]["gammas"]]
