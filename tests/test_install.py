@@ -6,6 +6,7 @@ validation and `lrdecay describe` from another folder, with the checkout off sys
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -47,11 +48,16 @@ def _copy_sources(dest: Path) -> None:
 def test_installed_package_validates_and_describes_outside_a_checkout(tmp_path: Path) -> None:
     _copy_sources(tmp_path / "src")
     site = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(site), str(tmp_path / "src")],
-        check=True, capture_output=True, text=True, timeout=180,
+    # Offline with this venv's setuptools where it has one (Python <= 3.11 venvs do); otherwise
+    # pip fetches the build backend pyproject.toml names, as a user's `pip install .` does.
+    offline = ["--no-build-isolation", "--no-index"] if importlib.util.find_spec("setuptools") \
+        else []
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *offline,
+         "--target", str(site), str(tmp_path / "src")],
+        capture_output=True, text=True, timeout=180,
     )
+    assert built.returncode == 0, built.stderr
     shipped = sorted(p.name for p in (site / "lrdecay" / "schemas").glob("*.yaml"))
     assert shipped == ["config.schema.yaml", "toy.schema.yaml"]
     work = tmp_path / "elsewhere"
