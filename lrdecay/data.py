@@ -285,7 +285,8 @@ class DatasetSpec:
     """One registered dataset.
 
     load: (data config section, CIFAR spec) -> (train, test) uint8 Splits; labels 0..n_classes-1.
-    input_shape: (C, H, W) of one image, or (features,) for vectors.
+    input_shape: (C, H, W) of one image (digits' 8x8 images are stored flat, as 64 values, so
+        only models that take any input, input_shape None, train on it).
     pool_per_class: images per class in the train and test pools (data.*_per_class may not
         exceed them; the config check says so before any job).
     augmentable: random crops and flips apply (padded images, not vectors).
