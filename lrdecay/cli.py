@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lrdecay import config as lrconfig
-from lrdecay import io, logs
+from lrdecay import io
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logs.setup()
+    # Plain console logging: logs.setup is for jobs (log file, excepthook, peak memory at exit).
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
     except (lrconfig.ConfigError, io.CorruptFileError) as err:
