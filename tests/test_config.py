@@ -89,10 +89,14 @@ def _snakemake_dry_run(tmp_path: Path, overrides: dict) -> subprocess.CompletedP
     )
 
 
-def test_snakemake_stops_before_any_job(tmp_path: Path) -> None:
-    result = _snakemake_dry_run(tmp_path, {"optimizer": {"main_lr": 0}})
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"optimizer": {"main_lr": 0}}, "optimizer.main_lr = 0: must be > 0"),
+    ({"toy": {"d": 16, "n": 16}}, "toy.n = 16: must be < toy.d = 16"),  # the toy section's rules
+])
+def test_snakemake_stops_before_any_job(tmp_path: Path, overrides: dict, message: str) -> None:
+    result = _snakemake_dry_run(tmp_path, overrides)
     assert result.returncode != 0
-    assert "optimizer.main_lr = 0: must be > 0" in result.stdout + result.stderr
+    assert message in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
 
 
