@@ -100,3 +100,18 @@ def test_default_config_is_valid_and_its_step_size_bound_is_sharp():
     check_toy_config(dict(toy, eta_large=0.999 * limit))
     with pytest.raises(C.ConfigError, match="SGD diverges"):
         check_toy_config(dict(toy, eta_large=1.001 * limit))
+
+
+def test_traces_are_keyed_by_the_gamma_of_their_folder(tmp_path):
+    """Figure jobs key each trace file by its rule's {gamma} folder (negative gammas too)."""
+    import numpy as np
+
+    from lrdecay.toy.pipeline import load_traces
+
+    paths = []
+    for name, marker in (("gamma-0.5", 1.0), ("gamma--0.5", 2.0), ("gamma-2", 3.0)):
+        (tmp_path / name).mkdir()
+        paths.append(tmp_path / name / "traces.npz")
+        np.savez(paths[-1], eta=np.array(marker))
+    traces = load_traces([str(p) for p in paths])
+    assert {g: float(t["eta"]) for g, t in traces.items()} == {0.5: 1.0, -0.5: 2.0, 2.0: 3.0}
