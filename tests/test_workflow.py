@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import os
 import re
 import subprocess
 import sys
@@ -209,3 +210,28 @@ def test_conda_env_lists_every_imported_package() -> None:
     third_party = imported - set(sys.stdlib_module_names) - {"lrdecay", "snakemake"}
     missing = {PIP_NAMES.get(name, name) for name in third_party} - listed
     assert not missing, f"add to workflow/envs/lrdecay.yaml: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_slurm_partitions_keep_cpu_jobs_off_the_gpu_partition(tmp_path: Path, device: str) -> None:
+    """A dry run through profiles/slurm, as Snakemake loads it: with device cuda the training and
+    landscape jobs go to the GPU partition and every other job to the CPU one; with device cpu
+    no job goes to the GPU partition."""
+    env = {**os.environ, "LRDECAY_SLURM_ACCOUNT": "", "LRDECAY_SLURM_PARTITION": "cpuq",
+           "LRDECAY_SLURM_GPU_PARTITION": "gpuq"}
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--profile",
+         str(REPO / "profiles" / "slurm"), "-n", "--forceall", "--directory", str(tmp_path),
+         "--configfile", str(TINY), "--config", f"device={device}"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    partition = {}
+    for rule, resources_line in re.findall(r"(?ms)^rule (\w+):\n.*?^\s+resources: ([^\n]*)",
+                                           result.stdout + result.stderr):
+        partition.setdefault(rule, set()).update(re.findall(r"slurm_partition=(\w+)",
+                                                            resources_line))
+    gpu_rules = {"main_segment", "subpath_group", "landscape_shard"}
+    assert gpu_rules <= set(partition) and "pca" in partition
+    for rule, found in partition.items():
+        expected = "gpuq" if device == "cuda" and rule in gpu_rules else "cpuq"
+        assert found == {expected}, (rule, found)
