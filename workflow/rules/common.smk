@@ -3,7 +3,9 @@
 import sys
 from shutil import which
 
-sys.path.insert(0, workflow.basedir)  # import the package from this checkout even if not installed
+sys.path.insert(
+    0, workflow.basedir
+)  # import the package from this checkout even if not installed
 
 from snakemake.utils import min_version
 
@@ -46,9 +48,6 @@ wildcard_constraints:
     end=r"\d{4}",
     group=r"\d{3}",
     shard=r"\d{3}",
-
-
-
 
 
 import os

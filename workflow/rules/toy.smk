@@ -19,17 +19,17 @@ rule toy_checks:
         instance_record=f"{TOY_DIR}/gamma-{{gamma}}/instance.npz.json",
         table=f"{TOY_DIR}/gamma-{{gamma}}/checks.csv",
         traces=f"{TOY_DIR}/gamma-{{gamma}}/traces.npz",
-    params:
-        toy=config["toy"],
     log:
         f"{RUN_DIR}/logs/toy_checks-{{gamma}}.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
         gpu=0,
-    conda:
-        CONDA_ENV
+    params:
+        toy=config["toy"],
     script:
         "../scripts/toy_checks.py"
 
@@ -45,13 +45,13 @@ rule toy_table:
         ),
     log:
         f"{RUN_DIR}/logs/toy_table.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
         gpu=0,
-    conda:
-        CONDA_ENV
     script:
         "../scripts/toy_table.py"
 
@@ -59,20 +59,22 @@ rule toy_table:
 rule toy_figure3:
     output:
         png=report(
-            f"{TOY_DIR}/figure3.png", caption="../report/toy-figure3.rst", category=TOY_CATEGORY
+            f"{TOY_DIR}/figure3.png",
+            caption="../report/toy-figure3.rst",
+            category=TOY_CATEGORY,
         ),
         pdf=f"{TOY_DIR}/figure3.pdf",
-    params:
-        toy=config["toy"],
     log:
         f"{RUN_DIR}/logs/toy_figure3.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
         gpu=0,
-    conda:
-        CONDA_ENV
+    params:
+        toy=config["toy"],
     script:
         "../scripts/toy_figure3.py"
 
@@ -82,7 +84,9 @@ rule toy_figures:
         traces=expand(f"{TOY_DIR}/gamma-{{gamma}}/traces.npz", gamma=TOY_GAMMAS),
     output:
         fig4_png=report(
-            f"{TOY_DIR}/figure4.png", caption="../report/toy-figure4.rst", category=TOY_CATEGORY
+            f"{TOY_DIR}/figure4.png",
+            caption="../report/toy-figure4.rst",
+            category=TOY_CATEGORY,
         ),
         fig4_pdf=f"{TOY_DIR}/figure4.pdf",
         norm_png=report(
@@ -92,7 +96,9 @@ rule toy_figures:
         ),
         norm_pdf=f"{TOY_DIR}/norm_vs_ode.pdf",
         phases_png=report(
-            f"{TOY_DIR}/phases.png", caption="../report/toy-phases.rst", category=TOY_CATEGORY
+            f"{TOY_DIR}/phases.png",
+            caption="../report/toy-phases.rst",
+            category=TOY_CATEGORY,
         ),
         phases_pdf=f"{TOY_DIR}/phases.pdf",
         decay_png=report(
@@ -101,19 +107,21 @@ rule toy_figures:
             category=TOY_CATEGORY,
         ),
         decay_pdf=f"{TOY_DIR}/late_decay.pdf",
-    params:
-        toy=config["toy"],
     log:
         f"{RUN_DIR}/logs/toy_figures.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
         gpu=0,
-    conda:
-        CONDA_ENV
+    params:
+        toy=config["toy"],
     script:
         "../scripts/toy_figures.py"
 
 
-TOY_TARGETS = [f"{TOY_DIR}/checks.csv"] + [f"{TOY_DIR}/{name}.png" for name in TOY_FIGURES]
+TOY_TARGETS = [f"{TOY_DIR}/checks.csv"] + [
+    f"{TOY_DIR}/{name}.png" for name in TOY_FIGURES
+]
