@@ -3,9 +3,8 @@
 import sys
 from shutil import which
 
-sys.path.insert(
-    0, workflow.basedir
-)  # import the package from this checkout even if not installed
+# import the package from this checkout even if not installed
+sys.path.insert(0, workflow.basedir)
 
 from snakemake.utils import min_version
 
