@@ -2,7 +2,7 @@ import os
 
 # lrdecay: the whole study of Ren, Ma & Ying (AISTATS 2024) as one DAG.
 # Stages: data -> main-path segments -> subpath groups -> trajectories/metrics -> PCA ->
-# landscape shards -> figures and report; plus the Section 3 toy model.
+# landscape shards -> figures, claims and report; plus the Section 3 toy model.
 
 
 configfile: os.path.join(workflow.basedir, "config.yaml")  # the quick preset, wherever snakemake runs
@@ -17,6 +17,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/pca.smk"
 include: "workflow/rules/landscape.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/analysis.smk"
 include: "workflow/rules/toy.smk"
 
 

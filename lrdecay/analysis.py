@@ -9,11 +9,17 @@ or subpaths), and the row says which.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from lrdecay import io
+
+log = logging.getLogger(__name__)
 
 BOOTSTRAP_SAMPLES = 2000
 PAPER_PC12_SHARE = 0.7793  # Section 2.2: "The primary two principal components account for 77.93%"
@@ -111,20 +117,31 @@ def bootstrap_interval(units: Sequence, statistic: Callable[[list], float], seed
     return float(low), float(high)
 
 
+MIN_SEEDS = 3  # a percentile bootstrap over fewer values only restates them
+MIN_UNITS = 8  # branch points or subpaths: fewer give degenerate resamples (rho of 3 points)
+
+
 def _over_seeds_or_units(per_seed_units: dict[int, list], statistic: Callable[[list], float],
                          seed: int, unit_name: str) -> dict:
-    """Value = mean over seeds of the statistic; interval bootstrapped over seeds (>= 2 seeds)
-    or over the units of the single seed."""
+    """Value = mean over seeds of the statistic; interval bootstrapped over seeds (>= 3 seeds)
+    or over the units of a single seed (>= 8 units); otherwise no interval, said in words."""
     values = [statistic(units) for units in per_seed_units.values()]
     value = _finite_mean(values)
+    low = high = float("nan")
     if len(per_seed_units) >= 2:
-        low, high = bootstrap_interval(values, _finite_mean, seed)
         over = f"seeds (n = {len(values)})"
+        if len(values) >= MIN_SEEDS:
+            low, high = bootstrap_interval(values, _finite_mean, seed)
+        else:
+            over += f": too few for an interval (need {MIN_SEEDS})"
     else:
         (units,) = per_seed_units.values()
-        low, high = bootstrap_interval(units, statistic, seed)
-        over = (f"{unit_name} of the one seed (n = {len(units)}); "
-                "add seeds for an interval over seeds")
+        over = f"{unit_name} of the one seed (n = {len(units)})"
+        if len(units) >= MIN_UNITS:
+            low, high = bootstrap_interval(units, statistic, seed)
+            over += "; add seeds for an interval over seeds"
+        else:
+            over += f": too few for an interval (need {MIN_UNITS}, or {MIN_SEEDS} seeds)"
     return {"value": value, "ci_low": low, "ci_high": high, "interval_over": over}
 
 
@@ -293,3 +310,18 @@ def claims_table(metrics: dict[int, pd.DataFrame], variance: dict[int, pd.DataFr
         "supported if the interval (or the value) is < 0.5 (moves mostly across PC1), "
         "contradicted if >= 0.5")
     return pd.DataFrame(rows)
+
+
+def write_claims(seed: int, metrics: str | Path, variance: str | Path, coordinates: str | Path,
+                 out_claims: str | Path, out_trends: str | Path) -> pd.DataFrame:
+    """Read one run's tables, write claims.csv and trends.csv; log each verdict."""
+    frames = {name: pd.read_csv(path) for name, path in
+              [("metrics", metrics), ("variance", variance), ("coordinates", coordinates)]}
+    table = claims_table({seed: frames["metrics"]}, {seed: frames["variance"]},
+                         {seed: frames["coordinates"]}, seed=seed)
+    io.write_csv(out_claims, table)
+    io.write_csv(out_trends, trend_table({seed: decay_timing_table(frames["metrics"])}, seed))
+    for row in table.itertuples(index=False):
+        log.info("%s: %s (value %.4g, 95 %% interval [%.4g, %.4g] over %s)", row.claim,
+                 row.verdict, row.value, row.ci_low, row.ci_high, row.interval_over)
+    return table

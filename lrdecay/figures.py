@@ -92,31 +92,6 @@ def subpath_contour(metrics: pd.DataFrame, column: str, label: str) -> plt.Figur
     return fig
 
 
-def decay_timing_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Each subpath's final losses beside the main path's at the branch and at the same total epoch.
-
-    Lower final test loss for later decay can come from decaying later or merely from training
-    longer; the main path at the same total epoch separates the two.
-    """
-    main = metrics[metrics["path"] == "main"].set_index("epoch")
-    sub = metrics[metrics["path"] == "subpath"]
-    final = sub.loc[sub.groupby("branch_epoch")["epochs_after_decay"].idxmax()]
-    rows = []
-    for row in final.itertuples(index=False):
-        at_total = main["test_loss"].get(row.epoch, np.nan)
-        rows.append({
-            "branch_epoch": int(row.branch_epoch),
-            "total_epoch": int(row.epoch),
-            "subpath_final_train_loss": row.train_loss,
-            "subpath_final_test_loss": row.test_loss,
-            "subpath_final_test_acc": row.test_acc,
-            "main_test_loss_at_branch": main["test_loss"].get(row.branch_epoch, np.nan),
-            "main_test_loss_at_total_epoch": at_total,
-            "decay_gain_vs_main_same_epoch": at_total - row.test_loss,
-        })
-    return pd.DataFrame(rows).sort_values("branch_epoch")
-
-
 def decay_timing(table: pd.DataFrame) -> plt.Figure:
     """Final test loss against the decay epoch; the main path is the 'train longer' control."""
     fig, ax = _figure(3.0)
@@ -130,6 +105,12 @@ def decay_timing(table: pd.DataFrame) -> plt.Figure:
                 label=r"main path at $t_{\mathrm{d}}$")
         ax.set(xlabel=r"decay epoch $t_{\mathrm{d}}$", ylabel="test loss", yscale="log",
                title="Later decay, or only longer training?")
+        missing = table[table["control"] != "computed"] if "control" in table else table[:0]
+        if len(missing):  # say it in words rather than leave the control line silently short
+            ax.text(0.02, 0.02, f"main path too short: no control for {len(missing)} of "
+                    f"{len(table)} subpaths\n(schedule.main_epochs >= "
+                    f"{int(table['total_epoch'].max())} gives it)", transform=ax.transAxes,
+                    fontsize=6, va="bottom")
         ax.grid(alpha=0.3, lw=0.4)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=1)
         fig.tight_layout()

@@ -1,5 +1,6 @@
 """The run's headline numbers as one JSON file, so `dvc metrics show` / `dvc metrics diff` compare
-runs and commits: decay timing, PCA explained variance, and the toy checks' verdicts.
+runs and commits: decay timing, PCA explained variance, the Section 2 claims' verdicts and the
+toy checks' verdicts.
 
 DVC reads metrics only from JSON, YAML or TOML, not from the CSV tables that hold the results;
 this file repeats their key columns (the tables stay the source).
@@ -25,8 +26,11 @@ def _number(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+VERDICT_CODE = {"supported": 1, "inconclusive": 0, "contradicted": -1}  # DVC metrics are numbers
+
+
 def summarise(decay_timing: pd.DataFrame, variance: pd.DataFrame,
-              toy_checks: pd.DataFrame | None = None) -> dict:
+              toy_checks: pd.DataFrame | None = None, claims: pd.DataFrame | None = None) -> dict:
     """Nested dict of the run's headline numbers (DVC flattens it to `section.key` columns)."""
     out: dict = {"decay_timing": {}, "pca": {}}
     for row in decay_timing.sort_values("branch_epoch").itertuples(index=False):
@@ -36,6 +40,10 @@ def summarise(decay_timing: pd.DataFrame, variance: pd.DataFrame,
     ratios = variance.sort_values("component")["explained_variance_ratio"].tolist()
     out["pca"] = {f"pc{i}_variance_ratio": _number(r) for i, r in enumerate(ratios, start=1)}
     out["pca"]["pc1_pc2_variance_ratio"] = _number(sum(ratios[:2]))
+    if claims is not None:  # verdict 1 supported, 0 inconclusive, -1 contradicted
+        out["claims"] = {row.claim: {"value": _number(row.value),
+                                     "verdict": VERDICT_CODE[row.verdict]}
+                         for row in claims.itertuples(index=False)}
     if toy_checks is not None:
         checks = {f"{row['check']}@gamma={row['gamma']:g}": {
             "measured": _number(row["measured"]), "pass": int(bool(row["pass"]))}
@@ -46,9 +54,10 @@ def summarise(decay_timing: pd.DataFrame, variance: pd.DataFrame,
 
 
 def write(decay_timing: str | Path, variance: str | Path, toy_checks: str | Path | None,
-          out_path: str | Path) -> dict:
+          out_path: str | Path, claims: str | Path | None = None) -> dict:
     """Read the result tables, write the summary atomically (stable key order and formatting)."""
     summary = summarise(pd.read_csv(decay_timing), pd.read_csv(variance),
-                        pd.read_csv(toy_checks) if toy_checks else None)
+                        pd.read_csv(toy_checks) if toy_checks else None,
+                        pd.read_csv(claims) if claims else None)
     io.write_text(out_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary

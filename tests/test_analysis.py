@@ -149,3 +149,16 @@ def test_equal_budget_compares_subpaths_at_one_total_epoch() -> None:
     epoch, table = analysis.equal_budget_losses(metrics)
     assert epoch == 5  # branch 2 ends at 5, branch 4 at 7: the last epoch both reach is 5
     assert table["test_loss"].tolist() == [0.6, 0.4]  # branch 2 at +3, branch 4 at +1
+
+
+def test_too_few_branch_points_or_seeds_give_no_interval_and_no_verdict() -> None:
+    """Three branch points ranked perfectly are rho = -1 in every resample: not evidence."""
+    runs = {0: study(-0.05, 0, n_branches=3)}
+    table = analysis.claims_table({0: runs[0]["metrics"]}, {0: runs[0]["variance"]},
+                                  {0: runs[0]["coordinates"]}).set_index("claim")
+    row = table.loc["later decay gives a lower final test loss"]
+    assert row["value"] == pytest.approx(-1.0)
+    assert np.isnan(row["ci_low"]) and row["verdict"] == "inconclusive"
+    assert "too few for an interval" in row["interval_over"]
+    two = claims(-0.05, 2).loc["later decay gives a lower final test loss"]
+    assert two["verdict"] == "inconclusive" and "need 3" in two["interval_over"]

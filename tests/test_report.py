@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrdecay import figures, summary
+from lrdecay import analysis, figures, summary
 from tests.test_dvc import sh, tiny_config, working_tree_copy
 
 # Pieces of a combined table (landscape shards -> grid.csv, per-gamma checks -> toy/checks.csv).
@@ -106,7 +106,7 @@ def test_figure2_legend_off_the_contours_and_axes_give_the_variance() -> None:
 
 def test_figures_are_one_column_wide_and_use_mathtext() -> None:
     metrics, _, _, _ = _tables()
-    timing = figures.decay_timing_table(metrics)
+    timing = analysis.decay_timing_table(metrics)
     for fig in (figures.learning_curves(metrics),
                 figures.subpath_contour(metrics, "test_loss", "test loss"),
                 figures.decay_timing(timing)):
@@ -133,10 +133,14 @@ def test_pdfs_are_byte_stable(tmp_path: Path, monkeypatch) -> None:
 def test_summary_metrics_carry_the_tables_numbers() -> None:
     """summary.json (DVC metrics) repeats the tables' headline values, NaN as null."""
     metrics, _, _, variance = _tables()
-    timing = figures.decay_timing_table(metrics)
+    timing = analysis.decay_timing_table(metrics)
     checks = pd.DataFrame({"gamma": [0.5, 2.0], "check": ["a", "a"], "measured": [1.0, np.nan],
                            "pass": [True, False]})
-    out = summary.summarise(timing, variance, checks)
+    claims = pd.DataFrame({"claim": ["x", "y"], "value": [-0.5, np.nan],
+                           "verdict": ["supported", "contradicted"]})
+    out = summary.summarise(timing, variance, checks, claims)
+    assert out["claims"] == {"x": {"value": -0.5, "verdict": 1},
+                             "y": {"value": None, "verdict": -1}}
     row = timing.set_index("branch_epoch").loc[20]
     assert out["decay_timing"]["decay_at_0020"]["subpath_final_test_loss"] == pytest.approx(
         row["subpath_final_test_loss"])

@@ -120,6 +120,8 @@ FIGURES = [
 NN_TARGETS = [
     f"{RUN_DIR}/metrics.csv",
     f"{RUN_DIR}/decay_timing.csv",
+    f"{RUN_DIR}/claims.csv",  # a verdict per Section 2 claim (lrdecay.analysis)
+    f"{RUN_DIR}/trends.csv",
     f"{RUN_DIR}/pca/explained_variance.csv",
     f"{RUN_DIR}/pca/coordinates.csv",
     f"{RUN_DIR}/landscape/grid.csv",

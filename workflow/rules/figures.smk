@@ -54,6 +54,7 @@ rule summary:
         timing=f"{RUN_DIR}/decay_timing.csv",
         variance=f"{RUN_DIR}/pca/explained_variance.csv",
         toy=f"{RUN_DIR}/toy/checks.csv",
+        claims=f"{RUN_DIR}/claims.csv",
     output:
         f"{RUN_DIR}/summary.json",
     log:

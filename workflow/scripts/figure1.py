@@ -1,8 +1,8 @@
-"""Snakemake job: Figure 1 (a-c) and the decay-timing figure and table (lrdecay.figures)."""
+"""Snakemake job: Figure 1 (a-c) and the decay-timing figure and table (lrdecay.figures, lrdecay.analysis)."""
 
 import pandas as pd
 
-from lrdecay import figures, io, logs
+from lrdecay import analysis, figures, io, logs
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
@@ -10,6 +10,6 @@ metrics = pd.read_csv(sm.input.metrics)
 figures.save(figures.learning_curves(metrics), *sm.output.fig1a)
 figures.save(figures.subpath_contour(metrics, "train_loss", "train loss"), *sm.output.fig1b)
 figures.save(figures.subpath_contour(metrics, "test_loss", "test loss"), *sm.output.fig1c)
-timing = figures.decay_timing_table(metrics)
+timing = analysis.decay_timing_table(metrics)
 io.write_csv(sm.output.table, timing)
 figures.save(figures.decay_timing(timing), *sm.output.fig1d)
