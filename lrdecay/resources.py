@@ -201,3 +201,33 @@ class JobCosts:
 
 
 GPU_RULES = ("main_segment", "subpath_group", "landscape_shard")
+
+
+def toy_mem_mb(config: dict, rule: str, attempt: int = 1) -> int:
+    """Memory (MB) for a toy-model job (lrdecay.toy), growing with each retry.
+
+    The toy jobs are NumPy on a few small arrays; what scales with the config is toy_checks':
+    the replicas' weights and their copies (replicas x d), the recorded per-replica scalars
+    (replicas x records) and a block of drawn minibatches (at least 16 steps x replicas x batch x
+    d, simulate.sgd). The rest is the interpreter with NumPy, SciPy and Matplotlib: measured
+    616-681 MB on the quick preset, held by BASE_MB.
+    """
+    toy = config["toy"]
+    need = 0.0
+    if rule == "toy_checks":
+        replicas = max(toy["replicas"], toy["mixing_replicas"])
+        records = toy["record_points"] + toy["lemma_records"]
+        block = max(2**20, 16 * replicas * toy["batch_size"] * toy["d"])
+        # float64: ~10 weight-sized temporaries, 8 recorded quantities, block inputs and labels
+        need = 8 * (10 * replicas * toy["d"] + 8 * replicas * records + 3 * block)
+    elif rule == "toy_figure3":  # a few float64 grids of grid_points^2, rendering the canvas
+        need = 8 * 20 * toy["grid_points"] ** 2 + 150 * MB
+    elif rule == "toy_figures":  # rendering; the traces of every gamma are small
+        need = 150 * MB
+    mb = BASE_MB + SLACK * need / MB
+    return int(math.ceil(mb / 100) * 100) * attempt
+
+
+def toy_runtime(rule: str, attempt: int = 1) -> int:
+    """Minutes for a toy-model job (seconds to a minute on every preset); doubles on retry."""
+    return OVERHEAD_MIN * 2 ** (attempt - 1)

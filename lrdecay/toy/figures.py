@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import functools
+from collections.abc import Callable
 
 import matplotlib
 
@@ -13,17 +14,34 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from scipy.optimize import minimize  # noqa: E402
 
-from lrdecay.io import atomic_path  # noqa: E402
+from lrdecay.figures import BLACK, BLUE, COLUMN_WIDTH, GREEN, ORANGE, STYLE, save  # noqa: E402
 from lrdecay.toy import model  # noqa: E402
 from lrdecay.toy.instance import FIG3_W_STAR, FIG3_X, Instance, figure3_instance  # noqa: E402
 
+# Paper style of lrdecay.figures (one column 3.4 in, 7-8 pt text, PDFs without a creation date):
+# panels side by side take the two-column width. Lines differ by style as well as colour.
+PAGE_WIDTH = 7.0
+# (colour, line style) of the step sizes h = eta, eta/2 and the h -> 0 extrapolation
+H_STYLES = {"eta": (BLUE, "-"), "eta/2": (ORANGE, "--"), "h -> 0": (GREEN, "-.")}
+H_LABELS = {"eta": r"$h = \eta$", "eta/2": r"$h = \eta/2$", "h -> 0": r"$h \to 0$"}
 
-def save(fig: plt.Figure, png: str | Path, pdf: str | Path) -> None:
-    """Write PNG and PDF atomically."""
-    for path, fmt in ((png, "png"), (pdf, "pdf")):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
-    plt.close(fig)
+
+def _styled(draw: Callable[..., None]) -> Callable[..., None]:
+    """Draw the whole figure in the paper style (rc settings apply to artists made under them)."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs) -> None:
+        with plt.rc_context(STYLE):
+            draw(*args, **kwargs)
+
+    return wrapper
+
+
+def _panels(n: int, height: float, **kwargs) -> tuple[plt.Figure, np.ndarray]:
+    """n panels in a row, one column wide for one panel and page wide for more, paper style."""
+    width = COLUMN_WIDTH if n == 1 else PAGE_WIDTH
+    with plt.rc_context(STYLE):
+        return plt.subplots(1, n, figsize=(width, height), squeeze=False, **kwargs)
 
 
 def _min_norm_on(residual, w_start: np.ndarray) -> np.ndarray:
@@ -38,6 +56,7 @@ def _min_norm_on(residual, w_start: np.ndarray) -> np.ndarray:
     return best
 
 
+@_styled
 def figure3(png: str, pdf: str, points: int, lim: float = 2.0) -> None:
     """Paper Figure 3: train/test landscapes of linear regression, the diagonal network
     y = (w^3)^T x and y = ||w||^2 w^T x on d = 2, n = 1, with the train-loss zero set, w* and the
@@ -52,7 +71,8 @@ def figure3(png: str, pdf: str, points: int, lim: float = 2.0) -> None:
         "diagonal  $y = (w^{\\odot 3})^\\top x$": lambda w: w**3,
         "ours  $y = \\|w\\|^2 w^\\top x$": lambda w: model.alpha(w, 2.0),
     }
-    fig, axes = plt.subplots(2, 3, figsize=(13, 8.2))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(2, 3, figsize=(PAGE_WIDTH, 5.0), layout="constrained")
     for col, (name, pred) in enumerate(models.items()):
         a_star = pred(FIG3_W_STAR)
         resid = pred(W) @ x - a_star @ x
@@ -68,18 +88,23 @@ def figure3(png: str, pdf: str, points: int, lim: float = 2.0) -> None:
             ax = axes[row, col]
             cs = ax.contourf(W1, W2, field + 1e-6, levels=np.logspace(-4, 2, 25), norm=LogNorm(),
                              cmap="viridis", extend="both")
-            ax.contour(W1, W2, resid, levels=[0.0], colors="white", linewidths=1.5)
-            ax.plot(*FIG3_W_STAR, "r*", ms=14, label="$w^*$")
+            ax.contour(W1, W2, resid, levels=[0.0], colors="white", linewidths=1.2)
+            ax.plot(*FIG3_W_STAR, "*", color="white", mec=BLACK, mew=0.6, ms=10, label="$w^*$")
             if w_min is not None:
-                ax.plot(*w_min, "o", color="orange", mec="k", ms=8, label="min-norm interpolant")
-            ax.set_title(f"{label} loss, {name}", fontsize=9)
+                ax.plot(*w_min, "o", color=ORANGE, mec=BLACK, ms=5, label="min-norm interpolant")
+            ax.set_title(f"{label} loss, {name}" if row == 0 else f"{label} loss", fontsize=7)
             ax.set_aspect("equal")
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim, lim)
-        fig.colorbar(cs, ax=axes[:, col], shrink=0.6)
-    axes[0, 0].legend(loc="lower left", fontsize=7)
-    fig.suptitle("Figure 3: d = 2, n = 1, w* = (-1, 0.5), X = (0.15, -0.7); white: train-loss "
-                 "zero set", fontsize=10)
+            ax.set_xlabel("$w_1$")
+            ax.set_ylabel("$w_2$")
+            ax.label_outer()
+    # every panel has the same levels and log scale: one colour bar per row, named
+    for row, label in enumerate(("train loss", "test loss")):
+        fig.colorbar(cs, ax=axes[row, :], shrink=0.9, label=label)
+    axes[0, 0].legend(loc="lower left", fontsize=6)
+    fig.suptitle("Figure 3: $d = 2$, $n = 1$, $w^* = (-1, 0.5)$, $X = (0.15, -0.7)$; "
+                 "white: train-loss zero set", fontsize=8)
     save(fig, png, pdf)
 
 
@@ -93,24 +118,27 @@ def _manifold_curve(inst: Instance, e_v: np.ndarray, rho_max: float, k: int = 30
 
 def _drift_panel(ax, inst: Instance, e_u, e_v, traj_u, traj_v, rho_max, eta, sigma2, title):
     curve = _manifold_curve(inst, e_v, rho_max)
-    ax.plot(curve @ e_u, curve @ e_v, "k-", lw=1.5, label="minima manifold M")
+    ax.plot(curve @ e_u, curve @ e_v, "k-", lw=1.5, label="minima manifold $M$")
     pts = curve[:: max(len(curve) // 24, 1)]
     drift = np.array([model.effective_drift(p, inst.X, inst.gamma, eta, sigma2) for p in pts])
     mag = np.linalg.norm(drift, axis=1, keepdims=True)
     direction = drift / np.where(mag > 0, mag, 1)
-    ax.quiver(pts @ e_u, pts @ e_v, direction @ e_u, direction @ e_v, np.log10(mag[:, 0] + 1e-30),
-              cmap="coolwarm", angles="xy", scale=18, width=0.006)
+    arrows = ax.quiver(pts @ e_u, pts @ e_v, direction @ e_u, direction @ e_v,
+                       np.log10(mag[:, 0] + 1e-30), cmap="viridis", angles="xy", scale=18,
+                       width=0.008, edgecolor=BLACK, linewidth=0.3, zorder=3)
+    ax.figure.colorbar(arrows, ax=ax, shrink=0.8, label=r"$\log_{10}$ drift speed")
     for u, v in zip(traj_u, traj_v, strict=True):
-        ax.plot(u, v, "-", lw=0.6, alpha=0.6)
-        ax.plot(u[0], v[0], "k.", ms=5)
+        ax.plot(u, v, "-", color="0.55", lw=0.4, alpha=0.7)
+        ax.plot(u[0], v[0], "k.", ms=3)
     wd = inst.w_dagger
-    ax.plot(wd @ e_u, wd @ e_v, "o", color="orange", mec="k", ms=9, label="$w^\\dagger$")
+    ax.plot(wd @ e_u, wd @ e_v, "o", color=ORANGE, mec=BLACK, ms=6, label="$w^\\dagger$", zorder=4)
     ax.set_xlabel("$\\bar\\alpha^*_X$ coordinate")
     ax.set_ylabel("$X^\\perp$ coordinate (path direction)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=7)
     ax.set_aspect("equal", adjustable="datalim")
 
 
+@_styled
 def figure4(png: str, pdf: str, traces: dict, toy: dict) -> None:
     """Figure 4: the drift of Eq. 3.15 on M (arrows, colour = log10 speed) with SGD paths over it:
     (a) Figure 3's data (n = 1: C < 0 at w_dagger, paths settle at rho_inf); (b) the default
@@ -118,7 +146,8 @@ def figure4(png: str, pdf: str, traces: dict, toy: dict) -> None:
     so both panels are exact sections."""
     g = max(traces)
     tr = traces[g]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 6))
+    fig, axes = _panels(2, 3.6, layout="constrained")
+    axes = axes[0]
     inst1 = figure3_instance(g)
     e_u = inst1.alpha_star_X / np.linalg.norm(inst1.alpha_star_X)
     e_v = inst1.perp_basis[:, 0]
@@ -126,28 +155,31 @@ def figure4(png: str, pdf: str, traces: dict, toy: dict) -> None:
     pts_v = tr["n1_w0"] * e_v[0] + tr["n1_w1"] * e_v[1]
     _drift_panel(axes[0], inst1, e_u, e_v, pts_u, pts_v, 1.8 * inst1.norm_dagger,
                  toy["fig3_eta"], toy["fig3_sigma"] ** 2,
-                 f"(a) Figure 3 data, n = 1, gamma = {g:g}: C(w_dagger) < 0")
+                 f"(a) Figure 3 data, $n = 1$, $\\gamma = {g:g}$: $C(w^\\dagger) < 0$")
     theta = np.linspace(0, 2 * np.pi, 200)
     r_inf = float(tr["n1_rho_inf"])
-    axes[0].plot(r_inf * np.cos(theta), r_inf * np.sin(theta), "g--", lw=1,
-                 label="$\\|w\\| = \\rho_\\infty$ (C = 0)")
-    axes[0].legend(fontsize=7, loc="lower left")
+    axes[0].plot(r_inf * np.cos(theta), r_inf * np.sin(theta), "--", color=GREEN, lw=1,
+                 label="$\\|w\\| = \\rho_\\infty$ ($C = 0$)")
+    axes[0].legend(fontsize=6, loc="lower left")
     inst2 = Instance(tr["X"], tr["w_star"], g)
     rho_max = 1.05 * float(np.max(np.hypot(tr["main_u"], tr["main_v"])))
     _drift_panel(axes[1], inst2, tr["e_u"], tr["e_v"], tr["main_u"], tr["main_v"], rho_max,
                  toy["eta_large"], toy["sigma"] ** 2 / toy["batch_size"],
-                 f"(b) d = {inst2.d}, n = {inst2.n}, gamma = {g:g}: SGD paths (projected)")
-    axes[1].legend(fontsize=7, loc="lower left")
+                 f"(b) $d = {inst2.d}$, $n = {inst2.n}$, $\\gamma = {g:g}$: SGD paths (projected)")
+    axes[1].legend(fontsize=6, loc="lower left")
     save(fig, png, pdf)
 
 
+@_styled
 def norm_vs_ode(png: str, pdf: str, traces: dict) -> None:
     """Lemma 3.3: the position along M, ||retract_M(w)|| (replica mean +- 2 SE), of label-noise
     SGD at eta and eta/2 and its h -> 0 extrapolation, against Eq. 3.15, in units of tau_II(h);
     bottom row: the differences from the ODE, where the O(h) gap and its removal show."""
     n = len(traces)
-    fig, axes = plt.subplots(2, n, figsize=(5.2 * n, 7.2), squeeze=False, sharex="col",
-                             height_ratios=[3, 2], layout="constrained")
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(2, n, figsize=(COLUMN_WIDTH if n == 1 else PAGE_WIDTH, 4.2),
+                                 squeeze=False, sharex="col", height_ratios=[3, 2],
+                                 layout="constrained")
     for col, (g, tr) in enumerate(sorted(traces.items())):
         top, bottom = axes[0, col], axes[1, col]
         s = tr["lemma_s_eta|sigma"]
@@ -159,58 +191,63 @@ def norm_vs_ode(png: str, pdf: str, traces: dict) -> None:
             se[name] = tr[f"lemma_sgdM_se_{name}|sigma"]
         m["h -> 0"] = 2 * m["eta/2"] - m["eta"]
         se["h -> 0"] = np.hypot(2 * se["eta/2"], se["eta"])
-        for (name, color) in (("eta", "C0"), ("eta/2", "C1"), ("h -> 0", "C2")):
+        for name, (color, ls) in H_STYLES.items():
             c = tr.get(f"lemma_c_{name}|sigma")
-            label = (f"SGD, h = {name}: c = {float(c):.3f}" if c is not None
-                     else "SGD extrapolated to h -> 0")
-            top.plot(s, m[name], color=color, lw=1.2, label=label)
+            label = (f"SGD, {H_LABELS[name]}: $c = {float(c):.3f}$" if c is not None
+                     else f"SGD extrapolated to {H_LABELS[name]}")
+            top.plot(s, m[name], color=color, ls=ls, label=label)
             diff = m[name] - ode_on_s
             bottom.fill_between(s, diff - 2 * se[name], diff + 2 * se[name], color=color,
-                                alpha=0.25, lw=0)
-            bottom.plot(s, diff, color=color, lw=1.2)
+                                alpha=0.2, lw=0)
+            bottom.plot(s, diff, color=color, ls=ls)
         keep = ode_s <= s[-1]
-        top.plot(ode_s[keep], ode[keep], "k--", lw=1.5, label="ODE 3.15")
-        top.axhline(float(tr["norm_dagger"]), color="k", lw=0.8, ls=":",
+        top.plot(ode_s[keep], ode[keep], ":", color=BLACK, lw=1.8, label="ODE 3.15")
+        top.axhline(float(tr["norm_dagger"]), color="0.5", lw=0.8, ls=(0, (1, 3)),
                     label="$\\|w^\\dagger\\|$")
-        bottom.axhline(0.0, color="k", lw=0.8, ls="--")
-        top.set_title(f"gamma = {g:g}", fontsize=10)
-        top.set_ylabel("||retract_M(w)||")
-        top.legend(fontsize=7, loc="upper right")
-        bottom.set_ylabel("SGD - ODE (band: 2 SE)")
-        bottom.set_xlabel("t / tau_II(h)")
-    fig.suptitle("Lemma 3.3: position along M under label-noise SGD vs Eq. 3.15 "
-                 "(c: fitted time factor, SGD ~ ODE(c t))", fontsize=10)
+        bottom.axhline(0.0, color=BLACK, lw=0.8, ls=":")
+        top.set_title(f"$\\gamma = {g:g}$")
+        top.set_ylabel(r"$\|\mathrm{retract}_M(w)\|$")
+        top.legend(fontsize=6, loc="upper right")
+        bottom.set_ylabel("SGD $-$ ODE (band: 2 SE)")
+        bottom.set_xlabel(r"$t\,/\,\tau_{II}(h)$")
+    fig.suptitle("Lemma 3.3: position along $M$, label-noise SGD vs Eq. 3.15\n"
+                 r"($c$: fitted time factor, SGD $\approx$ ODE$(c\,t)$)", fontsize=8)
     save(fig, png, pdf)
 
 
+@_styled
 def phases(png: str, pdf: str, traces: dict) -> None:
     """Train and test loss (mean over replicas) through Phases I-II with the derived noise floor."""
-    fig, axes = plt.subplots(1, len(traces), figsize=(5 * len(traces), 4), squeeze=False,
-                             layout="constrained")
+    fig, axes = _panels(len(traces), 2.8, layout="constrained")
     for ax, (g, tr) in zip(axes[0], sorted(traces.items()), strict=True):
         t = tr["main_t"]
-        ax.plot(t, tr["main_train_mean"], label="train loss")
-        ax.plot(t, tr["main_floor_mean"], "--", label="floor (eta sigma^2/4) tr H")
-        ax.plot(t, tr["main_test_mean"], label="test loss")
-        ax.axhline(float(tr["test_loss_dagger"]), color="k", ls=":", label="test loss at w_dagger")
-        ax.axvline(float(tr["k1"]) * float(tr["eta"]), color="grey", lw=0.8)
+        ax.plot(t, tr["main_train_mean"], color=BLUE, label="train loss")
+        ax.plot(t, tr["main_floor_mean"], "--", color=ORANGE,
+                label=r"floor $(\eta\sigma^2/4)\,\mathrm{tr}\,H$")
+        ax.plot(t, tr["main_test_mean"], "-.", color=GREEN, label="test loss")
+        ax.axhline(float(tr["test_loss_dagger"]), color=BLACK, ls=":",
+                   label="test loss at $w^\\dagger$")
+        ax.axvline(float(tr["k1"]) * float(tr["eta"]), color="0.6", lw=0.8)
         ax.set_yscale("log")
-        ax.set_xlabel("paper time t = k eta (grey: end of Phase I)")
-        ax.set_title(f"gamma = {g:g}")
-    axes[0, 0].legend(fontsize=7)
+        ax.set_xlabel(r"paper time $t = k\eta$ (grey: end of Phase I)")
+        ax.set_ylabel("loss (mean over replicas)")
+        ax.set_title(f"$\\gamma = {g:g}$")
+        ax.label_outer()
+    axes[0, 0].legend(fontsize=6)
     save(fig, png, pdf)
 
 
+@_styled
 def late_decay(png: str, pdf: str, traces: dict) -> None:
     """Final test loss after Phase III against the decay step (mean +- 1 SE over replicas)."""
-    fig, axes = plt.subplots(1, len(traces), figsize=(5 * len(traces), 4), squeeze=False,
-                             layout="constrained")
+    fig, axes = _panels(len(traces), 2.6, layout="constrained")
     for ax, (g, tr) in zip(axes[0], sorted(traces.items()), strict=True):
         ax.errorbar(tr["decay_t"], tr["decay_final_mean"], yerr=tr["decay_final_se"], fmt="o-",
-                    capsize=3, label="after Phase III")
-        ax.axhline(float(tr["test_loss_dagger"]), color="k", ls=":", label="test loss at w_dagger")
-        ax.set_xlabel("decay time t = k eta_L")
+                    color=BLUE, ms=3, capsize=2, label=r"after Phase III ($\pm$1 SE)")
+        ax.axhline(float(tr["test_loss_dagger"]), color=BLACK, ls=":",
+                   label="test loss at $w^\\dagger$")
+        ax.set_xlabel(r"decay time $t = k\eta_L$")
         ax.set_ylabel("final test loss")
-        ax.set_title(f"gamma = {g:g}")
-    axes[0, 0].legend(fontsize=7)
+        ax.set_title(f"$\\gamma = {g:g}$")
+    axes[0, 0].legend(fontsize=6)
     save(fig, png, pdf)

@@ -25,8 +25,12 @@ rule toy_checks:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=lambda wildcards, attempt: lrdecay.resources.toy_mem_mb(
+            config, "toy_checks", attempt
+        ),
+        runtime=lambda wildcards, attempt: lrdecay.resources.toy_runtime(
+            "toy_checks", attempt
+        ),
         gpu=0,
     params:
         toy=config["toy"],
@@ -49,8 +53,12 @@ rule toy_table:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=500,
-        runtime=5,
+        mem_mb=lambda wildcards, attempt: lrdecay.resources.toy_mem_mb(
+            config, "toy_table", attempt
+        ),
+        runtime=lambda wildcards, attempt: lrdecay.resources.toy_runtime(
+            "toy_table", attempt
+        ),
         gpu=0,
     script:
         "../scripts/toy_table.py"
@@ -70,8 +78,12 @@ rule toy_figure3:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=lambda wildcards, attempt: lrdecay.resources.toy_mem_mb(
+            config, "toy_figure3", attempt
+        ),
+        runtime=lambda wildcards, attempt: lrdecay.resources.toy_runtime(
+            "toy_figure3", attempt
+        ),
         gpu=0,
     params:
         toy=config["toy"],
@@ -113,8 +125,12 @@ rule toy_figures:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=lambda wildcards, attempt: lrdecay.resources.toy_mem_mb(
+            config, "toy_figures", attempt
+        ),
+        runtime=lambda wildcards, attempt: lrdecay.resources.toy_runtime(
+            "toy_figures", attempt
+        ),
         gpu=0,
     params:
         toy=config["toy"],
