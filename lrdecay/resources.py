@@ -6,7 +6,9 @@ snapshots it writes, the dataset, activations of one batch, and for PCA the rows
 tests/test_resources.py runs small jobs and checks each estimate against the measured peak RSS.
 Retries ask for more: memory grows linearly with the attempt, time doubles.
 
-Plain arithmetic on the config (no torch import), so the Snakefile stays fast to parse.
+Plain arithmetic on the config; what depends on the model or the dataset (parameter count, cost,
+input shape, pool sizes) comes from their registries, lrdecay.models.MODELS and
+lrdecay.data.DATASETS, so a registered model or dataset gets requests without an edit here.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from lrdecay.config import DATASET_POOL_PER_CLASS, Plan
+from lrdecay import models
+from lrdecay.config import Plan
+from lrdecay.data import DATASETS, DatasetSpec
 
 # Resident memory of a job before it does any work: Python with torch, numpy, pandas and
 # scikit-learn imported (measured 550-650 MB on Linux x86-64, torch 2.x CPU build).
@@ -24,54 +28,31 @@ CUDA_MB = 3000
 # Multiplier over the sum of the known terms: allocator slack, temporary copies we do not model.
 SLACK = 1.3
 MB = 2**20
-N_CLASSES = 10
-INPUT_SHAPE = {"digits": (1, 8, 8), "cifar10": (3, 32, 32)}
 DTYPE_BYTES = {"float16": 2, "float32": 4, "float64": 8}
 
-# Minutes per epoch over 1000 training images, measured for one path (benchmarks/RESULTS.md and
-# the quick preset's logs), with a full evaluation pass included: model -> (CPU, GPU).
-MINUTES_PER_1000_IMAGES = {
-    "mlp": (0.02, 0.02),
-    "vgg_small": (0.2, 0.008),
-    "vgg11": (0.8, 0.004),
-}
 # Every job is given this much on top (start-up, reading inputs, writing checkpoints).
 OVERHEAD_MIN = 10
 TIME_SAFETY = 2.0
 
 
-def _conv_stack(name: str) -> list:
-    # Imported here: lrdecay.models imports torch, which the Snakefile need not load for an MLP.
-    from lrdecay.models import VGG11_CONVS, VGG_SMALL_CONVS
-
-    return VGG11_CONVS if name == "vgg11" else VGG_SMALL_CONVS
+def _dataset(config: dict) -> DatasetSpec:
+    return DATASETS[config["data"]["name"]]
 
 
 def n_params(config: dict) -> int:
     """Number of trainable parameters of the configured model (as lrdecay.models builds it)."""
-    model = config["model"]
-    if model["name"] == "mlp":
-        widths = [math.prod(INPUT_SHAPE[config["data"]["name"]]), *model["hidden"], N_CLASSES]
-        return sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:], strict=False))
-    total, channels = 0, 3
-    for item in _conv_stack(model["name"]):
-        if item != "M":
-            total += (9 * channels + 1) * item
-            channels = item
-    for width in ([128, 128] if model["name"] == "vgg_small" else []):
-        total += (channels + 1) * width
-        channels = width
-    return total + (channels + 1) * N_CLASSES
+    dataset = _dataset(config)
+    return models.n_params(config["model"], dataset.input_shape, dataset.n_classes)
 
 
 def activations_per_image(config: dict) -> int:
     """Floats one image's forward pass keeps for the backward pass (sum of layer outputs)."""
-    model = config["model"]
-    shape = INPUT_SHAPE[config["data"]["name"]]
-    if model["name"] == "mlp":
-        return math.prod(shape) + 2 * sum(model["hidden"]) + N_CLASSES
+    model, dataset = config["model"], _dataset(config)
+    shape, convs = dataset.input_shape, models.MODELS[model["name"]].convs
+    if not convs:  # fully connected: the input, each hidden layer and its ReLU, the output
+        return math.prod(shape) + 2 * sum(model["hidden"]) + dataset.n_classes
     side, total = shape[1], math.prod(shape)
-    for item in _conv_stack(model["name"]):
+    for item in convs:
         if item == "M":
             side //= 2
         else:
@@ -81,11 +62,11 @@ def activations_per_image(config: dict) -> int:
 
 def dataset_images(config: dict) -> tuple[int, int]:
     """(train, test) images of the configured dataset."""
-    data = config["data"]
-    pools = DATASET_POOL_PER_CLASS[data["name"]]
+    data, dataset = config["data"], _dataset(config)
+    pools = dataset.pool_per_class
     train = data["train_per_class"] or pools["train"]
     test = data.get("test_per_class") or pools["test"]
-    return N_CLASSES * train, N_CLASSES * test
+    return dataset.n_classes * train, dataset.n_classes * test
 
 
 @dataclass(frozen=True)
@@ -102,7 +83,7 @@ class JobCosts:
     @property
     def threads(self) -> int:
         """Threads of a training job: conv models use two cores well, the MLP one."""
-        return 1 if self.config["model"]["name"] == "mlp" else 2
+        return 2 if models.MODELS[self.config["model"]["name"]].convs else 1
 
     def _snapshots(self, epochs: int) -> int:
         return epochs // self.config["trajectory"]["every_epochs"] + 1
@@ -116,7 +97,7 @@ class JobCosts:
     def _data_bytes(self) -> int:
         """Dataset as uint8 on disk plus float32 in memory (host copy also on GPU runs)."""
         images = sum(dataset_images(self.config))
-        return images * math.prod(INPUT_SHAPE[self.config["data"]["name"]]) * 5
+        return images * math.prod(_dataset(self.config).input_shape) * 5
 
     def _training_bytes(self, paths: int, snapshots_per_path: int) -> int:
         p = n_params(self.config)
@@ -177,7 +158,7 @@ class JobCosts:
 
     def _work_minutes(self, rule: str) -> float:
         sched = self.config["schedule"]
-        cpu, gpu = MINUTES_PER_1000_IMAGES[self.config["model"]["name"]]
+        cpu, gpu = models.cost(self.config["model"]["name"])
         train, test = dataset_images(self.config)
         per_epoch = (gpu if self.gpu else cpu) * train / 1000
         if rule == "main_segment":

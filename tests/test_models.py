@@ -65,24 +65,6 @@ def test_n_params_on_the_meta_device_matches_the_hand_count(name: str, count: in
     assert models.n_params({"name": name, "hidden": [256, 256], "dropout": 0.5}, shape, 10) == count
 
 
-def test_registries_agree_with_the_resource_requests() -> None:
-    """lrdecay.resources still holds its own copies (costs, shapes, a parameter count): they
-    must equal the registries' until it reads them from there."""
-    from lrdecay import config as lrconfig
-    from lrdecay import resources
-
-    assert {name: models.cost(name) for name in models.MODELS} == resources.MINUTES_PER_1000_IMAGES
-    assert {n: d.input_shape for n, d in data.DATASETS.items()} == resources.INPUT_SHAPE
-    assert {d.n_classes for d in data.DATASETS.values()} == {resources.N_CLASSES}
-    assert {n: d.pool_per_class for n, d in data.DATASETS.items()} \
-        == resources.DATASET_POOL_PER_CLASS
-    for preset in ("tiny", "authors", "paper"):
-        config = lrconfig.load(lrconfig.REPO_ROOT / "config" / f"{preset}.yaml")
-        dataset = data.DATASETS[config["data"]["name"]]
-        assert models.n_params(config["model"], dataset.input_shape, dataset.n_classes) \
-            == resources.n_params(config)
-
-
 def test_dataset_pools_are_what_the_loaders_give() -> None:
     """pool_per_class bounds data.*_per_class in the config check: it must be the smallest
     class of each split (digits: measured on its fixed split; CIFAR-10: the official counts)."""
@@ -112,18 +94,16 @@ def test_a_new_model_and_dataset_are_one_registration_each(
                                                                input_shape=(1, 12, 12)))
     monkeypatch.setitem(data.DATASETS, "blocks", data.DatasetSpec(
         lambda cfg, spec: None, (1, 12, 12), 10, {"train": 30, "test": 20}, augmentable=True))
-    # Until lrdecay.resources reads the registries (its own copies, checked above), it needs
-    # these entries too; drop them once it does.
-    from lrdecay import resources
-
-    monkeypatch.setitem(resources.INPUT_SHAPE, "blocks", (1, 12, 12))
-    monkeypatch.setitem(resources.DATASET_POOL_PER_CLASS, "blocks", {"train": 30, "test": 20})
-    monkeypatch.setitem(resources.MINUTES_PER_1000_IMAGES, "cnn", (0.1, 0.01))
     config = load_tiny(tmp_path, model={"name": "cnn"},
                        data={"name": "blocks", "train_per_class": 30, "augment": True})
     size = cli.study_size(config)
     assert size["n_params"] == (9 + 1) * 4 + (4 * 144 + 1) * 10
     assert size["n_train"] == 300 and models.cost("cnn") == (0.1, 0.01)
+    from lrdecay import resources
+
+    costs = resources.JobCosts(config, gpu=False)  # the SLURM requests follow the entries
+    assert costs.threads == 1 and resources.n_params(config) == size["n_params"]
+    assert resources.dataset_images(config) == (300, 200)
     with pytest.raises(lrconfig.ConfigError, match=r"model.name = 'cnn': needs inputs of shape "
                        r"\(1, 12, 12\) \(data.name: blocks\), but digits has \(1, 8, 8\)"):
         load_tiny(tmp_path, model={"name": "cnn"})

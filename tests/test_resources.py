@@ -31,10 +31,10 @@ def costs(*files: Path, gpu: bool = False, **sections: object) -> resources.JobC
 def test_model_size_matches_the_built_model() -> None:
     import torch  # noqa: F401 (lrdecay.models needs it)
 
-    from lrdecay import models
+    from lrdecay import data, models
     for name in ("tiny", "paper", "authors"):
         config = lrconfig.load(REPO / "config.yaml", PRESETS[name])
-        shape = resources.INPUT_SHAPE[config["data"]["name"]]
+        shape = data.DATASETS[config["data"]["name"]].input_shape
         shape = (64,) if config["model"]["name"] == "mlp" else shape
         model = models.build(config["model"], shape, 10)
         assert resources.n_params(config) == sum(p.numel() for p in model.parameters()), name

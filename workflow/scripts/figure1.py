@@ -1,4 +1,4 @@
-"""Snakemake job: Figure 1 (a-c) and the decay-timing figure and table (lrdecay.figures, lrdecay.analysis)."""
+"""Snakemake job: Figures 1a-1d and the decay-timing table (lrdecay.figures, lrdecay.analysis)."""
 
 import pandas as pd
 
