@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 
 import matplotlib
 
@@ -251,3 +252,26 @@ def late_decay(png: str, pdf: str, traces: dict) -> None:
         ax.set_title(f"$\\gamma = {g:g}$")
     axes[0, 0].legend(fontsize=6)
     save(fig, png, pdf)
+
+
+def load_traces(paths: list[str]) -> dict[float, dict]:
+    """Each gamma's traces (toy_checks' traces.npz), keyed by the gamma in its folder's name."""
+    out = {}
+    for p in paths:
+        with np.load(p) as data:
+            tr = {k: data[k] for k in data.files}
+        out[_gamma_of(p)] = tr
+    return out
+
+
+def _gamma_of(path: str) -> float:
+    return float(Path(path).parent.name.split("-", 1)[1])
+
+
+def make_figures(toy: dict, traces_paths: list[str], outputs: dict[str, str]) -> None:
+    """Figure 4 and the extra figures from the per-gamma traces."""
+    traces = load_traces(traces_paths)
+    figure4(outputs["fig4_png"], outputs["fig4_pdf"], traces, toy)
+    norm_vs_ode(outputs["norm_png"], outputs["norm_pdf"], traces)
+    phases(outputs["phases_png"], outputs["phases_pdf"], traces)
+    late_decay(outputs["decay_png"], outputs["decay_pdf"], traces)

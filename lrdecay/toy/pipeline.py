@@ -1,4 +1,7 @@
-"""Job entry points of the toy rules (workflow/scripts/toy_*.py call these)."""
+"""Job entry points of the toy simulation rules (toy_checks, toy_table).
+
+The figure jobs' entry points live in lrdecay.toy.figures, so a change to figure code never makes
+DVC rerun the simulations."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import pandas as pd
 import lrdecay
 from lrdecay.config import config_hash
 from lrdecay.io import atomic_path, write_csv, write_json
-from lrdecay.toy import checks, figures
+from lrdecay.toy import checks
 
 
 def provenance(toy: dict) -> dict:
@@ -47,25 +50,3 @@ def build_table(inputs: list[str], output: str) -> pd.DataFrame:
     frame = pd.concat([pd.read_csv(p) for p in inputs], ignore_index=True)
     write_csv(output, frame)
     return frame
-
-
-def load_traces(paths: list[str]) -> dict[float, dict]:
-    out = {}
-    for p in paths:
-        with np.load(p) as data:
-            tr = {k: data[k] for k in data.files}
-        out[_gamma_of(p)] = tr
-    return out
-
-
-def _gamma_of(path: str) -> float:
-    return float(Path(path).parent.name.split("-", 1)[1])
-
-
-def make_figures(toy: dict, traces_paths: list[str], outputs: dict[str, str]) -> None:
-    """Figure 4 and the extra figures from the per-gamma traces."""
-    traces = load_traces(traces_paths)
-    figures.figure4(outputs["fig4_png"], outputs["fig4_pdf"], traces, toy)
-    figures.norm_vs_ode(outputs["norm_png"], outputs["norm_pdf"], traces)
-    figures.phases(outputs["phases_png"], outputs["phases_pdf"], traces)
-    figures.late_decay(outputs["decay_png"], outputs["decay_pdf"], traces)

@@ -106,7 +106,7 @@ def test_traces_are_keyed_by_the_gamma_of_their_folder(tmp_path):
     """Figure jobs key each trace file by its rule's {gamma} folder (negative gammas too)."""
     import numpy as np
 
-    from lrdecay.toy.pipeline import load_traces
+    from lrdecay.toy.figures import load_traces
 
     paths = []
     for name, marker in (("gamma-0.5", 1.0), ("gamma--0.5", 2.0), ("gamma-2", 3.0)):
