@@ -22,8 +22,20 @@ def _log_uncaught(kind: type[BaseException], error: BaseException,
 
 
 def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far, in MB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process so far, in MB.
+
+    Linux's VmHWM belongs to the process's own address space. ru_maxrss is not used there: it
+    keeps the peak of the parent that forked it (a job started by a large Snakemake or pytest
+    process would report the parent's size).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _log_peak_memory() -> None:

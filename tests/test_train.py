@@ -188,7 +188,8 @@ def test_main_segment_writes_metrics_snapshots_and_branch_states(tmp_path: Path)
 @pytest.mark.slow  # about a minute of inductor compilation on 2 cores
 def test_compile_option_trains_the_same_model(tmp_path: Path) -> None:
     pytest.importorskip("torch._inductor")
-    eager = engine_config(tmp_path / "eager", schedule={"main_epochs": 2, "first_branch_epoch": 2,
+    eager = engine_config(tmp_path / "eager", schedule={"main_epochs": 2, "first_branch_epoch": 1,
+                                                        "branch_interval": 1,
                                                         "last_branch_epoch": 2,
                                                         "segment_epochs": 2})
     compiled = engine_config(tmp_path / "compiled", schedule=eager["schedule"],
