@@ -281,12 +281,9 @@ def claims_table(metrics: dict[int, pd.DataFrame], variance: dict[int, pd.DataFr
         "every subpath compared at the same total epoch (the last one all reach): supported if "
         "the 95 % interval of rho lies below 0, contradicted if above 0, otherwise inconclusive")
 
-    def share(units: list) -> float:
-        return _mean(units)
-
     m = _over_seeds_or_units(
         {s: [float(v.loc[v["component"] == 2, "cumulative_ratio"].iloc[0])]
-         for s, v in variance.items()}, share, seed, "runs")
+         for s, v in variance.items()}, _mean, seed, "runs")
     further = max(float(v["explained_variance_ratio"].iloc[2:].max()) if len(v) > 2 else 0.0
                   for v in variance.values())
     row("PC1 + PC2 explain a large share of the variance",
@@ -296,7 +293,7 @@ def claims_table(metrics: dict[int, pd.DataFrame], variance: dict[int, pd.DataFr
         "supported if the interval (or the value, without one) is >= 0.5, contradicted if "
         "< 0.5, otherwise inconclusive")
 
-    m = _over_seeds_or_units({s: [_main_pc1_share(c)] for s, c in coordinates.items()}, share,
+    m = _over_seeds_or_units({s: [_main_pc1_share(c)] for s, c in coordinates.items()}, _mean,
                              seed, "runs")
     row("the main path travels along PC1", "share of the main path's in-plane variance along PC1",
         m, "main path along PC1 (Fig. 2)", _threshold_verdict(m, 0.8, "above"),

@@ -41,16 +41,12 @@ def _load_config(paths: list[str], sets: list[str]) -> dict:
 
 def study_size(config: dict) -> dict:
     """Jobs, model-epochs, images and bytes a config implies (no data or model is loaded)."""
-    from lrdecay import models
-    from lrdecay.data import DATASETS
+    from lrdecay import resources
 
     plan = lrconfig.Plan(config)
-    sched, data = config["schedule"], config["data"]
-    dataset = DATASETS[data["name"]]
-    pools = dataset.pool_per_class
-    n_train = dataset.n_classes * (data["train_per_class"] or pools["train"])
-    n_test = dataset.n_classes * (data["test_per_class"] or pools["test"])
-    n_params = models.n_params(config["model"], dataset.input_shape, dataset.n_classes)
+    sched = config["schedule"]
+    n_train, n_test = resources.dataset_images(config)
+    n_params = resources.n_params(config)
     n_subpaths = len(plan.branch_epochs)
     every = config["trajectory"]["every_epochs"]
     # Saved every `every` epochs plus each path's start (segment ends add a few more).
