@@ -260,7 +260,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--coordinates", required=True, help="coordinates.csv (sets an auto range)")
     p.add_argument("--out", required=True, help="output grid CSV")
     p.set_defaults(func=landscape_command)
+
+    p = sub.add_parser("reference", help="copy a finished run's tables and figures to a folder "
+                       "to commit, with provenance.json (device, versions, commit, config hash, "
+                       "command, wall time per stage)")
+    with_config(p)
+    p.add_argument("--dest", required=True, help="folder to (re)write, e.g. reference/authors")
+    p.add_argument("--command", required=True, dest="run_command",
+                   help="the exact command that produced the run")
+    p.add_argument("--wall-s", type=float, default=None, help="the run's wall time, if measured")
+    p.set_defaults(func=reference_command)
     return top
+
+
+def reference_command(args: argparse.Namespace) -> int:
+    from lrdecay import reference
+
+    config = _load_config(args.config, args.set)
+    written = reference.package(config, lrconfig.Plan(config).run_dir, args.dest,
+                                args.run_command, args.wall_s)
+    print(f"wrote {written.parent} ({len(list(written.parent.rglob('*')))} files)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (lrconfig.ConfigError, io.CorruptFileError) as err:
+    except (lrconfig.ConfigError, io.CorruptFileError, FileNotFoundError) as err:
         print(f"lrdecay {args.command}: {err}", file=sys.stderr)
         return 2
 

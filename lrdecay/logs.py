@@ -6,6 +6,7 @@ import atexit
 import logging
 import resource
 import sys
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -38,8 +39,14 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _log_peak_memory() -> None:
-    log.info("peak memory %.0f MB", peak_memory_mb())
+_started = time.monotonic()
+
+# Parsed by lrdecay.reference for the provenance file's wall time per stage: keep the wording.
+END_OF_JOB = "job ended after {wall:.1f} s; peak memory {peak:.0f} MB"
+
+
+def _log_end_of_job() -> None:
+    log.info(END_OF_JOB.format(wall=time.monotonic() - _started, peak=peak_memory_mb()))
 
 
 def setup(log_path: str | Path | None = None) -> None:
@@ -47,8 +54,11 @@ def setup(log_path: str | Path | None = None) -> None:
 
     Snakemake shows a failed job's `log:` file and SLURM keeps only that file next to the job's
     outputs, so an uncaught exception is logged there too (with its traceback and the message
-    saying what to fix), not only printed on stderr. The job's peak memory is logged at exit.
+    saying what to fix), not only printed on stderr. The job's wall time and peak memory are
+    logged at exit.
     """
+    global _started
+    _started = time.monotonic()
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -59,5 +69,5 @@ def setup(log_path: str | Path | None = None) -> None:
     logging.captureWarnings(True)  # warnings (e.g. from numpy or torch) land in the log as well
     sys.excepthook = _log_uncaught
     # The measured peak, beside the mem_mb the job asked for (lrdecay.resources), in every log.
-    atexit.unregister(_log_peak_memory)
-    atexit.register(_log_peak_memory)
+    atexit.unregister(_log_end_of_job)
+    atexit.register(_log_end_of_job)

@@ -28,7 +28,7 @@ def test_installed_command_shows_help_for_every_stage() -> None:
     assert COMMAND.exists(), f"{COMMAND} missing: reinstall with pip install -e ."
     done = run("--help")
     assert done.returncode == 0, done.stderr
-    for stage in ("describe", "prepare-data", "pca", "landscape"):
+    for stage in ("describe", "prepare-data", "pca", "landscape", "reference"):
         assert stage in done.stdout
 
 
