@@ -330,6 +330,12 @@ def check_semantics(config: dict) -> None:
             low, high = land[axis]
             if not low < high:
                 problems.append(f"config key landscape.{axis} = {land[axis]}: needs low < high")
+    if land["surface"] == "curved" and config["pca"]["n_components"] < 3:
+        problems.append(
+            f"config key landscape.surface = curved: bends the grid along PC3, but "
+            f"pca.n_components = {config['pca']['n_components']} keeps no PC3; set "
+            f"pca.n_components to 3 or more (the authors kept 5), or landscape.surface: plane"
+        )
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 

@@ -124,9 +124,27 @@ def pc_label(variance: pd.DataFrame, component: int) -> str:
     return f"PC{component} ({share:.1f} % of variance)"
 
 
+def surface_note(surface: pd.DataFrame) -> str:
+    """One legend line: the surface the grid lies on and how far the snapshots are from it
+    (lrdecay.landscape.surface_table), so a reader knows how well the drawn landscape holds the
+    drawn trajectories."""
+    q0, q1, q2 = (float(surface[name].iloc[0]) for name in ("q0", "q1", "q2"))
+    off = surface["distance_pc123"]
+    if (q0, q1, q2) == (0.0, 0.0, 0.0):
+        where = "grid in the PC1-PC2 plane"
+    else:
+        terms = "".join(f" {'-' if q < 0 else '+'} {abs(q):.3g}{x}"
+                        for q, x in ((q1, "a"), (q0, "")))
+        where = f"grid on PC3 = {q2:.3g}a\u00b2{terms} (a = PC1)"
+    return (f"{where};\nsnapshots' distance from it in PC1-PC3:\nmedian {off.median():.3g}, "
+            f"max {off.max():.3g}")
+
+
 def landscape(grid: pd.DataFrame, coordinates: pd.DataFrame, variance: pd.DataFrame,
-              column: str, label: str) -> plt.Figure:
-    """Figures 2a/2b: loss contours in the PC1-PC2 plane with the trajectories on top.
+              column: str, label: str, surface: pd.DataFrame | None = None) -> plt.Figure:
+    """Figures 2a/2b: loss contours over the grid's (PC1, PC2) coordinates with the trajectories
+    on top; the grid lies in the PC1-PC2 plane or on the curved surface (``surface``: the
+    surface table, noted in the legend).
 
     The main path is black with a white edge and the subpaths orange dashed with a black edge,
     drawn above it, so both show on dark and light contours and where they overlap.
@@ -157,6 +175,8 @@ def landscape(grid: pd.DataFrame, coordinates: pd.DataFrame, variance: pd.DataFr
         longest = coordinates.loc[coordinates["epoch"].idxmax()]
         ax.plot(longest["pc1"], longest["pc2"], "*", color="white", mec=BLACK, mew=0.8, ms=9,
                 zorder=6, label=f"end of longest trajectory (epoch {int(longest['epoch'])})")
+        if surface is not None:
+            ax.plot([], [], " ", label=surface_note(surface))
         ax.set(xlabel=pc_label(variance, 1), ylabel=pc_label(variance, 2), title=label)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
         fig.tight_layout()

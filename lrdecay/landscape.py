@@ -1,4 +1,9 @@
-"""Train and test loss on a grid in the PC1-PC2 plane centred at the PCA mean (Figure 2).
+"""Train and test loss on a grid around the trajectories, centred at the PCA mean (Figure 2).
+
+The grid lies in the PC1-PC2 plane, or (``landscape.surface: curved``, as in the authors' code)
+on that plane bent along PC3: grid point (a, b) is mean + a*pc1 + b*pc2 + q(a)*pc3, with q the
+least-squares quadratic of the snapshots' PC3 coordinate against their PC1 coordinate, so that a
+trajectory that curves out of the plane stays on the surface whose losses the figure draws.
 
 The grid is split into shards (every n-th point), so shard jobs can run on separate machines and
 a gather step joins them into one table.
@@ -8,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -20,6 +27,100 @@ from lrdecay.engine import Trainer, configure_backend, resolve_device
 
 log = logging.getLogger(__name__)
 BASIS_FIX = "delete it and rerun: snakemake --forcerun pca"
+CURVED_FIX = "set pca.n_components to 3 or more, or landscape.surface: plane"
+Vector = TypeVar("Vector", np.ndarray, torch.Tensor)
+
+
+@dataclass(frozen=True)
+class Surface:
+    """The grid's height along PC3 above grid point (a, b): q(a) = q2*a^2 + q1*a + q0.
+
+    All zero is the PC1-PC2 plane.
+    """
+
+    q0: float = 0.0
+    q1: float = 0.0
+    q2: float = 0.0
+
+    @property
+    def flat(self) -> bool:
+        return self.q0 == self.q1 == self.q2 == 0.0
+
+    def height(self, a: np.ndarray | float) -> np.ndarray | float:
+        return self.q2 * np.square(a) + self.q1 * np.asarray(a) + self.q0
+
+
+def fit_surface(coordinates: pd.DataFrame) -> Surface:
+    """Least-squares quadratic of every snapshot's PC3 coordinate against its PC1 coordinate
+    (main path and subpaths together, the points the PCA was fitted on)."""
+    if "pc3" not in coordinates:
+        raise ValueError(f"the curved landscape surface needs PC3 coordinates, but the PCA kept "
+                         f"{sum(c.startswith('pc') for c in coordinates)} components: {CURVED_FIX}")
+    if len(coordinates) < 3:
+        raise ValueError(f"a quadratic fit of PC3 against PC1 needs at least 3 snapshots, got "
+                         f"{len(coordinates)}: record more snapshots (trajectory.every_epochs) or "
+                         f"set landscape.surface: plane")
+    q0, q1, q2 = np.polynomial.polynomial.polyfit(coordinates["pc1"], coordinates["pc3"], 2)
+    return Surface(float(q0), float(q1), float(q2))
+
+
+def surface_for(land: dict, coordinates: pd.DataFrame) -> Surface:
+    """The surface the config asks for: the plane, or the fit to these coordinates."""
+    return fit_surface(coordinates) if land["surface"] == "curved" else Surface()
+
+
+def point_parameters(basis: Vector, a: float, b: float, surface: Surface) -> Vector:
+    """Flat parameters at grid point (a, b): basis rows are mean, pc1, pc2[, pc3]; pc3 is only
+    read when the surface is curved, so the plane gives exactly mean + a*pc1 + b*pc2."""
+    params = basis[0] + a * basis[1] + b * basis[2]
+    if not surface.flat:
+        params = params + float(surface.height(a)) * basis[3]
+    return params
+
+
+def _distance_to_curve(x: float, y: float, surface: Surface) -> float:
+    """Euclidean distance from (x, y) to the curve {(a, q(a))}: the nearest point is a real root
+    of d/da [(a - x)^2 + (q(a) - y)^2] / 2, a cubic; (x, q(x)) is a candidate too (an upper bound
+    that is exact for the plane and guards against a root lost to rounding)."""
+    q0, q1, q2 = surface.q0, surface.q1, surface.q2
+    c = q0 - y
+    roots = np.roots([2 * q2 * q2, 3 * q1 * q2, 1 + q1 * q1 + 2 * q2 * c, q1 * c - x])
+    candidates = np.append(roots[np.abs(roots.imag) <= 1e-9 * (1 + np.abs(roots))].real, x)
+    return float(np.sqrt(np.min((candidates - x) ** 2 + (surface.height(candidates) - y) ** 2)))
+
+
+def surface_table(coordinates: pd.DataFrame, surface: Surface) -> pd.DataFrame:
+    """How far every snapshot lies from the grid's surface, one row per snapshot.
+
+    ``pc3_residual`` is pc3 - q(pc1), the height above the surface along PC3. ``distance_pc123``
+    is the Euclidean distance from the snapshot's PC1-PC3 coordinates to the nearest point of the
+    surface (PC2 does not bend it, so this is a point-to-parabola distance in the PC1-PC3 plane):
+    how far the drawn trajectory point lies from the landscape drawn under it, within the space
+    the surface lives in. ``distance`` adds the part of the snapshot outside PC1-PC3 (from the
+    coordinates' distance to the PC1-PC2 plane), the full distance in parameter space.
+    """
+    pc1, pc3 = coordinates["pc1"].to_numpy(float), coordinates["pc3"].to_numpy(float)
+    within = np.array([_distance_to_curve(x, y, surface) for x, y in zip(pc1, pc3, strict=True)])
+    outside_sq = np.clip(coordinates["distance_to_plane"].to_numpy(float) ** 2 - pc3**2, 0, None)
+    table = coordinates[["path", "branch_epoch", "epoch", "pc1", "pc2", "pc3"]].copy()
+    table["pc3_residual"] = pc3 - surface.height(pc1)
+    table["distance_pc123"] = within
+    table["distance"] = np.sqrt(within**2 + outside_sq)
+    for name in ("q0", "q1", "q2"):
+        table[name] = getattr(surface, name)
+    return table
+
+
+def write_surface(land: dict, coordinates_path: str | Path, out_path: str | Path) -> pd.DataFrame:
+    """Fit the configured surface to the snapshots and write every snapshot's distance from it."""
+    coordinates = pd.read_csv(coordinates_path)
+    surface = surface_for(land, coordinates)
+    table = surface_table(coordinates, surface)
+    log.info("landscape surface %s: q(a) = %.6g a^2 + %.6g a + %.6g; distance from it in "
+             "PC1-PC3: median %.4g, max %.4g", land["surface"], surface.q2, surface.q1,
+             surface.q0, table["distance_pc123"].median(), table["distance_pc123"].max())
+    io.write_csv(out_path, table)
+    return table
 
 
 def grid_axes(land: dict, coordinates: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -50,21 +151,28 @@ def evaluate_shard(config: dict, data_path: str | Path, basis_path: str | Path,
     """Evaluate every n_shards-th grid point starting at `shard`; write one row per point."""
     device = resolve_device(device_name)
     configure_backend(config["engine"], device, threads)
+    coordinates = pd.read_csv(coordinates_path)
+    surface = surface_for(config["landscape"], coordinates)  # before any expensive work
     basis, _ = io.load_array(basis_path, BASIS_FIX)
-    # (3, n_params): PCA mean, PC1, PC2 (copied out of the read-only memory map)
-    mean, pc1, pc2 = torch.from_numpy(np.array(basis[:3], dtype=np.float32)).to(device)
+    rows_needed = 3 if surface.flat else 4
+    if len(basis) < rows_needed:
+        raise ValueError(f"{basis_path} holds {len(basis) - 1} components; the curved surface "
+                         f"needs PC3: {CURVED_FIX}")
+    # (3 or 4, n_params): PCA mean, PC1, PC2[, PC3] (copied out of the read-only memory map)
+    basis = torch.from_numpy(np.array(basis[:rows_needed], dtype=np.float32)).to(device)
     data = DeviceData(data_path, device, config["data"]["normalize"], augment=False)
     trainer = Trainer(config, data, device)
     model = trainer.build_model()
-    points = grid_points(config["landscape"], pd.read_csv(coordinates_path)).iloc[shard::n_shards]
+    points = grid_points(config["landscape"], coordinates).iloc[shard::n_shards]
     rows, started = [], time.monotonic()
     for i, point in enumerate(points.itertuples(index=False), start=1):
-        params = mean + point.pc1 * pc1 + point.pc2 * pc2
+        params = point_parameters(basis, point.pc1, point.pc2, surface)
         torch.nn.utils.vector_to_parameters(params, model.parameters())
         train = trainer.evaluate(model, data.train_x, data.train_y)
         test = trainer.evaluate(model, data.test_x, data.test_y)
         values = torch.stack([*train, *test]).tolist()
         rows.append({"point": point.point, "pc1": point.pc1, "pc2": point.pc2,
+                     "pc3": float(surface.height(point.pc1)),
                      "train_loss": values[0], "train_acc": values[1],
                      "test_loss": values[2], "test_acc": values[3]})
         if i % max(1, len(points) // 10) == 0:
