@@ -6,22 +6,29 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from lrdecay import engine, io, landscape, models
 from lrdecay.data import DeviceData
 
 
-def test_grid_values_match_direct_evaluation(tiny_data, tmp_path: Path) -> None:
+@pytest.mark.parametrize("surface", ["plane", "curved"])
+def test_grid_values_match_direct_evaluation(tiny_data, tmp_path: Path, surface: str) -> None:
+    """Each grid point's losses are the model's at mean + a*pc1 + b*pc2 + q(a)*pc3, with q the
+    quadratic through the snapshots' (pc1, pc3) (here exactly q(a) = 0.5 a^2 - a + 0.25; the
+    plane: 0)."""
     cfg, data_path = tiny_data
+    cfg["landscape"]["surface"] = surface
     torch.manual_seed(0)
     template = models.build(cfg["model"], (64,), 10)
     n_params = sum(p.numel() for p in template.parameters())
     rng = np.random.default_rng(0)
     mean = rng.normal(scale=0.1, size=n_params)
-    pcs, _ = np.linalg.qr(rng.normal(size=(n_params, 2)))
+    pcs, _ = np.linalg.qr(rng.normal(size=(n_params, 3)))
     io.save_array(tmp_path / "basis.npy", np.vstack([mean, pcs.T]), {"layout": "test"})
-    coords = pd.DataFrame({"pc1": [-1.0, 2.0], "pc2": [-0.5, 1.5]})
+    coords = pd.DataFrame({"pc1": [-1.0, 0.5, 2.0], "pc2": [-0.5, 0.0, 1.5]})
+    coords["pc3"] = 0.5 * coords["pc1"] ** 2 - coords["pc1"] + 0.25
     coords.to_csv(tmp_path / "coords.csv", index=False)
     shards = []
     for shard in range(3):
@@ -38,8 +45,10 @@ def test_grid_values_match_direct_evaluation(tiny_data, tmp_path: Path) -> None:
     data = DeviceData(data_path, torch.device("cpu"), cfg["data"]["normalize"], augment=False)
     loss = engine.loss_function(cfg["loss"])
     model = models.build(cfg["model"], (64,), 10)
+    height = (0.5 * grid["pc1"] ** 2 - grid["pc1"] + 0.25) if surface == "curved" else 0.0
+    np.testing.assert_allclose(grid["pc3"], height, atol=1e-12)
     for row in grid.sample(4, random_state=0).itertuples():
-        params = mean + row.pc1 * pcs[:, 0] + row.pc2 * pcs[:, 1]
+        params = mean + row.pc1 * pcs[:, 0] + row.pc2 * pcs[:, 1] + row.pc3 * pcs[:, 2]
         torch.nn.utils.vector_to_parameters(torch.tensor(params, dtype=torch.float32),
                                             model.parameters())
         with torch.no_grad():
