@@ -125,7 +125,7 @@ def pc_label(variance: pd.DataFrame, component: int) -> str:
 
 
 def surface_note(surface: pd.DataFrame) -> str:
-    """One legend line: the surface the grid lies on and how far the snapshots are from it
+    """The legend's note: the surface the grid lies on and how far the snapshots are from it
     (lrdecay.landscape.surface_table), so a reader knows how well the drawn landscape holds the
     drawn trajectories."""
     q0, q1, q2 = (float(surface[name].iloc[0]) for name in ("q0", "q1", "q2"))
