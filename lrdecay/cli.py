@@ -212,6 +212,9 @@ def landscape_command(args: argparse.Namespace) -> int:
     landscape.evaluate_shard(config, args.data, args.basis, args.coordinates, 0, 1, args.out,
                              config["device"], config["engine"]["threads"])
     print(f"wrote {args.out}")
+    if args.surface_table:  # each snapshot's distance from the grid's surface
+        landscape.write_surface(config["landscape"], args.coordinates, args.surface_table)
+        print(f"wrote {args.surface_table}")
     return 0
 
 
@@ -259,6 +262,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--basis", required=True, help="basis.npy (row 0 mean, rows 1.. components)")
     p.add_argument("--coordinates", required=True, help="coordinates.csv (sets an auto range)")
     p.add_argument("--out", required=True, help="output grid CSV")
+    p.add_argument("--surface-table", help="also write each snapshot's distance from the grid's "
+                   "surface (landscape.surface: plane or curved) to this CSV")
     p.set_defaults(func=landscape_command)
 
     p = sub.add_parser("reference", help="copy a finished run's tables and figures to a folder "

@@ -116,7 +116,7 @@ def write_surface(land: dict, coordinates_path: str | Path, out_path: str | Path
     coordinates = pd.read_csv(coordinates_path)
     surface = surface_for(land, coordinates)
     table = surface_table(coordinates, surface)
-    log.info("landscape surface %s: q(a) = %.6g a^2 + %.6g a + %.6g; distance from it in "
+    log.info("landscape surface %s: q(a) = %.6g a^2 %+.6g a %+.6g; distance from it in "
              "PC1-PC3: median %.4g, max %.4g", land["surface"], surface.q2, surface.q1,
              surface.q0, table["distance_pc123"].median(), table["distance_pc123"].max())
     io.write_csv(out_path, table)
