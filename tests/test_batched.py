@@ -11,7 +11,7 @@ import torch
 
 from lrdecay import config as lrconfig
 from lrdecay import engine, io, train
-from tests.test_train import engine_config, outputs, train_all
+from tests.conftest import engine_config, outputs, poison_branch_state, train_all
 
 
 def relative_error(a: bytes, b: bytes) -> float:
@@ -49,22 +49,13 @@ def test_one_subpath_falls_back_to_the_plain_path(tmp_path: Path, monkeypatch) -
     assert len(outputs(config)) > 0
 
 
-def _poison(config: dict, branch: int) -> Path:
-    """Rewrite the main-path state at `branch` with NaN weights (a valid, checksummed file)."""
-    path = lrconfig.Plan(config).branch_state(branch)
-    state = io.load_checkpoint(path, fix="")
-    state["model"] = {k: torch.full_like(v, float("nan")) for k, v in state["model"].items()}
-    io.save_checkpoint(path, state)
-    return path
-
-
 @pytest.mark.parametrize("mode", ["vmap", "sequential"])
 def test_diverging_subpath_spares_the_others_and_is_the_only_one_retrained(
     tmp_path: Path, mode: str, monkeypatch
 ) -> None:
     config = engine_config(tmp_path, engine={"batched_subpaths": mode})
     train_all(config, groups=False)
-    poisoned = _poison(config, 4)
+    poisoned = poison_branch_state(config, 4)
     with pytest.raises(train.DivergenceError) as err:
         train_all(config)
     message = str(err.value)

@@ -13,54 +13,13 @@ import pytest
 import torch
 
 from lrdecay import data
-
-# The official checks at the size of the files these tests write: 20 images per file, five
-# training files with 10 images of each class, a test file with 2 of each.
-SMALL = data.CifarSpec(records_per_file=20, train_per_class=10, test_per_class=2)
-
-
-def _write_batches(
-    root: Path, layout: str, n: int, seed: int, write
-) -> tuple[np.ndarray, np.ndarray]:
-    """Random images in six batch files (five train, one test); `write(path, images, labels)`
-    writes one file in the layout's format."""
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, size=(6 * n, 3, 32, 32), dtype=np.uint8)
-    labels = np.arange(6 * n) % 10
-    folder = root / layout
-    folder.mkdir(parents=True)
-    suffix = ".bin" if layout == data.CIFAR10_BIN else ""
-    names = [f"data_batch_{k}{suffix}" for k in range(1, 6)] + [f"test_batch{suffix}"]
-    for i, name in enumerate(names):
-        part = slice(i * n, (i + 1) * n)
-        write(folder / name, images[part].reshape(n, -1), labels[part])
-    return images, labels
-
-
-def write_cifar_bin(root: Path, n: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """Write the official binary layout: per record 1 label byte then 3072 pixel bytes."""
-
-    def write(path: Path, pixels: np.ndarray, labels: np.ndarray) -> None:
-        np.concatenate([labels[:, None].astype(np.uint8), pixels], axis=1).tofile(path)
-
-    return _write_batches(root, data.CIFAR10_BIN, n, seed=1, write=write)
-
-
-def write_cifar_py(root: Path, n: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """Write the official python layout: pickled dicts with b'data' (n, 3072) and b'labels'."""
-
-    def write(path: Path, pixels: np.ndarray, labels: np.ndarray) -> None:
-        with open(path, "wb") as handle:
-            # Protocol 2, as the official files (written by Python 2).
-            pickle.dump({b"data": pixels, b"labels": labels.tolist()}, handle, protocol=2)
-
-    return _write_batches(root, data.CIFAR10_PY, n, seed=2, write=write)
+from tests.conftest import CIFAR_SMALL, write_cifar_bin, write_cifar_py
 
 
 @pytest.mark.parametrize("writer", [write_cifar_bin, write_cifar_py])
 def test_cifar_layouts_read_exactly(tmp_path: Path, writer) -> None:
     images, labels = writer(tmp_path)
-    train, test = data.load_cifar10(tmp_path, spec=SMALL)
+    train, test = data.load_cifar10(tmp_path, spec=CIFAR_SMALL)
     assert train.images.shape == (100, 3, 32, 32) and train.images.dtype == np.uint8
     np.testing.assert_array_equal(train.images, images[:100])
     np.testing.assert_array_equal(train.labels, labels[:100])
@@ -73,7 +32,7 @@ def test_truncated_binary_is_reported(tmp_path: Path) -> None:
     victim = tmp_path / data.CIFAR10_BIN / "data_batch_3.bin"
     victim.write_bytes(victim.read_bytes()[:-100])
     with pytest.raises(data.DataError, match="data_batch_3.bin.*truncated"):
-        data.load_cifar10(tmp_path, spec=SMALL)
+        data.load_cifar10(tmp_path, spec=CIFAR_SMALL)
 
 
 def test_missing_cifar_says_where_to_put_files(tmp_path: Path) -> None:
@@ -102,7 +61,7 @@ def test_download_records_verified_checksums(tmp_path: Path, monkeypatch, caplog
     monkeypatch.setattr(tv_utils, "download_and_extract_archive",
                         lambda url, download_root, md5: write_cifar_bin(Path(download_root)))
     with caplog.at_level(logging.WARNING, logger="lrdecay.data"):
-        data.load_cifar10(tmp_path, download=True, spec=SMALL)
+        data.load_cifar10(tmp_path, download=True, spec=CIFAR_SMALL)
     record = json.loads((tmp_path / data.CIFAR10_BIN / data.CIFAR10_VERIFIED).read_text())
     assert sorted(record) == [f"data_batch_{k}.bin" for k in range(1, 6)] + ["test_batch.bin"]
     assert caplog.text == ""
@@ -130,7 +89,7 @@ def test_prepare_cifar_and_device_data(tmp_path: Path) -> None:
     cfg = {"name": "cifar10", "root": str(tmp_path), "download": False,
            "train_per_class": 5, "test_per_class": 1}
     out = tmp_path / "prepared.pt"
-    data.prepare(cfg, seed=0, out_path=out, spec=SMALL)
+    data.prepare(cfg, seed=0, out_path=out, spec=CIFAR_SMALL)
     loaded = data.DeviceData(out, torch.device("cpu"), normalize=True, augment=True)
     assert loaded.train_x.dtype == torch.uint8 and loaded.train_x.shape == (50, 3, 32, 32)
     assert torch.bincount(loaded.train_y).tolist() == [5] * 10
@@ -179,7 +138,7 @@ def test_python_batch_never_runs_code(tmp_path: Path, call: str, protocol: int) 
         pickle.dump({b"payload": payload, b"data": np.zeros((20, 3072), np.uint8),
                      b"labels": list(range(10)) * 2}, handle, protocol=protocol)
     try:
-        data.load_cifar10(tmp_path, spec=SMALL)
+        data.load_cifar10(tmp_path, spec=CIFAR_SMALL)
         message = "read without an error"
     except data.DataError as err:
         message = str(err)
@@ -196,7 +155,7 @@ def test_python_batch_with_numpy1_names_is_read(tmp_path: Path) -> None:
     blob = victim.read_bytes()
     assert b"numpy._core.multiarray\n_reconstruct" in blob  # protocol 2: a text GLOBAL opcode
     victim.write_bytes(blob.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n"))
-    train, _ = data.load_cifar10(tmp_path, spec=SMALL)
+    train, _ = data.load_cifar10(tmp_path, spec=CIFAR_SMALL)
     np.testing.assert_array_equal(train.images[:20], images[:20])
 
 @pytest.mark.parametrize("writer", [write_cifar_bin, write_cifar_py])
@@ -219,23 +178,23 @@ def test_corrupt_batches_are_refused(tmp_path: Path, writer) -> None:
 
     rewrite(f"data_batch_2{suffix}", slice(0, 10))  # whole records, but only half of them
     with pytest.raises(data.DataError, match=rf"data_batch_2{suffix} holds 10 images.*exactly 20"):
-        data.load_cifar10(tmp_path, spec=SMALL)
+        data.load_cifar10(tmp_path, spec=CIFAR_SMALL)
     rewrite(f"data_batch_2{suffix}", slice(None), np.arange(20) % 10 + 200)  # labels 200..209
     with pytest.raises(data.DataError, match=rf"data_batch_2{suffix} has labels \[200, 201"):
-        data.load_cifar10(tmp_path, spec=SMALL)
+        data.load_cifar10(tmp_path, spec=CIFAR_SMALL)
     rewrite(f"data_batch_2{suffix}", slice(None), np.zeros(20, dtype=np.int64))  # all class 0
     with pytest.raises(data.DataError, match=r"images per class are \[28, 8, 8, .*exactly 10"):
-        data.load_cifar10(tmp_path, spec=SMALL)
+        data.load_cifar10(tmp_path, spec=CIFAR_SMALL)
 
 
 def test_subset_folder_is_read_when_declared(tmp_path: Path, monkeypatch, caplog) -> None:
     """A deliberate subset (fewer images per file) loads only with LRDECAY_CIFAR_SUBSET=1."""
     write_cifar_bin(tmp_path, n=10)
     with pytest.raises(data.DataError, match="holds 10 images"):
-        data.load_cifar10(tmp_path, spec=SMALL)
+        data.load_cifar10(tmp_path, spec=CIFAR_SMALL)
     monkeypatch.setenv(data.CIFAR10_SUBSET_ENV, "1")
     with caplog.at_level(logging.WARNING, logger="lrdecay.data"):
-        train, _ = data.load_cifar10(tmp_path, spec=SMALL)
+        train, _ = data.load_cifar10(tmp_path, spec=CIFAR_SMALL)
     assert len(train.labels) == 50 and "counts are not checked" in caplog.text
 
 
@@ -258,7 +217,7 @@ def test_checksum_warnings_name_the_file(tmp_path: Path, caplog) -> None:
     verified download leaves, else reported as not comparable."""
     write_cifar_py(tmp_path)
     with caplog.at_level(logging.WARNING, logger="lrdecay.data"):
-        data.load_cifar10(tmp_path, spec=SMALL)  # official MD5s: every file differs
+        data.load_cifar10(tmp_path, spec=CIFAR_SMALL)  # official MD5s: every file differs
     for name in ["data_batch_1", "data_batch_5", "test_batch"]:
         assert f"{data.CIFAR10_PY}/{name}: MD5" in caplog.text
     assert "differs from the official c99cafc152244af753f735de768cd75f" in caplog.text
@@ -273,7 +232,7 @@ def test_checksum_warnings_name_the_file(tmp_path: Path, caplog) -> None:
     (folder / "data_batch_1").unlink()  # the binary layout is read now
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="lrdecay.data"):
-        data.load_cifar10(tmp_path, spec=SMALL)
+        data.load_cifar10(tmp_path, spec=CIFAR_SMALL)
     assert "data_batch_1.bin, data_batch_2.bin" in caplog.text
     assert "cannot be compared" in caplog.text
     binary = tmp_path / data.CIFAR10_BIN
@@ -282,5 +241,5 @@ def test_checksum_warnings_name_the_file(tmp_path: Path, caplog) -> None:
     (binary / data.CIFAR10_VERIFIED).write_text(json.dumps(record))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="lrdecay.data"):
-        data.load_cifar10(tmp_path, spec=SMALL)
+        data.load_cifar10(tmp_path, spec=CIFAR_SMALL)
     assert "data_batch_3.bin: MD5" in caplog.text and "data_batch_1.bin" not in caplog.text

@@ -12,7 +12,6 @@ benchmarks/gpu_check.sh. Tolerances (relative to the largest |parameter|, and to
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +22,15 @@ import pytest
 import torch
 
 from lrdecay import config as lrconfig
-from tests.test_train import conv_config, outputs, train_all
+from tests.conftest import (
+    REPO,
+    conv_config,
+    outputs,
+    poison_branch_state,
+    subprocess_env,
+    train_all,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 CUDA = pytest.param("cuda", marks=[
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
@@ -79,7 +84,7 @@ def test_k_at_once_equals_one_at_a_time(tmp_path: Path, device: str) -> None:
 KILLER = """
 import json, os, signal, sys
 from lrdecay import io
-from tests.test_train import train_all
+from tests.conftest import train_all
 config, device, part, nth = json.loads(sys.argv[1])
 seen = [0]
 def kill(moment, path):
@@ -99,8 +104,7 @@ def test_killed_and_resumed_job_ends_as_an_uninterrupted_one(tmp_path: Path,
     reference = config_on(tmp_path / "reference", device)
     train_all(reference, device=device)
     killed = config_on(tmp_path / "killed", device)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = subprocess_env()
     for part in ("main-segment-0002", "subpath-group-000"):  # after the 1st of 2 epochs
         args = json.dumps([killed, device, part, 1])
         proc = subprocess.run([sys.executable, "-c", KILLER, args], cwd=REPO, env=env,
@@ -116,13 +120,11 @@ def test_killed_and_resumed_job_ends_as_an_uninterrupted_one(tmp_path: Path,
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_nan_in_one_subpath_leaves_the_others_intact(tmp_path: Path, device: str) -> None:
-    from tests.test_batched import _poison
-
     clean = config_on(tmp_path / "clean", device)
     train_all(clean, device=device)
     config = config_on(tmp_path / "poisoned", device)
     train_all(config, groups=False, device=device)
-    _poison(config, 2)
+    poison_branch_state(config, 2)
     with pytest.raises(RuntimeError, match="branch-0002 diverged at epoch 3") as err:
         train_all(config, device=device)
     assert "branch-0001" not in str(err.value) and "branch-0003" not in str(err.value)

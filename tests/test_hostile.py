@@ -21,8 +21,7 @@ import pytest
 from lrdecay import config as lrconfig
 from lrdecay import data, lock
 
-from .conftest import REPO, TINY
-from .test_data import SMALL, write_cifar_bin, write_cifar_py
+from .conftest import CIFAR_SMALL, REPO, TINY, write_cifar_bin, write_cifar_py
 
 # (id, YAML over config/tiny.yaml as a second config file (None: the file is missing), fragment)
 CONFIG_ROWS = [
@@ -133,7 +132,7 @@ def test_bad_data_file_is_named(tmp_path: Path, layout: str, content: bytes,
     suffix = ".bin" if layout == data.CIFAR10_BIN else ""
     (tmp_path / layout / f"data_batch_2{suffix}").write_bytes(content)
     with pytest.raises(data.DataError) as info:
-        data.load_cifar10(tmp_path, spec=SMALL)
+        data.load_cifar10(tmp_path, spec=CIFAR_SMALL)
     assert fragment in str(info.value)
 
 

@@ -14,7 +14,7 @@ import torch
 
 from lrdecay import config as lrconfig
 from lrdecay import data, io, train, trajectories
-from tests.test_train import assert_same_outputs, engine_config, outputs, train_all
+from tests.conftest import assert_same_outputs, engine_config, outputs, train_all
 
 
 def truncate(path: Path) -> None:

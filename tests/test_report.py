@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from lrdecay import analysis, figures, summary
-from tests.test_dvc import sh, tiny_config, working_tree_copy
+from tests.conftest import make_config_yaml_tiny, sh, working_tree_copy
 
 # Pieces of a combined table (landscape shards -> grid.csv, per-gamma checks -> toy/checks.csv).
 PARTIAL_TABLES = re.compile(r"/landscape/shard-\d+\.csv$|/toy/gamma-[^/]+/checks\.csv$")
@@ -30,7 +30,7 @@ PARTIAL_TABLES = re.compile(r"/landscape/shard-\d+\.csv$|/toy/gamma-[^/]+/checks
 def test_report_has_every_figure_and_table(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     working_tree_copy(repo)
-    tiny_config(repo)
+    make_config_yaml_tiny(repo)
     shutil.rmtree(repo / ".snakemake", ignore_errors=True)
     sh(repo, "snakemake", "--cores", "2")
     listing = sh(repo, "snakemake", "--summary").splitlines()

@@ -1,4 +1,9 @@
-"""kill -9 at random moments, rerun, and the outputs are bit-identical to an uninterrupted run."""
+"""kill -9 at seeded moments, rerun, and the outputs are bit-identical to an uninterrupted run.
+
+Two kills land at seeded file commits (just before or just after the n-th rename of a written
+file onto its final path), so they land on any machine and a failure reruns exactly; a third lands
+at a seeded wall-clock moment, anywhere (mid-write, mid-epoch), and may find the run finished.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +19,22 @@ from pathlib import Path
 import pytest
 
 from lrdecay import config as lrconfig
-from lrdecay.train import STATE_NAME
-from tests.test_train import assert_same_outputs, engine_config, outputs
+from tests.conftest import REPO, assert_same_outputs, engine_config, outputs, subprocess_env
 
-REPO = Path(__file__).resolve().parents[1]
 DRIVER = """
-import json, sys
-from tests.test_train import train_all
+import json, os, signal, sys
+from lrdecay import io
+from tests.conftest import train_all
+config, kill_at = json.loads(sys.argv[1])  # kill_at: None or [moment, n]: at the n-th such commit
+seen = {"before": 0, "after": 0}
+def hook(moment, path):
+    seen[moment] += 1
+    if kill_at and kill_at == [moment, seen[moment]]:
+        os.kill(os.getpid(), signal.SIGKILL)
+io.commit_hook = hook
 print("ready", flush=True)
-train_all(json.loads(sys.argv[1]))
-print("done", flush=True)
+train_all(config)
+print("done", seen["after"], flush=True)
 """
 SIZES = {  # enough epochs that a random kill usually lands inside training
     "data": {"train_per_class": 60},
@@ -34,32 +45,27 @@ SIZES = {  # enough epochs that a random kill usually lands inside training
 }
 
 
-def start(config: dict) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
-                                                                      os.environ.get("PYTHONPATH")]))}
-    return subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps(config)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start(config: dict, kill_at: tuple[str, int] | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", DRIVER, json.dumps([config, kill_at])],
+                            cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
-def run_to_end(config: dict) -> None:
+def run_to_end(config: dict) -> int:
+    """Run every job of `config` uninterrupted; the number of files it committed."""
     proc = start(config)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0 and "done" in out, err[-3000:]
-
-
-def resume_states(config: dict) -> list[Path]:
-    """State files of the jobs in progress (a kill while one exists lands inside training)."""
-    resume = lrconfig.Plan(config).resume_dir
-    return list(resume.rglob(STATE_NAME)) if resume.exists() else []
+    return int(out.split()[-1])
 
 
 def kill_seed() -> int:
-    """LRDECAY_TEST_SEED reruns a failure exactly; otherwise a fresh seed, printed."""
-    return int(os.environ.get("LRDECAY_TEST_SEED", random.randrange(1 << 30)))
+    """LRDECAY_TEST_SEED picks other kill moments (and reruns a failure printed with it)."""
+    return int(os.environ.get("LRDECAY_TEST_SEED", "0"))
 
 
 @pytest.mark.parametrize("mode", ["sequential", "vmap"])
-def test_kill_9_at_random_moments_then_rerun_gives_identical_outputs(tmp_path: Path,
+def test_kill_9_at_seeded_moments_then_rerun_gives_identical_outputs(tmp_path: Path,
                                                                      mode: str) -> None:
     seed = kill_seed()
     rng = random.Random(seed)
@@ -68,28 +74,28 @@ def test_kill_9_at_random_moments_then_rerun_gives_identical_outputs(tmp_path: P
     # state, so reductions happen in the same order (bit-identity holds per thread count).
     reference = engine_config(tmp_path / "reference", **sections)
     began = time.monotonic()
-    run_to_end(reference)
+    commits = run_to_end(reference)
     duration = time.monotonic() - began
 
+    # Each commit kill within the first third of the commits: the rerun still has them ahead.
+    kills = [(rng.choice(["before", "after"]), rng.randint(1, commits // 3)) for _ in range(2)]
+    pause = rng.uniform(0.05, 0.3) * duration
+    how = f"seed {seed} (rerun with LRDECAY_TEST_SEED={seed}): kills at commits {kills}"
     killed = engine_config(tmp_path / "killed", **sections)
-    moments = []
-    for attempt in range(3):
-        proc = start(killed)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        began = time.monotonic()
-        if attempt == 0:  # the first kill waits for a job's first saved state: always lands
-            while not resume_states(killed) and proc.poll() is None:
-                time.sleep(0.01)
-        else:  # the others at random, within the first third of the run
-            time.sleep(rng.uniform(0.05, 0.3) * duration)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            moments.append(round(time.monotonic() - began, 3))
-        proc.communicate(timeout=300)
-    how = f"seed {seed} (rerun with LRDECAY_TEST_SEED={seed}), kills at {moments} s"
+    for kill_at in kills:
+        proc = start(killed, kill_at)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == -signal.SIGKILL, f"kill at {kill_at} missed, {how}\n{err}"
+    proc = start(killed)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    time.sleep(pause)
+    landed = proc.poll() is None
+    if landed:
+        proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=300)
+    how += f", then at {pause:.3f} s ({'landed' if landed else 'run had finished'})"
     print(how)
     run_to_end(killed)
-    assert moments, f"no kill landed: {how}"
     resume = lrconfig.Plan(killed).resume_dir
     leftovers = [p for p in resume.rglob("*") if p.is_file()] if resume.exists() else []
     assert not leftovers, f"resume files left after a finished run ({how}): {leftovers}"

@@ -11,7 +11,13 @@ import pytest
 
 from lrdecay import config as lrconfig
 from lrdecay import io
-from tests.test_train import assert_same_outputs, engine_config, outputs, train_all
+from tests.conftest import (
+    assert_same_outputs,
+    engine_config,
+    outputs,
+    poison_branch_state,
+    train_all,
+)
 
 
 class Interrupt(Exception):
@@ -79,8 +85,7 @@ def test_lowering_the_lr_after_a_divergence_retrains_every_branch(
     train_all(config, groups=False)
     state = lrconfig.Plan(config).branch_state(4)
     kept = state.read_bytes(), state.with_name(state.name + ".json").read_bytes()
-    from tests.test_batched import _poison
-    _poison(config, 4)  # branch 4 diverges at once; branches 2 and 6 finish at lr 0.01
+    poison_branch_state(config, 4)  # branch 4 diverges at once; branches 2 and 6 finish at lr 0.01
     with pytest.raises(Exception, match="branch-0004 diverged"):
         train_all(config)
     state.write_bytes(kept[0])

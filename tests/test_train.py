@@ -1,7 +1,7 @@
 """The training engine's pieces: batched augmentation, exact SGD, loss, compile, one segment.
 
-Also holds the helpers the other engine tests share (tiny configs, a fake CIFAR set, a driver
-that runs every training job of a config in order, and output comparison).
+(The helpers the engine tests share -- tiny configs, a fake CIFAR set, a driver that runs every
+training job of a config in order, output comparison -- live in tests/conftest.py.)
 """
 
 from __future__ import annotations
@@ -15,107 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from lrdecay import config as lrconfig
-from lrdecay import data, io, train
+from lrdecay import data, io
 from lrdecay.engine import loss_function, sgd_update
-
-BASE = {
-    "run_name": "t", "seed": 0, "device": "cpu",
-    "data": {"name": "digits", "train_per_class": 20, "test_per_class": 20},
-    "model": {"name": "mlp", "hidden": [32]},
-    "loss": "mse",
-    "optimizer": {"main_lr": 0.1, "subpath_lr": 0.01, "batch_size": 32, "momentum": 0.9,
-                  "weight_decay": 1e-3},
-    "schedule": {"main_epochs": 6, "first_branch_epoch": 2, "branch_interval": 2,
-                 "last_branch_epoch": 6, "subpath_epochs": 3, "segment_epochs": 3,
-                 "subpaths_per_job": 3},
-    "trajectory": {"every_epochs": 1},
-    "engine": {"checkpoint_seconds": 0},
-}
+from tests.conftest import engine_config, fake_cifar, outputs, train_all
 
 
-def engine_config(out: Path, **sections: dict) -> dict:
-    """A validated tiny config (digits, MLP, momentum and weight decay) writing under `out`."""
-    config: dict = {"output_dir": str(out)}
-    lrconfig._deep_update(config, BASE)
-    lrconfig._deep_update(config, sections)
-    return lrconfig.validate(config)
-
-
-def conv_config(out: Path, **sections: dict) -> dict:
-    """vgg_small (dropout 0) with crops and flips on a fake 32x32 CIFAR-shaped set."""
-    conv = {"data": {"name": "cifar10", "train_per_class": 4, "test_per_class": 2,
-                     "augment": True},
-            "model": {"name": "vgg_small", "dropout": 0.0}, "loss": "cross_entropy",
-            "optimizer": {"batch_size": 8, "main_lr": 0.05, "subpath_lr": 0.01},
-            "schedule": {"main_epochs": 3, "first_branch_epoch": 1, "branch_interval": 1,
-                         "last_branch_epoch": 3, "subpath_epochs": 2, "segment_epochs": 2}}
-    lrconfig._deep_update(conv, sections)
-    return engine_config(out, **conv)
-
-
-def fake_cifar(path: Path, n_train: int = 16, n_test: int = 8, seed: int = 0) -> None:
-    """A prepared dataset file in `data.prepare`'s format with random CIFAR-shaped images."""
-    rng = np.random.default_rng(seed)
-    train_x = rng.integers(0, 256, (n_train, 3, 32, 32), dtype=np.uint8)
-    as_float = train_x.astype(np.float64)
-    io.save_checkpoint(path, {
-        "train_x": torch.from_numpy(train_x),
-        "train_y": torch.from_numpy(np.arange(n_train) % 10),
-        "test_x": torch.from_numpy(rng.integers(0, 256, (n_test, 3, 32, 32), dtype=np.uint8)),
-        "test_y": torch.from_numpy(np.arange(n_test) % 10),
-        "mean": torch.tensor(as_float.mean(axis=(0, 2, 3)), dtype=torch.float32),
-        "std": torch.tensor(as_float.std(axis=(0, 2, 3)), dtype=torch.float32),
-        "n_classes": 10,
-    })
-
-
-def prepare(config: dict) -> Path:
-    plan = lrconfig.Plan(config)
-    if config["data"]["name"] == "digits":
-        data.prepare(config["data"], config["seed"], plan.data_path)
-    else:
-        fake_cifar(plan.data_path)
-    return plan.data_path
-
-
-def train_all(config: dict, groups: bool = True, device: str = "cpu") -> None:
-    """Every training job of `config` in DAG order, skipping finished ones (as Snakemake does)."""
-    plan = lrconfig.Plan(config)
-    if not plan.data_path.exists():
-        prepare(config)
-    for end in [0, *plan.segment_ends]:
-        if not plan.segment_dir(end).exists():
-            train.run_main_segment(config, str(plan.data_path), end, str(plan.segment_dir(end)),
-                                   device)
-    for group in range(len(plan.subpath_groups)) if groups else ():
-        if not plan.group_dir(group).exists():
-            train.run_subpath_group(config, str(plan.data_path), group,
-                                    str(plan.group_dir(group)), device)
-
-
-def outputs(config: dict) -> dict[str, bytes | pd.DataFrame]:
-    """Every training output of a run: arrays as bytes, metrics as frames."""
-    run = lrconfig.Plan(config).run_dir
-    found: dict[str, bytes | pd.DataFrame] = {}
-    for path in sorted(run.glob("main/segment-*/*")) + sorted(run.glob("subpaths/group-*/*")):
-        key = str(path.relative_to(run))
-        if path.suffix == ".npy":
-            found[key] = np.load(path).tobytes()
-        elif path.suffix == ".csv":
-            found[key] = pd.read_csv(path)
-    return found
-
-
-def assert_same_outputs(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        if isinstance(a[key], pd.DataFrame):
-            pd.testing.assert_frame_equal(a[key], b[key], check_exact=True, obj=key)
-        else:
-            assert a[key] == b[key], f"{key} differs"
-
-
-# -- tests ---------------------------------------------------------------------------------------
 def test_crop_flip_matches_per_image_reference() -> None:
     gen = torch.Generator().manual_seed(3)
     images = torch.randint(0, 256, (12, 3, 8, 8), dtype=torch.uint8, generator=gen)
