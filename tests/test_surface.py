@@ -137,3 +137,32 @@ def test_curved_needs_three_components(tmp_path: Path) -> None:
     assert load_tiny(tmp_path, landscape={"surface": "curved"},
                      pca={"n_components": 3})["landscape"]["surface"] == "curved"
     assert load_tiny(tmp_path)["landscape"]["surface"] == "plane"  # the schema's default
+
+
+@pytest.mark.parametrize("kind", ["plane", "curved"])
+def test_figure2_notes_the_surface_and_the_distances(kind: str) -> None:
+    from lrdecay import figures
+
+    epochs = np.arange(30)
+    pc1 = epochs / 3.0
+    vander = np.vander(pc1, 3)  # off the surface by a wiggle the quadratic fit cannot absorb
+    wiggle = np.sin(epochs) - vander @ np.linalg.lstsq(vander, np.sin(epochs), rcond=None)[0]
+    coords = _coords(pc1, _on_curve(pc1, Q) + 0.05 * wiggle, off=0.1)
+    coords["pc2"] = np.cos(epochs / 5.0)
+    surface = landscape.surface_table(coords, landscape.surface_for({"surface": kind}, coords))
+    a, b = np.meshgrid(np.linspace(-1, 11, 9), np.linspace(-1.5, 1.5, 7))
+    grid = pd.DataFrame({"pc1": a.ravel(), "pc2": b.ravel()})
+    grid["train_loss"] = 0.1 + (grid["pc1"] - 5) ** 2 / 10 + grid["pc2"] ** 2
+    variance = pd.DataFrame({"component": [1, 2, 3], "explained_variance_ratio": [0.6, 0.25, 0.1]})
+    fig = figures.landscape(grid, coords, variance, "train_loss", "train loss", surface)
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    off = surface["distance_pc123"]
+    note = next(t for t in texts if "distance from it" in t)
+    assert f"median {off.median():.3g}, max {off.max():.3g}" in note
+    assert ("PC3 = 0.25a\u00b2 - 0.7a + 0.3" in note) == (kind == "curved")
+    assert ("PC1-PC2 plane" in note) == (kind == "plane")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert not ax.get_legend().get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+    assert fig.get_size_inches()[0] <= figures.COLUMN_WIDTH
