@@ -24,13 +24,16 @@ from lrdecay.toy.instance import Instance
 Recorder = Callable[[np.ndarray], dict]
 
 
-class DivergenceError(ConfigError):
-    """The simulated iterates left any bounded region: the step size is too large."""
+class StepSizeTooLargeError(ConfigError):
+    """The simulated iterates left any bounded region: the configured step size is too large.
+
+    A ConfigError (the fix is a smaller toy.eta_*), unlike the training engine's DivergenceError
+    (a network's training path whose loss became NaN)."""
 
 
 def _guard(w: np.ndarray, eta: float, key: str, step: int) -> None:
     if not np.all(np.isfinite(w)) or np.max(np.abs(w)) > 1e6:
-        raise DivergenceError(
+        raise StepSizeTooLargeError(
             f"config key {key} = {eta}: the iterates diverged at step {step} "
             "(non-finite or |w| > 1e6); use a smaller step size"
         )

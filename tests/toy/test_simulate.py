@@ -68,6 +68,6 @@ def test_effective_ode_stays_on_manifold_and_decreases_norm(inst):
 
 
 def test_divergence_gives_a_clear_message(inst):
-    with pytest.raises(simulate.DivergenceError, match="toy.eta_large = 5.0"):
+    with pytest.raises(simulate.StepSizeTooLargeError, match="toy.eta_large = 5.0"):
         simulate.sgd(inst, np.tile(3 * inst.w_dagger, (2, 1)), 5.0, 0.0, 200, 1,
                      np.random.default_rng(0), 10)
