@@ -78,15 +78,42 @@ def point_parameters(basis: Vector, a: float, b: float, surface: Surface) -> Vec
     return params
 
 
-def _distance_to_curve(x: float, y: float, surface: Surface) -> float:
-    """Euclidean distance from (x, y) to the curve {(a, q(a))}: the nearest point is a real root
-    of d/da [(a - x)^2 + (q(a) - y)^2] / 2, a cubic; (x, q(x)) is a candidate too (an upper bound
-    that is exact for the plane and guards against a root lost to rounding)."""
+def distance_in_pc13(pc1: np.ndarray, pc3: np.ndarray, surface: Surface) -> np.ndarray:
+    """Euclidean distance from each point (pc1, pc3) to the curve {(a, q(a))}: the surface seen
+    in the PC1-PC3 plane (it does not bend along PC2).
+
+    The nearest curve point is a real root of g(a) = d/da [(a - pc1)^2 + (q(a) - pc3)^2] / 2, a
+    cubic. Candidates: the cubic's roots (companion-matrix eigenvalues, all points at once), the
+    point straight below (a = pc1) and the nearest point of the tangent line through q's linear
+    part, each also after Newton steps on g; every candidate is a point on the curve, so the
+    smallest distance among them is exact once one of them is the root, and never too small.
+    """
+    x, y = np.asarray(pc1, dtype=float), np.asarray(pc3, dtype=float)
     q0, q1, q2 = surface.q0, surface.q1, surface.q2
     c = q0 - y
-    roots = np.roots([2 * q2 * q2, 3 * q1 * q2, 1 + q1 * q1 + 2 * q2 * c, q1 * c - x])
-    candidates = np.append(roots[np.abs(roots.imag) <= 1e-9 * (1 + np.abs(roots))].real, x)
-    return float(np.sqrt(np.min((candidates - x) ** 2 + (surface.height(candidates) - y) ** 2)))
+    coeffs = np.stack(np.broadcast_arrays(2 * q2 * q2, 3 * q1 * q2, 1 + q1 * q1 + 2 * q2 * c,
+                                          q1 * c - x), axis=-1)  # (n, 4), highest power first
+    candidates = [x, (x - q1 * c) / (1 + q1 * q1)]
+    # a nearly flat q gives huge or overflowing roots: harmless, as non-finite ones are dropped
+    with np.errstate(all="ignore"):
+        if 2 * q2 * q2 > 0:
+            companion = np.zeros((len(x), 3, 3))
+            companion[:, 0, :] = -coeffs[:, 1:] / coeffs[:, :1]
+            companion[:, 1, 0] = companion[:, 2, 1] = 1.0
+            finite = np.isfinite(companion).all(axis=(1, 2))
+            roots = np.full((len(x), 3), np.nan)
+            roots[finite] = np.linalg.eigvals(companion[finite]).real
+            candidates += list(roots.T)
+        polished = []
+        for a in candidates:
+            for _ in range(3):
+                g = ((coeffs[:, 0] * a + coeffs[:, 1]) * a + coeffs[:, 2]) * a + coeffs[:, 3]
+                slope = (3 * coeffs[:, 0] * a + 2 * coeffs[:, 1]) * a + coeffs[:, 2]
+                a = a - g / slope
+            polished.append(a)
+        a = np.stack(candidates + polished)  # (m, n) curve points
+        squared = (a - x) ** 2 + (surface.height(a) - y) ** 2
+    return np.sqrt(np.nanmin(np.where(np.isfinite(squared), squared, np.nan), axis=0))
 
 
 def surface_table(coordinates: pd.DataFrame, surface: Surface) -> pd.DataFrame:
@@ -100,7 +127,7 @@ def surface_table(coordinates: pd.DataFrame, surface: Surface) -> pd.DataFrame:
     coordinates' distance to the PC1-PC2 plane), the full distance in parameter space.
     """
     pc1, pc3 = coordinates["pc1"].to_numpy(float), coordinates["pc3"].to_numpy(float)
-    within = np.array([_distance_to_curve(x, y, surface) for x, y in zip(pc1, pc3, strict=True)])
+    within = distance_in_pc13(pc1, pc3, surface)
     outside_sq = np.clip(coordinates["distance_to_plane"].to_numpy(float) ** 2 - pc3**2, 0, None)
     table = coordinates[["path", "branch_epoch", "epoch", "pc1", "pc2", "pc3"]].copy()
     table["pc3_residual"] = pc3 - surface.height(pc1)

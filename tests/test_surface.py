@@ -103,9 +103,25 @@ def test_distance_zero_on_surface_and_d_off_it() -> None:
         x, y = np.array([pc1, _on_curve(pc1, Q)]) + step * normal
         np.testing.assert_allclose(landscape.surface_table(_coords(x, y), Q)["distance_pc123"],
                                    d, atol=1e-9)
+    # far inside the bend the nearest points are off to both sides: the vertex is a stationary
+    # point (a local maximum); for q2 = 1/4, 10 above the vertex: u^2 = 32 to a side, distance 6
+    for bowl in (Q, Surface(q0=1.0, q2=0.25)):  # (no slope at 0: a start there stays there)
+        top = -bowl.q1 / (2 * bowl.q2)
+        inside = landscape.surface_table(_coords(np.array([top]), _on_curve(top, bowl) + 10), bowl)
+        np.testing.assert_allclose(inside["distance_pc123"], 6.0, atol=1e-12)
     # the plane: distance is |pc3|
     flat = landscape.surface_table(_coords(pc1, np.full_like(pc1, -d)), Surface())
     np.testing.assert_allclose(flat["distance_pc123"], d, atol=1e-12)
+
+
+@pytest.mark.parametrize("q2", [0.0, 1e-12, 1e-200])
+def test_distance_from_a_tilted_nearly_flat_surface(q2: float) -> None:
+    """A point d above a tilted line (slope 2) along PC3 is d / sqrt(5) from it, also where q2
+    is too small for the cubic's roots (its leading coefficient 2 q2^2 underflows)."""
+    pc1 = np.linspace(-20, 20, 9)
+    tilted = Surface(q0=0.5, q1=2.0, q2=q2)
+    got = landscape.distance_in_pc13(pc1, _on_curve(pc1, tilted) + 0.3, tilted)
+    np.testing.assert_allclose(got, 0.3 / np.sqrt(5), rtol=0, atol=1e-9)
 
 
 def test_distance_matches_brute_force_in_parameter_space() -> None:
