@@ -19,6 +19,17 @@ def relative_error(a: bytes, b: bytes) -> float:
     return float(np.abs(x - y).max() / np.abs(y).max())
 
 
+def assert_close_outputs(a: dict, b: dict) -> None:
+    """Snapshots within 1e-5 of the largest |parameter|, metrics within 1e-4 (vmap's batched
+    GEMMs reduce in another order than one model's)."""
+    assert a.keys() == b.keys()
+    for key in a:
+        if key.endswith(".npy"):
+            assert relative_error(a[key], b[key]) < 1e-5, key
+        else:
+            pd.testing.assert_frame_equal(a[key], b[key], rtol=1e-4, atol=1e-5, obj=key)
+
+
 @pytest.mark.parametrize("make", [engine_config], ids=["mlp"])
 def test_three_subpaths_batched_equal_sequential(tmp_path: Path, make) -> None:
     """K = 3, a few epochs: same snapshots (rel. error < 1e-5) and metrics as one at a time.
@@ -28,25 +39,38 @@ def test_three_subpaths_batched_equal_sequential(tmp_path: Path, make) -> None:
     assert [len(g) for g in lrconfig.Plan(vmapped).subpath_groups][0] == 3
     train_all(sequential)
     train_all(vmapped)
-    a, b = outputs(vmapped), outputs(sequential)
-    assert a.keys() == b.keys()
-    for key in a:
-        if key.endswith(".npy"):
-            assert relative_error(a[key], b[key]) < 1e-5, key
-        else:
-            pd.testing.assert_frame_equal(a[key], b[key], rtol=1e-4, atol=1e-5, obj=key)
+    assert_close_outputs(outputs(vmapped), outputs(sequential))
 
 
 def test_one_subpath_falls_back_to_the_plain_path(tmp_path: Path, monkeypatch) -> None:
-    config = engine_config(tmp_path, engine={"batched_subpaths": "vmap"},
+    """K = 1 never reaches the batched engine, and each branch gets the numbers it gets in a group
+    of three trained at once: a path's numbers depend on its branch, not on its job."""
+    single = engine_config(tmp_path / "single", engine={"batched_subpaths": "vmap"},
                            schedule={"subpaths_per_job": 1})
+    grouped = engine_config(tmp_path / "grouped", engine={"batched_subpaths": "vmap"})
+    train_all(grouped)
 
     def refuse(*args, **kwargs):
         raise AssertionError("K = 1 must not go through the batched engine")
 
     monkeypatch.setattr(engine, "StackedStepper", refuse)
-    train_all(config)
-    assert len(outputs(config)) > 0
+    train_all(single)
+    assert [len(g) for g in lrconfig.Plan(single).subpath_groups] == [1, 1, 1]
+    a, b = by_branch(outputs(single)), by_branch(outputs(grouped))
+    assert {"branch-0002.npy", "branch-0004.npy", "branch-0006.npy", "subpaths.csv"} < a.keys()
+    assert_close_outputs(a, b)
+
+
+def by_branch(found: dict) -> dict:
+    """A run's outputs with subpath snapshots keyed by branch and all subpath metrics in one
+    table, whichever jobs trained them."""
+    out = {k: v for k, v in found.items() if k.startswith("main/")}
+    out.update({Path(k).name: v for k, v in found.items()
+                if k.startswith("subpaths/") and k.endswith(".npy")})
+    tables = [v for k, v in found.items() if k.startswith("subpaths/") and k.endswith(".csv")]
+    out["subpaths.csv"] = (pd.concat(tables).sort_values(["branch_epoch", "epoch"])
+                           .reset_index(drop=True))
+    return out
 
 
 @pytest.mark.parametrize("mode", ["vmap", "sequential"])
