@@ -32,7 +32,8 @@ from benchmarks.common import (
 )
 from benchmarks.project import project, study_shape
 from lrdecay.data import DeviceData
-from lrdecay.engine import StackedStepper, Trainer, configure_backend
+from lrdecay.engine import Trainer, configure_backend
+from lrdecay.stacked import StackedStepper
 
 # Dense peak TFLOP/s of the tensor cores at TF32 (the engine's default precision on CUDA).
 PEAK_TF32 = {"H100": 494.7, "H200": 494.7, "A100": 156.0, "L40S": 183.0, "L4": 60.0}

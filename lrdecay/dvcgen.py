@@ -84,11 +84,15 @@ HEADER = """\
 """
 
 # Rule params that are computed from config rather than copied from it: param name -> sections.
-DERIVED_PARAMS: dict[str, tuple[str, ...]] = {"n_shards": ("landscape",)}
+# A training-type job's seed comes from its {seed} wildcard, so it is in the stage's paths (and a
+# new seed is a new stage); engine_run holds the engine settings that change no number
+# (lrdecay.config.job_params): neither is a DVC param.
+DERIVED_PARAMS: dict[str, tuple[str, ...]] = {"n_shards": ("landscape",), "seed": (),
+                                              "engine_run": ()}
 
 # lrdecay.io writes a checksum record `<file>.json` beside every checkpoint and array it saves and
-# verifies it on reading, so a pulled file without its record is unusable. Rules do not declare
-# these records as outputs yet; until they do, DVC versions them beside their files.
+# verifies it on reading, so a pulled file without its record is unusable. The rules declare
+# these records as outputs (so DVC versions them); the generator refuses a rule that does not.
 SIDECAR_SUFFIXES = (".pt", ".npy")
 
 # Tables that DVC can plot (`dvc plots show`): file name within the run folder -> plot spec.
@@ -126,60 +130,76 @@ class Job:
         return "-".join([self.rule, *self.wildcards])
 
 
+# The Snakemake versions the private DAG access below (`_snakemake_dag`, `_as_job`) is tested
+# with; tests/test_dvc.py::test_snakemake_dag_access checks it on every run and fails loudly
+# if a release changes what it relies on.
+SNAKEMAKE_TESTED = "9.x (9.27.1)"
+
+
 def _snakemake_jobs(
     repo: Path, configfiles: list[str], consider_ancient: dict[str, set[str]]
 ) -> tuple[list[Job], dict]:
-    """Build the full DAG of `repo`'s Snakefile (as if every output were missing)."""
+    """Every job of the full DAG of `repo`'s Snakefile (as if every output were missing), in DAG
+    order, and the config Snakemake merged from `configfiles`."""
     from snakemake.api import SnakemakeApi
-    from snakemake.io import is_flagged
     from snakemake.settings.enums import Quietness
     from snakemake.settings.types import (
         ConfigSettings,
-        DAGSettings,
         OutputSettings,
         ResourceSettings,
         WorkflowSettings,
     )
 
-    sink = io.StringIO()
-    with contextlib.chdir(repo), contextlib.redirect_stdout(sink):
+    with contextlib.chdir(repo), contextlib.redirect_stdout(io.StringIO()):
         with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-            wf_api = api.workflow(
+            workflow_api = api.workflow(
                 resource_settings=ResourceSettings(cores=1),
                 config_settings=ConfigSettings(configfiles=[repo / f for f in configfiles]),
                 workflow_settings=WorkflowSettings(consider_ancient=consider_ancient),
                 snakefile=repo / "Snakefile",
                 workdir=repo,
             )
-            wf_api.dag(DAGSettings(forceall=True))
-            workflow = wf_api._workflow  # noqa: SLF001 (no public API hands out the job list)
-            workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True)
-            workflow._build_dag()
-            jobs = []
-            for job in workflow.dag.jobs:
-                rule = job.rule
-                if rule.norun:  # target-only rules such as `all`
-                    continue
-                script = None
-                if rule.script:
-                    script = (Path(rule.snakefile).parent / rule.script).resolve()
-                jobs.append(
-                    Job(
-                        rule=rule.name,
-                        wildcards=tuple(str(v) for v in job.wildcards),
-                        inputs=tuple(str(f) for f in job.input),
-                        outputs=tuple(str(f) for f in job.output),
-                        params=dict(job.params.items()),
-                        script=script,
-                        snakefile=Path(rule.snakefile).resolve(),
-                        input_names=tuple(rule.input._names),  # noqa: SLF001
-                        ancient_inputs=tuple(
-                            str(f) for f in job.input if is_flagged(f, "ancient")
-                        ),
-                    )
-                )
-            config = dict(workflow.config)
+            dag, config = _snakemake_dag(workflow_api)
+            jobs = [_as_job(job) for job in dag.jobs if not job.rule.norun]  # not `all`
     return _toposorted(jobs), config
+
+
+def _snakemake_dag(workflow_api: Any) -> tuple[Any, dict]:
+    """Snakemake's own DAG object with every job (as --forceall builds it), and the config.
+
+    Private Snakemake API, on purpose and only here: the public API (snakemake.api's
+    DAGApi.printdag, printd3dag, summary, export_to_cwl; the command line's --dag, --d3dag,
+    --detailed-summary, --dry-run) prints the DAG but hands out no jobs, and no printed form
+    carries what a stage needs: each job's params, script and named, ancient-flagged inputs
+    (--detailed-summary gives files and rule names only, --d3dag rule names and edges). Tested
+    with Snakemake SNAKEMAKE_TESTED.
+    """
+    from snakemake.settings.types import DAGSettings
+
+    workflow_api.dag(DAGSettings(forceall=True))  # public: parses the Snakefile, sets forceall
+    workflow = workflow_api._workflow  # noqa: SLF001
+    workflow._prepare_dag(forceall=True, ignore_incomplete=True, lock_warn_only=True)  # noqa: SLF001
+    workflow._build_dag()  # noqa: SLF001
+    return workflow.dag, dict(workflow.config)
+
+
+def _as_job(job: Any) -> Job:
+    """What dvc.yaml needs from one of Snakemake's job objects (from `_snakemake_dag`)."""
+    from snakemake.io import is_flagged
+
+    rule = job.rule
+    script = (Path(rule.snakefile).parent / rule.script).resolve() if rule.script else None
+    return Job(
+        rule=rule.name,
+        wildcards=tuple(str(v) for v in job.wildcards),
+        inputs=tuple(str(f) for f in job.input),
+        outputs=tuple(str(f) for f in job.output),
+        params=dict(job.params.items()),
+        script=script,
+        snakefile=Path(rule.snakefile).resolve(),
+        input_names=tuple(job.input.keys()),
+        ancient_inputs=tuple(str(f) for f in job.input if is_flagged(f, "ancient")),
+    )
 
 
 def _toposorted(jobs: list[Job]) -> list[Job]:
@@ -261,6 +281,9 @@ def param_sections(job: Job, config: dict) -> list[str]:
     for name, value in job.params.items():
         if name in config and config[name] == value:
             sections.add(name)
+        elif (name in config and isinstance(value, dict) and isinstance(config[name], dict)
+              and value and all(config[name].get(k, object()) == v for k, v in value.items())):
+            sections.update(f"{name}.{key}" for key in value)  # some keys of a section
         elif isinstance(value, dict) and value and all(
             key in config and config[key] == sub for key, sub in value.items()
         ):
@@ -297,12 +320,15 @@ def command(job: Job, configfiles: list[str], ancient: Iterable[str]) -> str:
     return " ".join(parts)
 
 
-def _outs(job: Job) -> list[str]:
-    """The job's outputs plus the checksum records lrdecay.io writes beside its files."""
-    outs = list(job.outputs)
-    outs += [f"{out}.json" for out in job.outputs
-             if out.endswith(SIDECAR_SUFFIXES) and f"{out}.json" not in outs]
-    return outs
+def _check_records(job: Job) -> None:
+    """Every checkpoint or array the job writes comes with its declared checksum record."""
+    missing = [f"{out}.json" for out in job.outputs
+               if out.endswith(SIDECAR_SUFFIXES) and f"{out}.json" not in job.outputs]
+    if missing:
+        raise ValueError(
+            f"rule {job.rule}: lrdecay.io writes {missing} beside its outputs and checks them on "
+            "reading; declare them as outputs of the rule, so DVC versions them too"
+        )
 
 
 def _is_metric(path: str) -> bool:
@@ -339,21 +365,30 @@ def _check_stage(configfiles: list[str], stamp: str) -> dict:
     }
 
 
+def _has_key(tree: Any, path: list[str]) -> bool:
+    """Whether a config file sets the (dotted) key."""
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            return False
+        tree = tree[key]
+    return True
+
+
 def _params_entry(repo: Path, configfiles: list[str], sections: list[str]) -> list[dict]:
     """DVC params: each section from every config file that sets it (Snakemake merges them)."""
     entries = []
     for name in configfiles:
         with open(repo / name) as handle:
-            keys = set(yaml.safe_load(handle) or {})
-        present = [s for s in sections if s in keys]
+            tree = yaml.safe_load(handle) or {}
+        present = [s for s in sections if _has_key(tree, s.split("."))]
         if present:
             entries.append({name: present})
     return entries
 
 
-def generate(repo: Path = REPO_ROOT, configfiles: list[str] | None = None) -> dict:
-    """The content of dvc.yaml for the workflow in `repo` with the given config files."""
-    configfiles = [DEFAULT_CONFIG, *[f for f in (configfiles or []) if f != DEFAULT_CONFIG]]
+def _pinned_jobs(repo: Path, configfiles: list[str]) -> tuple[list[Job], dict, dict]:
+    """The DAG's jobs built with every input of a self-chained rule flagged ancient, the config,
+    and those inputs per rule (what each stage command passes as --consider-ancient)."""
     jobs, _ = _snakemake_jobs(repo, configfiles, {})
     chained = _self_chained(jobs)
     ancient = {j.rule: set(j.input_names) for j in jobs if j.rule in chained}
@@ -365,41 +400,64 @@ def generate(repo: Path = REPO_ROOT, configfiles: list[str] | None = None) -> di
                 "string or function (Snakemake does not mark plain list items ancient): "
                 f"{sorted(set(job.inputs) - set(job.ancient_inputs))}"
             )
-    run_dir = Path(config["output_dir"]) / config["run_name"]
-    stamp = str(run_dir / DAG_STAMP)
-    produced = {out for job in jobs for out in job.outputs}
-    owners: dict[str, str] = {stamp: CHECK_STAGE}
-    stages: dict[str, dict] = {CHECK_STAGE: _check_stage(configfiles, stamp)}
-    for job in jobs:
-        for out in _outs(job):
+        _check_records(job)
+    return jobs, config, ancient
+
+
+def _job_stage(repo: Path, job: Job, configfiles: list[str], config: dict,
+               ancient: Iterable[str], stamp: str | None) -> dict[str, Any]:
+    """The stage of one job: its command, deps (inputs, code; `stamp` when no stage is
+    upstream), the config sections of its params, outs and metrics."""
+    stage: dict[str, Any] = {
+        "desc": f"Snakemake job {job.rule}"
+        + (f" ({', '.join(job.wildcards)})" if job.wildcards else ""),
+        "cmd": command(job, configfiles, ancient),
+        "deps": ([stamp] if stamp else []) + sorted(set(job.inputs)) + _job_code(repo, job),
+    }
+    params = _params_entry(repo, configfiles, param_sections(job, config))
+    if params:
+        stage["params"] = params
+    outs = [out for out in job.outputs if not _is_metric(out)]
+    if outs:
+        stage["outs"] = outs
+    if len(outs) < len(job.outputs):
+        stage["metrics"] = [out for out in job.outputs if _is_metric(out)]
+    return stage
+
+
+def _owners(stages: dict[str, dict]) -> dict[str, str]:
+    """Output -> the stage that owns it; no output, or folder around one, has two owners."""
+    owners: dict[str, str] = {}
+    for name, stage in stages.items():
+        for out in stage.get("outs", []) + stage.get("metrics", []):
             clash = [o for o in owners if o == out or out.startswith(o + "/")
                      or o.startswith(out + "/")]
             if clash:
-                raise ValueError(f"{job.stage} and {owners[clash[0]]} both own {out}")
-            owners[out] = job.stage
-        stage: dict[str, Any] = {
-            "desc": f"Snakemake job {job.rule}"
-            + (f" ({', '.join(job.wildcards)})" if job.wildcards else ""),
-            "cmd": command(job, configfiles, ancient.get(job.rule, ())),
-            "deps": sorted(set(job.inputs)) + _job_code(repo, job),
-        }
-        if not produced & set(job.inputs):  # no upstream stage: run after the DAG check
-            stage["deps"].insert(0, stamp)
-        params = _params_entry(repo, configfiles, param_sections(job, config))
-        if params:
-            stage["params"] = params
-        outs = _outs(job)
-        stage["outs"] = [out for out in outs if not _is_metric(out)]
-        if len(stage["outs"]) < len(outs):
-            stage["metrics"] = [out for out in outs if _is_metric(out)]
-        if not stage["outs"]:
-            del stage["outs"]
-        stages[job.stage] = stage
-    plots: list[dict] = []
-    for name, spec in TABLE_PLOTS.items():
-        if str(run_dir / name) in owners:
-            plots.append({str(run_dir / name): spec})
-    plots += [{out: None} for out in sorted(owners) if out.endswith(".png")]
+                raise ValueError(f"{name} and {owners[clash[0]]} both own {out}")
+            owners[out] = name
+    return owners
+
+
+def _plots(run_dir: Path, owners: dict[str, str]) -> list[dict]:
+    """`dvc plots show`: the tables of TABLE_PLOTS the pipeline makes, then every PNG."""
+    plots: list[dict] = [{str(run_dir / name): spec} for name, spec in TABLE_PLOTS.items()
+                         if str(run_dir / name) in owners]
+    return plots + [{out: None} for out in sorted(owners) if out.endswith(".png")]
+
+
+def generate(repo: Path = REPO_ROOT, configfiles: list[str] | None = None) -> dict:
+    """The content of dvc.yaml for the workflow in `repo` with the given config files."""
+    configfiles = [DEFAULT_CONFIG, *[f for f in (configfiles or []) if f != DEFAULT_CONFIG]]
+    jobs, config, ancient = _pinned_jobs(repo, configfiles)
+    run_dir = Path(config["output_dir"]) / config["run_name"]
+    stamp = str(run_dir / DAG_STAMP)
+    produced = {out for job in jobs for out in job.outputs}
+    stages = {CHECK_STAGE: _check_stage(configfiles, stamp)}
+    for job in jobs:
+        first = not produced & set(job.inputs)  # no upstream stage: run after the DAG check
+        stages[job.stage] = _job_stage(repo, job, configfiles, config,
+                                       ancient.get(job.rule, ()), stamp if first else None)
+    plots = _plots(run_dir, _owners(stages))
     if pipeline_path(configfiles, config["run_name"]) != Path(DVC_YAML):
         # Stage paths stay relative to the repository root (wdir); plot paths are relative to
         # the dvc.yaml that lists them.

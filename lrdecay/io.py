@@ -5,6 +5,8 @@ corrupt file is reported with its path and the fix instead of a traceback from i
 Resume states carry their record inside the same file (`save_state`), so one rename commits
 state and record together and a kill at any instant leaves the previous or the new pair.
 Files renamed into place get the mode the umask gives a new file, as if written directly.
+torch is imported on use, not with the module: the Snakefile and the DVC stages' DAG check import
+this module in every Snakemake start, where importing torch would cost seconds.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from lrdecay import __version__
 
@@ -164,6 +165,7 @@ def _check_record(meta: object, where: Path, fix: str) -> None:
 
 def save_checkpoint(path: str | Path, state: dict, meta: dict | None = None) -> None:
     """torch.save `state` atomically with a size/checksum sidecar."""
+    import torch  # on use (module docstring)
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         # A handle, not the path: torch names the archive's root folder after a path, so the
@@ -174,6 +176,7 @@ def save_checkpoint(path: str | Path, state: dict, meta: dict | None = None) -> 
 
 def load_checkpoint(path: str | Path, fix: str, map_location: Any = "cpu") -> dict:
     """Verify then load a checkpoint with weights_only=True (no arbitrary code from pickles)."""
+    import torch  # on use (module docstring)
     verify(path, fix)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
@@ -186,6 +189,7 @@ def save_state(path: str | Path, state: dict, meta: dict | None = None) -> None:
 
     Layout: STATE_MAGIC, one line of JSON (bytes, sha256 and `meta`), then torch.save's bytes.
     """
+    import torch  # on use (module docstring)
     buffer = BytesIO()
     torch.save(state, buffer)
     payload = buffer.getbuffer()
@@ -222,6 +226,7 @@ def state_record(path: str | Path, fix: str) -> dict:
 
 def load_state(path: str | Path, fix: str, map_location: Any = "cpu") -> dict:
     """Verify and load a state written by `save_state` (weights_only=True)."""
+    import torch  # on use (module docstring)
     _, payload = _read_state(Path(path), fix)
     try:
         return torch.load(BytesIO(payload), map_location=map_location, weights_only=True)

@@ -1,8 +1,9 @@
-"""Training: main-path segments and subpath groups, resumable after a kill at any moment.
+"""Training: the run loop of every path, and main-path segments; resumable after a kill.
 
-One loop (`PathsRun`) trains K paths over the engine (lrdecay.engine): K = 1 for the main path and
-for subpaths one at a time, K > 1 for subpaths at once. It owns resume, RNG state, snapshots,
-logging and divergence handling for all of them.
+One loop (`PathsRun`) trains K paths over an engine: lrdecay.engine (K = 1) for the main path and
+for subpaths one at a time, lrdecay.stacked (K > 1) for subpaths at once, which the subpath groups
+(lrdecay.subpaths) pass in, so main-path jobs never import the vmap code. It owns resume, RNG
+state, snapshots, logging and divergence handling for all of them.
 
 A run's whole state (weights, optimiser buffers, every RNG, epoch, metrics so far) is one file
 with its checksum record inside, committed by one rename, in a folder of <run>/.resume/ named by
@@ -18,6 +19,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,12 +34,13 @@ from lrdecay.engine import (
     METRIC_COLUMNS,
     DivergenceError,
     PathSpec,
+    Stepper,
     Trainer,
     configure_backend,
     diverged,
     divergence_message,
-    make_stepper,
     resolve_device,
+    single_stepper,
 )
 
 log = logging.getLogger(__name__)
@@ -46,15 +49,11 @@ STATE_NAME = "resume.pt"
 STATE_FIX = "nothing to do: the job starts this path afresh"
 SET_ASIDE = "set-aside"
 
-__all__ = ["DivergenceError", "PathsRun", "run_main_segment", "run_subpath_group"]
+__all__ = ["DivergenceError", "PathsRun", "run_main_segment"]
 
 
 def main_spec(config: dict) -> PathSpec:
     return PathSpec("main", None, config["optimizer"]["main_lr"])
-
-
-def branch_spec(config: dict, branch_epoch: int) -> PathSpec:
-    return PathSpec(f"branch-{branch_epoch:04d}", branch_epoch, config["optimizer"]["subpath_lr"])
 
 
 def keyed_work(resume_dir: Path, name: str, cfg_hash: str) -> Path:
@@ -77,7 +76,7 @@ def keyed_work(resume_dir: Path, name: str, cfg_hash: str) -> Path:
     return folder / cfg_hash
 
 
-def _remove_work(work: Path) -> None:
+def remove_work(work: Path) -> None:
     """Delete a finished job's resume folder and its name folder once empty."""
     shutil.rmtree(work)
     try:
@@ -107,16 +106,6 @@ def snapshot_epochs(start: int, end: int, every: int, include_start: bool) -> li
     return ([start] if include_start else []) + epochs
 
 
-def saved_members(state_path: Path) -> list[int] | None:
-    """Branch epochs of the resume state at `state_path` (None if there is none or it is bad)."""
-    if not state_path.exists():
-        return None
-    try:
-        return list(io.state_record(state_path, STATE_FIX)["branch_epochs"])
-    except (io.CorruptFileError, KeyError, OSError, TypeError):
-        return None
-
-
 @dataclass
 class PathsRun:
     """Train paths `specs` (one lr, one length) together from their `initial` states.
@@ -138,6 +127,9 @@ class PathsRun:
     snapshot_start: bool = True
     branch_points: tuple[int, ...] = ()
     publish_state: bool = False
+    # (trainer, K, lr) -> the engine of K paths. One model here; the subpath groups pass
+    # lrdecay.stacked.make_stepper, so this module never imports the vmap code.
+    new_stepper: Callable[[Trainer, int, float], Stepper] = single_stepper
 
     def run(self) -> list[str]:
         """Train; return the divergence messages of the paths that failed (others finished)."""
@@ -149,7 +141,7 @@ class PathsRun:
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         for work in self.works:
             work.mkdir(parents=True, exist_ok=True)
-        stepper = make_stepper(trainer, k, self.specs[0].lr)
+        stepper = self.new_stepper(trainer, k, self.specs[0].lr)
         generators = [torch.Generator(device=device).manual_seed(cfg["seed"] * 7919
                                                                   + s.seed_offset)
                       for s in self.specs]
@@ -308,7 +300,7 @@ class PathsRun:
                  row["train_loss"], row["test_loss"], row["test_acc"], elapsed, eta)
 
 
-def _link(source: Path, target: Path) -> None:
+def link(source: Path, target: Path) -> None:
     """Hard-link (free, and the resume copy stays intact until the output is in place)."""
     try:
         target.hardlink_to(source)
@@ -316,7 +308,7 @@ def _link(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def _setup(config: dict, data_path: str, device_name: str,
+def setup(config: dict, data_path: str, device_name: str,
            threads: int | None) -> tuple[Plan, Trainer]:
     plan = Plan(config)
     device = resolve_device(device_name)
@@ -328,7 +320,7 @@ def _setup(config: dict, data_path: str, device_name: str,
 def run_main_segment(config: dict, data_path: str, end: int, out_dir: str, device_name: str,
                      threads: int | None = None) -> None:
     """Train the main path over the segment ending at `end` (end 0: initialise and evaluate)."""
-    plan, trainer = _setup(config, data_path, device_name, threads)
+    plan, trainer = setup(config, data_path, device_name, threads)
     work = keyed_work(plan.resume_dir, f"main-segment-{end:04d}", trainer.hash)
     if end == 0:
         start, initial, branches = 0, None, ()
@@ -346,51 +338,5 @@ def run_main_segment(config: dict, data_path: str, end: int, out_dir: str, devic
         for name in keep:
             for suffix in ("", ".json"):
                 if (work / f"{name}{suffix}").exists():
-                    _link(work / f"{name}{suffix}", tmp / f"{name}{suffix}")
-    _remove_work(work)
-
-
-def run_subpath_group(config: dict, data_path: str, group: int, out_dir: str, device_name: str,
-                      threads: int | None = None) -> None:
-    """Train the group's subpaths from their branch states; keep finished ones if one fails.
-
-    engine.batched_subpaths picks K at once (stacked, vmapped) or one after another.
-    """
-    plan, trainer = _setup(config, data_path, device_name, threads)
-    sub_epochs = config["schedule"]["subpath_epochs"]
-    group_work = keyed_work(plan.resume_dir, f"subpath-group-{group:03d}", trainer.hash)
-    branches = plan.subpath_groups[group]
-    works = {b: group_work / f"branch-{b:04d}" for b in branches}
-    todo = [b for b in branches if not (works[b] / "metrics.csv").exists()]
-    for b in sorted(set(branches) - set(todo)):
-        log.info("branch %d already finished with this config (training hash %s) in %s",
-                 b, trainer.hash, works[b])
-    mode = config["engine"]["batched_subpaths"]
-    if mode == "auto":  # measured: vmap is faster on GPUs, slower than one at a time on CPUs
-        mode = "vmap" if trainer.device.type == "cuda" else "sequential"
-    saved = saved_members(group_work / STATE_NAME)
-    if mode == "vmap" and saved is not None and set(saved) <= set(branches):
-        todo = saved  # finish the interrupted batch as it was (its outputs are rewritten alike)
-    batches = [todo] if mode == "vmap" else [[b] for b in todo]
-    failures: list[str] = []
-    for batch in batches:
-        if not batch:
-            continue
-        state_path = group_work / STATE_NAME if len(batch) > 1 else works[batch[0]] / STATE_NAME
-        failures += PathsRun(trainer, [branch_spec(config, b) for b in batch], batch, sub_epochs,
-                             [works[b] for b in batch], [plan.branch_state(b) for b in batch],
-                             state_path).run()
-    if failures:
-        raise DivergenceError(
-            "; ".join(failures) + f". The group's other subpaths finished and are kept in "
-            f"{group_work}; a rerun retrains only the failed ones."
-        )
-    with io.atomic_dir(out_dir) as tmp:
-        frames = []
-        for branch in branches:
-            frames.append(pd.read_csv(works[branch] / "metrics.csv"))
-            for suffix in ("", ".json"):
-                _link(works[branch] / f"snapshots.npy{suffix}",
-                      tmp / f"branch-{branch:04d}.npy{suffix}")
-        io.write_csv(tmp / "metrics.csv", pd.concat(frames, ignore_index=True))
-    _remove_work(group_work)
+                    link(work / f"{name}{suffix}", tmp / f"{name}{suffix}")
+    remove_work(work)

@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from lrdecay import config as lrconfig
-from lrdecay import data, io, train
+from lrdecay import data, io, subpaths, train
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "config" / "tiny.yaml"
@@ -140,8 +140,8 @@ def train_all(config: dict, groups: bool = True, device: str = "cpu") -> None:
                                    device)
     for group in range(len(plan.subpath_groups)) if groups else ():
         if not plan.group_dir(group).exists():
-            train.run_subpath_group(config, str(plan.data_path), group,
-                                    str(plan.group_dir(group)), device)
+            subpaths.run_subpath_group(config, str(plan.data_path), group,
+                                       str(plan.group_dir(group)), device)
 
 
 def outputs(config: dict) -> dict[str, bytes | pd.DataFrame]:

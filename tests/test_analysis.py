@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrdecay import analysis, data, train, trajectories
+from lrdecay import analysis, data, subpaths, train, trajectories
 from lrdecay import config as lrconfig
 from tests.conftest import load_tiny
 
@@ -50,8 +50,8 @@ def test_decay_timing_on_a_tiny_run_matches_the_metrics_looked_up_by_hand(tmp_pa
     for end in [0, *plan.segment_ends]:
         train.run_main_segment(config, str(plan.data_path), end, str(plan.segment_dir(end)), "cpu")
     for group in range(len(plan.subpath_groups)):
-        train.run_subpath_group(config, str(plan.data_path), group, str(plan.group_dir(group)),
-                                "cpu")
+        subpaths.run_subpath_group(config, str(plan.data_path), group,
+                                   str(plan.group_dir(group)), "cpu")
     csvs = [plan.segment_dir(e) / "metrics.csv" for e in [0, *plan.segment_ends]]
     csvs += [plan.group_dir(g) / "metrics.csv" for g in range(len(plan.subpath_groups))]
     metrics = trajectories.gather_metrics(csvs, tmp_path / "metrics.csv")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lrdecay import config as lrconfig
-from lrdecay import engine, io, train
+from lrdecay import io, stacked, train
 from tests.conftest import engine_config, outputs, poison_branch_state, train_all
 
 
@@ -53,7 +53,7 @@ def test_one_subpath_falls_back_to_the_plain_path(tmp_path: Path, monkeypatch) -
     def refuse(*args, **kwargs):
         raise AssertionError("K = 1 must not go through the batched engine")
 
-    monkeypatch.setattr(engine, "StackedStepper", refuse)
+    monkeypatch.setattr(stacked, "StackedStepper", refuse)
     train_all(single)
     assert [len(g) for g in lrconfig.Plan(single).subpath_groups] == [1, 1, 1]
     a, b = by_branch(outputs(single)), by_branch(outputs(grouped))

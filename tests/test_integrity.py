@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lrdecay import config as lrconfig
-from lrdecay import data, io, train, trajectories
+from lrdecay import data, io, subpaths, train, trajectories
 from tests.conftest import assert_same_outputs, engine_config, outputs, train_all
 
 
@@ -41,8 +41,8 @@ def test_bad_branch_state_is_reported_with_a_fix_that_works(trained_main: dict, 
     state = plan.branch_state(4)  # inside the segment folder main/segment-0006
     damage(state)
     with pytest.raises(io.CorruptFileError) as err:
-        train.run_subpath_group(trained_main, str(plan.data_path), 0, str(plan.group_dir(0)),
-                                "cpu")
+        subpaths.run_subpath_group(trained_main, str(plan.data_path), 0,
+                                   str(plan.group_dir(0)), "cpu")
     message = str(err.value)
     assert str(state) in message and ("truncated" in message) == (damage is truncate)
     # The hint names the job output to delete (the file alone would not make Snakemake rerun
@@ -114,7 +114,8 @@ def test_a_group_metrics_file_cut_to_its_header_is_caught_at_gathering(
 
 def test_bad_trajectory_is_reported_with_path_and_fix(trained_main: dict) -> None:
     plan = lrconfig.Plan(trained_main)
-    train.run_subpath_group(trained_main, str(plan.data_path), 0, str(plan.group_dir(0)), "cpu")
+    subpaths.run_subpath_group(trained_main, str(plan.data_path), 0, str(plan.group_dir(0)),
+                               "cpu")
     trajectory = plan.group_dir(0) / "branch-0002.npy"
     truncate(trajectory)
     with pytest.raises(io.CorruptFileError, match="truncated") as err:

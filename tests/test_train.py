@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from lrdecay import config as lrconfig
 from lrdecay import data, io
-from lrdecay.engine import loss_function, sgd_update
+from lrdecay.engine import loss_function
+from lrdecay.stacked import sgd_update
 from tests.conftest import engine_config, fake_cifar, outputs, train_all
 
 

@@ -1,0 +1,194 @@
+"""K models of one architecture trained at once (K > 1): the subpaths of a group, vmapped.
+
+`StackedStepper` holds K parameter sets stacked along dim 0 and takes one vmapped forward/backward
+per step (torch.func), which turns K kernel launches into one on a GPU. Each model keeps what it
+would have alone: its weights, momentum buffers, generator (same batch order and crops) and
+dropout draws (vmap's randomness="different", from the process's global RNG, so with dropout > 0
+K at once and one at a time are different, equally valid samples). SGD is the exact arithmetic of
+torch.optim.SGD (`sgd_update`). It has the interface of lrdecay.engine.ModuleStepper, so the run
+loop (lrdecay.train.PathsRun) is written once for every path.
+
+Only the subpath jobs (lrdecay.subpaths) import this module: main-path segments and landscape
+shards do not, so under DVC (whose stage deps follow imports, lrdecay.dvcgen) editing the vmap
+code reruns the subpath groups and what follows them, never the main path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
+
+from lrdecay import io
+from lrdecay.engine import ModuleStepper, Trainer
+
+EVAL_IMAGES_PER_CALL = 16384  # models x images in one vmapped eval call (bounds activation memory)
+
+
+def sgd_update(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
+               buffers: dict[str, torch.Tensor] | None, lr: float, momentum: float,
+               weight_decay: float) -> None:
+    """One step of torch.optim.SGD (dampening 0, no Nesterov) on stacked tensors, in place.
+
+    Same operations, in the same order, as SGD's single-tensor path, so each model's update is the
+    one it would get alone; foreach ops make it a handful of kernels for all layers and models.
+    """
+    names = list(params)
+    p = [params[k] for k in names]
+    d = [grads[k] for k in names]
+    if weight_decay != 0:
+        d = torch._foreach_add(d, p, alpha=weight_decay)
+    if momentum != 0:
+        assert buffers is not None
+        b = [buffers[k] for k in names]
+        torch._foreach_mul_(b, momentum)
+        torch._foreach_add_(b, d)
+        d = b
+    torch._foreach_add_(p, d, alpha=-lr)
+
+
+class StackedModels:
+    """Pure functions over K stacked parameter sets of one architecture."""
+
+    def __init__(self, trainer: Trainer, model: nn.Module):
+        self.trainer = trainer
+        self.model = model
+        self.names = [name for name, _ in model.named_parameters()]
+        self.buffers = dict(model.named_buffers())  # shared, not stacked (the models have none)
+        loss_fn = trainer.loss
+
+        def loss_of(params: dict, x: torch.Tensor, y: torch.Tensor):
+            logits = functional_call(model, {**params, **self.buffers}, (x,))
+            loss = loss_fn(logits.float(), y)
+            return loss, (logits.detach().argmax(-1) == y).sum()
+
+        # Per model: gradients, loss and correct count; dropout masks differ between models.
+        self.grad_fn = vmap(grad_and_value(loss_of, has_aux=True), randomness="different")
+        self.eval_fn = vmap(loss_of, in_dims=(0, None, None))
+        if trainer.engine["compile"]:  # one graph for the K models' forward and backward
+            self.grad_fn = torch.compile(self.grad_fn)
+
+    def train_step(self, params: dict, x: torch.Tensor, y: torch.Tensor):
+        self.model.train()
+        with self.trainer.autocast():
+            grads, (loss, hits) = self.grad_fn(params, x, y)
+        return grads, loss.detach(), hits
+
+    @torch.no_grad()
+    def evaluate(self, params: dict, images: torch.Tensor,
+                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K,) mean loss and accuracy of each model over a full pass (eval mode)."""
+        self.model.eval()
+        k = next(iter(params.values())).shape[0]
+        chunk = min(self.trainer.eval_batch, max(1, EVAL_IMAGES_PER_CALL // k))
+        data = self.trainer.data
+        loss_sum = torch.zeros(k, device=self.trainer.device)
+        correct = torch.zeros(k, device=self.trainer.device, dtype=torch.long)
+        for start in range(0, len(labels), chunk):
+            batch = labels[start : start + chunk]
+            with self.trainer.autocast():
+                loss, hits = self.eval_fn(params, data.to_float(images[start : start + chunk]),
+                                          batch)
+            loss_sum += loss * len(batch)
+            correct += hits
+        return loss_sum / len(labels), correct.float() / len(labels)
+
+    def flat(self, params: dict) -> torch.Tensor:
+        """(K, n_params) in named_parameters order, as `flat_parameters` gives for one model."""
+        return torch.cat([params[n].reshape(params[n].shape[0], -1) for n in self.names], dim=1)
+
+
+class StackedStepper:
+    """K > 1 at once: stacked parameters and momentum buffers, vmapped steps, `sgd_update`."""
+
+    def __init__(self, trainer: Trainer, lr: float):
+        self.trainer, self.lr = trainer, lr
+        opt = trainer.config["optimizer"]
+        self.momentum, self.weight_decay = opt["momentum"], opt["weight_decay"]
+        self.base = trainer.build_model()
+        self.stacked = StackedModels(trainer, self.base)
+        self.n_params = sum(p.numel() for p in self.base.parameters())
+        self.params: dict[str, torch.Tensor] = {}
+        self.buffers: dict[str, torch.Tensor] | None = None
+
+    def load_initial(self, paths: list[Path | None], fix: Callable[[Path], str]) -> None:
+        """Stack each branch's main-path weights and momentum buffers along a new dim 0."""
+        per_model, per_buffer = [], []
+        fresh = {k: v.detach().clone() for k, v in self.base.named_parameters()}
+        for path in paths:
+            self.base.load_state_dict({**self.base.state_dict(), **fresh})
+            optimizer = self.trainer.build_optimizer(self.base, self.lr)
+            if path is not None:
+                state = io.load_checkpoint(path, fix=fix(path), map_location=self.trainer.device)
+                self.base.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+            named = dict(self.base.named_parameters())
+            per_model.append({k: v.detach().clone() for k, v in named.items()})
+            # A branch at epoch 0 has no buffer yet; zeros then give SGD's first step exactly.
+            per_buffer.append({
+                k: optimizer.state.get(v, {}).get("momentum_buffer", None)
+                for k, v in named.items()
+            })
+        self.params = {k: torch.stack([m[k] for m in per_model]) for k in per_model[0]}
+        if self.momentum == 0:
+            self.buffers = None
+            return
+        self.buffers = {
+            k: torch.stack([b[k].detach().clone() if b[k] is not None
+                            else torch.zeros_like(self.params[k][0]) for b in per_buffer])
+            for k in self.params
+        }
+
+    def state(self) -> dict:
+        return {"params": self.params, "momentum": self.buffers}
+
+    def load_state(self, state: dict) -> None:
+        self.params, self.buffers = state["params"], state["momentum"]
+
+    def train_epoch(self, generators: list[torch.Generator]) -> tuple:
+        """One epoch for all K models; (K,) mean loss and accuracy, left on the device."""
+        trainer, data = self.trainer, self.trainer.data
+        n, k = len(data.train_y), len(generators)
+        drawn = [data.epoch_order(g) for g in generators]  # each model's own order and crops
+        order = torch.stack([o for o, _ in drawn])  # (K, n)
+        draws = None if drawn[0][1] is None else torch.stack([d for _, d in drawn], 1)  # (3,K,n)
+        loss_sum = torch.zeros(k, device=trainer.device)
+        correct = torch.zeros(k, device=trainer.device, dtype=torch.long)
+        for start in range(0, n, trainer.batch_size):
+            index = order[:, start : start + trainer.batch_size]  # (K, b)
+            x = data.train_batch(
+                index, None if draws is None else draws[:, :, start : start + trainer.batch_size])
+            grads, loss, hits = self.stacked.train_step(self.params, x, data.train_y[index])
+            sgd_update(self.params, grads, self.buffers, self.lr, self.momentum,
+                       self.weight_decay)
+            loss_sum += loss * index.shape[1]  # on the device: no sync per step
+            correct += hits
+        return loss_sum / n, correct.float() / n
+
+    def evaluate(self, running: tuple | None) -> list[list[float]]:
+        """[[train_loss, train_acc, test_loss, test_acc] per model]: the one sync per epoch."""
+        data = self.trainer.data
+        test = self.stacked.evaluate(self.params, data.test_x, data.test_y)
+        if self.trainer.full_pass or running is None:
+            train = self.stacked.evaluate(self.params, data.train_x, data.train_y)
+        else:
+            train = running
+        return torch.stack([train[0], train[1], test[0], test[1]], dim=1).tolist()
+
+    def flat(self) -> torch.Tensor:
+        return self.stacked.flat(self.params)
+
+    def keep(self, index: list[int]) -> None:
+        """Drop the models not in `index` (diverged ones); the others carry on unchanged."""
+        rows = torch.tensor(index, device=self.trainer.device)
+        self.params = {k: v.index_select(0, rows) for k, v in self.params.items()}
+        if self.buffers is not None:
+            self.buffers = {k: v.index_select(0, rows) for k, v in self.buffers.items()}
+
+
+def make_stepper(trainer: Trainer, k: int, lr: float) -> ModuleStepper | StackedStepper:
+    """The plain module for one model, stacked vmapped models for several."""
+    return ModuleStepper(trainer, lr) if k == 1 else StackedStepper(trainer, lr)

@@ -1,0 +1,84 @@
+"""Subpath groups: the subpaths that branch from the main path, K at once or one after another.
+
+Each subpath of a group starts from the main path's full state at its branch epoch and trains at
+the subpath learning rate through the run loop of lrdecay.train (resume, RNG state, snapshots,
+divergence). engine.batched_subpaths picks the engine: lrdecay.stacked (K vmapped at once) or the
+plain module one subpath at a time. Kept apart from lrdecay.train so that main-path jobs do not
+import the vmap code (under DVC, editing it reruns these jobs, not the main path).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from lrdecay import io, train
+from lrdecay.engine import PathSpec
+from lrdecay.stacked import make_stepper
+
+log = logging.getLogger(__name__)
+
+
+def branch_spec(config: dict, branch_epoch: int) -> PathSpec:
+    """The subpath branching from the main path at `branch_epoch`."""
+    return PathSpec(f"branch-{branch_epoch:04d}", branch_epoch, config["optimizer"]["subpath_lr"])
+
+
+def saved_members(state_path: Path) -> list[int] | None:
+    """Branch epochs of the resume state at `state_path` (None if there is none or it is bad)."""
+    if not state_path.exists():
+        return None
+    try:
+        return list(io.state_record(state_path, train.STATE_FIX)["branch_epochs"])
+    except (io.CorruptFileError, KeyError, OSError, TypeError):
+        return None
+
+
+def run_subpath_group(config: dict, data_path: str, group: int, out_dir: str, device_name: str,
+                      threads: int | None = None) -> None:
+    """Train the group's subpaths from their branch states; keep finished ones if one fails.
+
+    engine.batched_subpaths picks K at once (stacked, vmapped) or one after another.
+    """
+    plan, trainer = train.setup(config, data_path, device_name, threads)
+    sub_epochs = config["schedule"]["subpath_epochs"]
+    group_work = train.keyed_work(plan.resume_dir, f"subpath-group-{group:03d}", trainer.hash)
+    branches = plan.subpath_groups[group]
+    works = {b: group_work / f"branch-{b:04d}" for b in branches}
+    todo = [b for b in branches if not (works[b] / "metrics.csv").exists()]
+    for b in sorted(set(branches) - set(todo)):
+        log.info("branch %d already finished with this config (training hash %s) in %s",
+                 b, trainer.hash, works[b])
+    mode = config["engine"]["batched_subpaths"]
+    if mode == "auto":  # measured: vmap is faster on GPUs, slower than one at a time on CPUs
+        mode = "vmap" if trainer.device.type == "cuda" else "sequential"
+    saved = saved_members(group_work / train.STATE_NAME)
+    if mode == "vmap" and saved is not None and set(saved) <= set(branches):
+        todo = saved  # finish the interrupted batch as it was (its outputs are rewritten alike)
+    batches = [todo] if mode == "vmap" else [[b] for b in todo]
+    failures: list[str] = []
+    for batch in batches:
+        if not batch:
+            continue
+        state_dir = group_work if len(batch) > 1 else works[batch[0]]
+        failures += train.PathsRun(
+            trainer, [branch_spec(config, b) for b in batch], batch, sub_epochs,
+            [works[b] for b in batch], [plan.branch_state(b) for b in batch],
+            state_dir / train.STATE_NAME, new_stepper=make_stepper,
+        ).run()
+    if failures:
+        raise train.DivergenceError(
+            "; ".join(failures) + f". The group's other subpaths finished and are kept in "
+            f"{group_work}; a rerun retrains only the failed ones."
+        )
+    with io.atomic_dir(out_dir) as tmp:
+        frames = []
+        for branch in branches:
+            frames.append(pd.read_csv(works[branch] / "metrics.csv"))
+            for suffix in ("", ".json"):
+                train.link(works[branch] / f"snapshots.npy{suffix}",
+                           tmp / f"branch-{branch:04d}.npy{suffix}")
+        io.write_csv(tmp / "metrics.csv", pd.concat(frames, ignore_index=True))
+    train.remove_work(group_work)
