@@ -14,6 +14,8 @@ tau_II = 1 / lambda_loc with lambda_loc the exact local rate of Eq. 3.15 (Phase 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
@@ -280,23 +282,31 @@ def norm_flow_on_M(inst: Instance, rho: np.ndarray, eta: float, sigma2: float,
     return r
 
 
-def check_main_path(inst: Instance, toy: dict, w0: np.ndarray, ts: dict,
-                    rng: np.random.Generator, time_factor: float, time_factor_se: float,
-                    floor_bias: float) -> tuple[list[dict], dict]:
-    """Three phases on one path: Phase I time, Phase II floor and drift, Phase III from several
-    decay steps. `time_factor` (+- SE) and `floor_bias` are the O(eta) corrections measured at
-    this eta by :func:`check_lemma_3_3`."""
-    g, eta, eta_s = inst.gamma, toy["eta_large"], toy["eta_small"]
-    sigma, B, R = toy["sigma"], toy["batch_size"], toy["replicas"]
-    s2 = sigma**2 / B  # the SDE's sigma^2 for minibatch B
-    k1 = int(np.ceil(toy["phase1_relaxations"] * ts["tau_I"] / eta))
-    k2 = int(np.ceil(toy["phase2_timescales"] * ts["tau_II"] / eta))
-    decay = np.linspace(k1, k1 + k2, toy["decay_points"]).round().astype(int)
-    rec = max((k1 + k2) // toy["record_points"], 1)
-    w_m0 = gradient_flow_limit(inst, w0, eta, 10 * ts["tau_I"])
-    r_perp = w_m0 - inst.proj_X @ w_m0
-    e_u = inst.alpha_star_X / np.linalg.norm(inst.alpha_star_X)
-    e_v = r_perp / np.linalg.norm(r_perp)
+@dataclass
+class MainPath:
+    """The label-noise SGD run at eta_large through Phases I and II, with its schedule.
+
+    `run` holds per-replica records (simulate.sgd's output with :func:`_main_path_recorder`'s
+    keys) and the snapshots at the decay steps; e_u and e_v span the plane Figure 3 draws."""
+
+    run: dict
+    k1: int  # steps of Phase I
+    k2: int  # steps of Phase II
+    decay: np.ndarray  # the decay steps, from the end of Phase I to the end of Phase II
+    s2: float  # the SDE's sigma^2 for minibatch B
+    w_m0: np.ndarray  # the gradient-flow limit of the start on M
+    e_u: np.ndarray
+    e_v: np.ndarray
+
+    @property
+    def t(self) -> np.ndarray:
+        return self.run["t"]
+
+
+def _main_path_recorder(inst: Instance, eta: float, s2: float, e_u: np.ndarray,
+                        e_v: np.ndarray) -> simulate.Recorder:
+    """Per recorded step: losses, norms and noise floor of w and of its retraction onto M, and
+    the coordinates along e_u and e_v."""
 
     def recorder(w: np.ndarray) -> dict:
         tr_h, tr_h2 = trace_stats(inst, w)
@@ -307,44 +317,72 @@ def check_main_path(inst: Instance, toy: dict, w0: np.ndarray, ts: dict,
                 "norm_M": np.linalg.norm(w_M, axis=1), "test_M": inst.test_loss(w_M),
                 "u": w @ e_u, "v": w @ e_v}
 
-    main = simulate.sgd(inst, np.tile(w0, (R, 1)), eta, sigma, k1 + k2, B, rng, rec, recorder,
-                        snapshot_steps=list(decay))
-    t = main["t"]
-    rows = []
-    # Phase I: how fast the train loss reaches (twice) its floor, against tau_II.
-    mean_train = main["train"].mean(0)
-    mean_floor = main["floor"].mean(0)
+    return recorder
+
+
+def _simulate_main_path(inst: Instance, toy: dict, w0: np.ndarray, ts: dict,
+                       rng: np.random.Generator) -> MainPath:
+    """Phases I and II at eta_large from `w0` on every replica, keeping the decay-step states."""
+    eta, sigma, B, R = toy["eta_large"], toy["sigma"], toy["batch_size"], toy["replicas"]
+    s2 = sigma**2 / B  # the SDE's sigma^2 for minibatch B
+    k1 = int(np.ceil(toy["phase1_relaxations"] * ts["tau_I"] / eta))
+    k2 = int(np.ceil(toy["phase2_timescales"] * ts["tau_II"] / eta))
+    decay = np.linspace(k1, k1 + k2, toy["decay_points"]).round().astype(int)
+    rec = max((k1 + k2) // toy["record_points"], 1)
+    w_m0 = gradient_flow_limit(inst, w0, eta, 10 * ts["tau_I"])
+    r_perp = w_m0 - inst.proj_X @ w_m0
+    e_u = inst.alpha_star_X / np.linalg.norm(inst.alpha_star_X)
+    e_v = r_perp / np.linalg.norm(r_perp)
+    run = simulate.sgd(inst, np.tile(w0, (R, 1)), eta, sigma, k1 + k2, B, rng, rec,
+                       _main_path_recorder(inst, eta, s2, e_u, e_v), snapshot_steps=list(decay))
+    return MainPath(run, k1, k2, decay, s2, w_m0, e_u, e_v)
+
+
+def _phase_I_time_row(g: float, path: MainPath, ts: dict) -> dict:
+    """Phase I: how fast the train loss reaches (twice) its floor, against tau_II."""
+    mean_train = path.run["train"].mean(0)
+    mean_floor = path.run["floor"].mean(0)
     hit = np.nonzero(mean_train <= 2 * mean_floor)[0]
-    t_hit = float(t[hit[0]]) if hit.size else float("inf")
-    rows.append(_row(g, "phase_I_time", "Phase I: the train loss reaches 2x its noise floor in a "
-                     "time much shorter than the Phase II time scale", "Sec. 3.3.1, Thm 3.1",
-                     t_hit / ts["tau_II"], 0.1, "t(train <= 2 floor) / tau_II <= 0.1",
-                     t_hit / ts["tau_II"] <= 0.1))
-    # Phase II: the floor-normalised train loss is the same in both halves (per-replica SE).
-    in2 = t >= k1 * eta
-    per_rep = main["train"][:, in2] / main["floor"][:, in2]
+    t_hit = float(path.t[hit[0]]) if hit.size else float("inf")
+    return _row(g, "phase_I_time", "Phase I: the train loss reaches 2x its noise floor in a "
+                "time much shorter than the Phase II time scale", "Sec. 3.3.1, Thm 3.1",
+                t_hit / ts["tau_II"], 0.1, "t(train <= 2 floor) / tau_II <= 0.1",
+                t_hit / ts["tau_II"] <= 0.1)
+
+
+def _phase_II_flat_row(g: float, path: MainPath, eta: float, floor_bias: float) -> dict:
+    """Phase II: the floor-normalised train loss is the same in both halves (per-replica SE)."""
+    R = path.run["train"].shape[0]
+    in2 = path.t >= path.k1 * eta
+    per_rep = path.run["train"][:, in2] / path.run["floor"][:, in2]
     halves = np.array_split(per_rep, 2, axis=1)
     flat = halves[1].mean(1) / halves[0].mean(1)
     flat_m, flat_se = float(flat.mean()), float(flat.std(ddof=1) / np.sqrt(R))
     # the floor's O(h) bias at this eta (measured in the Lemma 3.3 runs) bounds how much the
     # normalised level may differ between the halves
     tol = 3 * flat_se + abs(floor_bias)
-    rows.append(_row(g, "phase_II_train_flat", "Phase II: the train loss only follows its "
-                     "slowly moving floor (floor-normalised second half / first half)",
-                     "Sec. 3.3.2, Eq. 3.13", flat_m, 1.0,
-                     f"|ratio - 1| <= 3 SE + |floor ratio at eta - 1| = {3 * flat_se:.3f} + "
-                     f"{abs(floor_bias):.3f}", abs(flat_m - 1) <= tol))
-    # Phase II test loss at the retraction onto M against the norm ODE of Eq. 3.15 per replica.
-    # over the first tau_II of Phase II, where the drift (not the stationary spread about
-    # w_dagger, which Eq. 3.15 leaves out) sets the change
-    i1 = np.searchsorted(t, k1 * eta)
+    return _row(g, "phase_II_train_flat", "Phase II: the train loss only follows its "
+                "slowly moving floor (floor-normalised second half / first half)",
+                "Sec. 3.3.2, Eq. 3.13", flat_m, 1.0,
+                f"|ratio - 1| <= 3 SE + |floor ratio at eta - 1| = {3 * flat_se:.3f} + "
+                f"{abs(floor_bias):.3f}", abs(flat_m - 1) <= tol)
+
+
+def _phase_II_test_row(inst: Instance, path: MainPath, ts: dict, eta: float,
+                       time_factor: float, time_factor_se: float) -> dict:
+    """Phase II test loss at the retraction onto M against the norm ODE of Eq. 3.15 per replica,
+    over the first tau_II of Phase II, where the drift (not the stationary spread about
+    w_dagger, which Eq. 3.15 leaves out) sets the change."""
+    g, t = inst.gamma, path.t
+    R = path.run["test_M"].shape[0]
+    i1 = np.searchsorted(t, path.k1 * eta)
     i2 = min(np.searchsorted(t, t[i1] + ts["tau_II"]), t.size - 1)
     span_t = t[i2] - t[i1]
-    rho_a = main["norm_M"][:, i1]
-    drop = main["test_M"][:, i1] - main["test_M"][:, i2]
+    rho_a = path.run["norm_M"][:, i1]
+    drop = path.run["test_M"][:, i1] - path.run["test_M"][:, i2]
 
     def predicted(c: float) -> np.ndarray:
-        rho_b = norm_flow_on_M(inst, rho_a, eta, s2, c * span_t)
+        rho_b = norm_flow_on_M(inst, rho_a, eta, path.s2, c * span_t)
         return 0.5 * (rho_a ** (2 * g + 2) - rho_b ** (2 * g + 2))
 
     pred = predicted(time_factor)
@@ -354,49 +392,86 @@ def check_main_path(inst: Instance, toy: dict, w0: np.ndarray, ts: dict,
     se_d = float(np.std(drop - pred, ddof=1) / np.sqrt(R))
     bias = float(abs(pred.mean() - predicted(1.0).mean()))  # the whole O(eta) time correction
     tol = 3 * se_d + float(abs(pred_hi.mean() - pred_lo.mean())) / 2 + bias
-    rows.append(_row(g, "phase_II_test_falls", "Phase II: over its first tau_II the test loss at "
-                     "the point of M falls by what Eq. 3.15 predicts (L = L(w_dagger) + "
-                     "(||w||^(2+2g) - ||alpha*_X||^2)/2 "
-                     "on M for this instance)", "Sec. 3.3.2, Eq. 3.15", d_m, d_p,
-                     f"|measured - predicted| <= 3 SE + spread from c(eta) +- 3 SE + "
-                     f"|pred(c) - pred(1)| (O(eta) bias) = {tol:.2e}"
-                     f" (prediction run c(eta) = {time_factor:.3f} faster, Lemma 3.3 fit)",
-                     abs(d_m - d_p) <= tol,
-                     f"relative difference {abs(d_m - d_p) / abs(d_p):.3%}"))
-    # Phase III from each decay step, all replicas at once.
-    k3 = int(np.ceil(toy["phase3_relaxations"] * ts["tau_I"] / eta_s))
-    starts = np.concatenate([main["snapshots"][k] for k in decay])
-    ph3 = simulate.sgd(inst, starts, eta_s, sigma, k3, B, rng, k3, key="toy.eta_small")
-    final = ph3["test"][:, -1].reshape(len(decay), R)
-    mean, se_f = final.mean(1), final.std(1, ddof=1) / np.sqrt(R)
+    return _row(g, "phase_II_test_falls", "Phase II: over its first tau_II the test loss at "
+                "the point of M falls by what Eq. 3.15 predicts (L = L(w_dagger) + "
+                "(||w||^(2+2g) - ||alpha*_X||^2)/2 "
+                "on M for this instance)", "Sec. 3.3.2, Eq. 3.15", d_m, d_p,
+                f"|measured - predicted| <= 3 SE + spread from c(eta) +- 3 SE + "
+                f"|pred(c) - pred(1)| (O(eta) bias) = {tol:.2e}"
+                f" (prediction run c(eta) = {time_factor:.3f} faster, Lemma 3.3 fit)",
+                abs(d_m - d_p) <= tol,
+                f"relative difference {abs(d_m - d_p) / abs(d_p):.3%}")
+
+
+def _decay_and_finish(inst: Instance, toy: dict, path: MainPath, ts: dict,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Phase III at eta_small from each decay step, all replicas at once: the final test loss's
+    mean and standard error per decay step."""
+    R = toy["replicas"]
+    k3 = int(np.ceil(toy["phase3_relaxations"] * ts["tau_I"] / toy["eta_small"]))
+    starts = np.concatenate([path.run["snapshots"][k] for k in path.decay])
+    ph3 = simulate.sgd(inst, starts, toy["eta_small"], toy["sigma"], k3, toy["batch_size"], rng,
+                       k3, key="toy.eta_small")
+    final = ph3["test"][:, -1].reshape(len(path.decay), R)
+    return final.mean(1), final.std(1, ddof=1) / np.sqrt(R)
+
+
+def _late_decay_rows(inst: Instance, toy: dict, path: MainPath, mean: np.ndarray,
+                     se_f: np.ndarray) -> list[dict]:
+    """A later decay ends no worse (monotone) and leaves little of the earliest one's excess."""
+    g = inst.gamma
     # On M the test loss is L_dagger + a^2/2 - a c with a = ||P_perp alpha|| and c = e_v .
     # alpha*_perp (e_v: the path's fixed X_perp direction); the instance makes c = 0 (see
     # initial_point), so the test loss on M falls with ||w|| all the way to w_dagger.
-    c_perp = float(e_v @ inst.alpha_star_perp)
+    c_perp = float(path.e_v @ inst.alpha_star_perp)
     rise = (mean[1:] - mean[:-1]) / np.sqrt(se_f[1:] ** 2 + se_f[:-1] ** 2)
     worst = float(np.max(rise))
-    rows.append(_row(g, "late_decay_monotone", "final test loss after Phase III does not increase "
-                     "with the decay step", "Sec. 3.3.3", worst, 3.0,
-                     "max over consecutive decay steps of (L_next - L_prev) / SE_diff <= 3 "
-                     "(no allowance)", worst <= 3,
-                     f"e_v . alpha*_perp = {c_perp:.1e} (0 when the start's X_perp part is "
-                     "orthogonal to alpha*_perp, see initial_point); raw differences "
-                     f"{np.array2string(mean[1:] - mean[:-1], precision=2)}"))
     excess = (mean[-1] - inst.test_loss_dagger) / (mean[0] - inst.test_loss_dagger)
-    rows.append(_row(g, "late_decay_excess", "the latest decay leaves a small fraction of the "
-                     "earliest decay's excess test loss over L(w_dagger)", "Sec. 3.3.3, Thm 3.4",
-                     float(excess), toy["max_excess_fraction"],
-                     f"(L_last - L_dagger)/(L_first - L_dagger) <= {toy['max_excess_fraction']}",
-                     excess <= toy["max_excess_fraction"]))
-    traces = {"main_t": t, "k1": k1, "k2": k2, "decay_t": decay * eta,
+    return [
+        _row(g, "late_decay_monotone", "final test loss after Phase III does not increase "
+             "with the decay step", "Sec. 3.3.3", worst, 3.0,
+             "max over consecutive decay steps of (L_next - L_prev) / SE_diff <= 3 "
+             "(no allowance)", worst <= 3,
+             f"e_v . alpha*_perp = {c_perp:.1e} (0 when the start's X_perp part is "
+             "orthogonal to alpha*_perp, see initial_point); raw differences "
+             f"{np.array2string(mean[1:] - mean[:-1], precision=2)}"),
+        _row(g, "late_decay_excess", "the latest decay leaves a small fraction of the "
+             "earliest decay's excess test loss over L(w_dagger)", "Sec. 3.3.3, Thm 3.4",
+             float(excess), toy["max_excess_fraction"],
+             f"(L_last - L_dagger)/(L_first - L_dagger) <= {toy['max_excess_fraction']}",
+             excess <= toy["max_excess_fraction"]),
+    ]
+
+
+def _main_path_traces(toy: dict, path: MainPath, eta: float, mean: np.ndarray,
+                      se_f: np.ndarray) -> dict:
+    """What the figures draw of the main path: replica means and SEs, a few trajectories."""
+    run, R = path.run, toy["replicas"]
+    traces = {"main_t": path.t, "k1": path.k1, "k2": path.k2, "decay_t": path.decay * eta,
               "decay_final_mean": mean, "decay_final_se": se_f,
-              "w_m0": w_m0, "e_u": e_u, "e_v": e_v, "main_final": main["final"]}
+              "w_m0": path.w_m0, "e_u": path.e_u, "e_v": path.e_v, "main_final": run["final"]}
     for key in ("train", "test", "norm", "floor"):
-        traces[f"main_{key}_mean"] = main[key].mean(0)
-        traces[f"main_{key}_se"] = main[key].std(0, ddof=1) / np.sqrt(R)
-    traces["main_u"] = main["u"][: toy["trajectories_drawn"]]
-    traces["main_v"] = main["v"][: toy["trajectories_drawn"]]
-    return rows, traces
+        traces[f"main_{key}_mean"] = run[key].mean(0)
+        traces[f"main_{key}_se"] = run[key].std(0, ddof=1) / np.sqrt(R)
+    traces["main_u"] = run["u"][: toy["trajectories_drawn"]]
+    traces["main_v"] = run["v"][: toy["trajectories_drawn"]]
+    return traces
+
+
+def check_main_path(inst: Instance, toy: dict, w0: np.ndarray, ts: dict,
+                    rng: np.random.Generator, time_factor: float, time_factor_se: float,
+                    floor_bias: float) -> tuple[list[dict], dict]:
+    """Three phases on one path: Phase I time, Phase II floor and drift, Phase III from several
+    decay steps. `time_factor` (+- SE) and `floor_bias` are the O(eta) corrections measured at
+    this eta by :func:`check_lemma_3_3`."""
+    eta = toy["eta_large"]
+    path = _simulate_main_path(inst, toy, w0, ts, rng)
+    rows = [_phase_I_time_row(inst.gamma, path, ts),
+            _phase_II_flat_row(inst.gamma, path, eta, floor_bias),
+            _phase_II_test_row(inst, path, ts, eta, time_factor, time_factor_se)]
+    mean, se_f = _decay_and_finish(inst, toy, path, ts, rng)
+    rows += _late_decay_rows(inst, toy, path, mean, se_f)
+    return rows, _main_path_traces(toy, path, eta, mean, se_f)
 
 
 def check_control(inst: Instance, toy: dict, w0: np.ndarray, ts: dict, traces: dict,
@@ -443,20 +518,35 @@ def _group_se(fn, data: np.ndarray, groups: int = 8) -> float:
     return float(np.std(vals, ddof=1) / np.sqrt(groups))
 
 
-def check_lemma_3_3(inst: Instance, toy: dict, w0_dir: np.ndarray, ts: dict,
-                    rng: np.random.Generator) -> tuple[list[dict], dict]:
-    """SGD against Eq. 3.15 from a point of M: ||retract_M(w)|| (the position along M, free of the
-    normal fluctuation) at step sizes h = eta and eta/2, for sigma and sqrt(2) sigma.
+def _lemma_summary(inst: Instance, out: dict, part: slice, w_m0: np.ndarray, e: float,
+                   s2: float, t_end: float, tau_I: float) -> dict:
+    """One (step size, sigma) run of the Lemma 3.3 check against Eq. 3.15: the replica mean of
+    ||retract_M(w)|| in units of tau_II(h, sigma), the ODE, the fitted time factor c and its SE,
+    and the train loss over its noise floor once the normal fluctuation settled."""
+    R = part.stop - part.start
+    lam = model.local_rate_exact(inst.C_dagger, inst.norm_dagger, inst.gamma, e, s2)
+    ode = simulate.effective_ode(inst, w_m0, e, s2, 2.5 * t_end, dt=t_end / 200)
+    s_sgd, s_ode = out["t"] * lam, ode["t"] * lam  # in units of tau_II(h, sigma)
+    y = out["norm_M"][part]
+    c = fit_time_factor(s_sgd, y.mean(0), s_ode, ode["norm"])
+    se_c = _group_se(lambda m, s=s_sgd, o=s_ode, on=ode["norm"]:
+                     fit_time_factor(s, m, o, on), y)
+    # the normal fluctuation at its stationary law (train loss relaxes at 2 / tau_I)
+    settled = out["t"] >= min(3 * tau_I, out["t"][-1] / 2)
+    ratio = (out["train"][part][:, settled] / out["floor"][part][:, settled]).mean(1)
+    return {"s": s_sgd, "t_eta": out["t"], "sgdM_mean": y.mean(0),
+            "sgdM_se": y.std(0, ddof=1) / np.sqrt(R),
+            "ode_s": s_ode, "ode_norm": ode["norm"], "c": np.array(c), "c_se": np.array(se_c),
+            "ode_on_s": np.interp(s_sgd, s_ode, ode["norm"]),
+            "floor_ratio": np.array(ratio.mean()),
+            "floor_se": np.array(ratio.std(ddof=1) / np.sqrt(R))}
 
-    In units of tau_II(h) the ODE is one curve for every h and sigma (its drift is proportional to
-    h sigma^2). The fitted time factor c_h (SGD ~ ODE(c_h t)) has an O(h) bias (discrete steps and
-    the finite normal fluctuation), so c_0 = 2 c_{h/2} - c_h is the h -> 0 limit that Lemma 3.3
-    predicts to be 1. The same Richardson step gives the noise floor of the train loss.
-    """
+
+def _lemma_runs(inst: Instance, toy: dict, w_m0: np.ndarray, ts: dict,
+               rng: np.random.Generator) -> dict[str, dict]:
+    """SGD from `w_m0` on M at h = eta and eta/2, each for sigma and sqrt(2) sigma, summarised
+    by :func:`_lemma_summary`; keyed "h|sigma" (e.g. "eta/2|sigma*sqrt2")."""
     g, eta, B, R = inst.gamma, toy["eta_large"], toy["batch_size"], toy["replicas"]
-    rho0 = inst.norm_dagger * toy["lemma_start_norm"]
-    w_m0 = inst.manifold_point(rho0, w0_dir - inst.proj_X @ w0_dir)
-    span = rho0 - inst.norm_dagger
     T = toy["lemma_timescales"]
     runs: dict = {}
     sigmas = {"sigma": toy["sigma"], "sigma*sqrt2": toy["sigma"] * 2**0.5}
@@ -480,25 +570,13 @@ def check_lemma_3_3(inst: Instance, toy: dict, w0_dir: np.ndarray, ts: dict,
         out = simulate.sgd(inst, np.tile(w_m0, (2 * R, 1)), e, sigma_rows, steps, B, rng, rec,
                            recorder)
         for j, (sig_name, sigma) in enumerate(sigmas.items()):
-            s2 = sigma**2 / B
-            lam = model.local_rate_exact(inst.C_dagger, inst.norm_dagger, g, e, s2)
-            part = slice(j * R, (j + 1) * R)
-            ode = simulate.effective_ode(inst, w_m0, e, s2, 2.5 * t_end, dt=t_end / 200)
-            s_sgd, s_ode = out["t"] * lam, ode["t"] * lam  # in units of tau_II(h, sigma)
-            y = out["norm_M"][part]
-            c = fit_time_factor(s_sgd, y.mean(0), s_ode, ode["norm"])
-            se_c = _group_se(lambda m, s=s_sgd, o=s_ode, on=ode["norm"]:
-                             fit_time_factor(s, m, o, on), y)
-            # the normal fluctuation at its stationary law (train loss relaxes at 2 / tau_I)
-            settled = out["t"] >= min(3 * ts["tau_I"], out["t"][-1] / 2)
-            ratio = (out["train"][part][:, settled] / out["floor"][part][:, settled]).mean(1)
-            runs[f"{h_name}|{sig_name}"] = {
-                "s": s_sgd, "t_eta": out["t"], "sgdM_mean": y.mean(0),
-                "sgdM_se": y.std(0, ddof=1) / np.sqrt(R),
-                "ode_s": s_ode, "ode_norm": ode["norm"], "c": np.array(c), "c_se": np.array(se_c),
-                "ode_on_s": np.interp(s_sgd, s_ode, ode["norm"]),
-                "floor_ratio": np.array(ratio.mean()),
-                "floor_se": np.array(ratio.std(ddof=1) / np.sqrt(R))}
+            runs[f"{h_name}|{sig_name}"] = _lemma_summary(
+                inst, out, slice(j * R, (j + 1) * R), w_m0, e, sigma**2 / B, t_end, ts["tau_I"])
+    return runs
+
+
+def _lemma_time_factor_rows(g: float, runs: dict[str, dict]) -> list[dict]:
+    """c_0 = 2 c(eta/2) - c(eta) is 1, at sigma and at sqrt(2) sigma."""
     rows = []
     for sig_name, check, claim in (
             ("sigma", "lemma_3_3_time_factor", "label-noise SGD moves along M as Eq. 3.15 "
@@ -515,31 +593,60 @@ def check_lemma_3_3(inst: Instance, toy: dict, w0_dir: np.ndarray, ts: dict,
                          abs(c0 - 1) <= 0.04 and 3 * se0 <= 0.04,
                          f"c(eta) = {float(a['c']):.4f} +- {float(a['c_se']):.4f}, c(eta/2) = "
                          f"{float(b['c']):.4f} +- {float(b['c_se']):.4f}: the O(h) bias halves"))
+    return rows
+
+
+def _lemma_tracking_row(g: float, runs: dict[str, dict], tau_I: float, span: float) -> dict:
+    """Pointwise: the h -> 0 extrapolation of the SGD curve against the ODE, in units of
+    tau_II."""
     a, b = runs["eta|sigma"], runs["eta/2|sigma"]
-    # Pointwise: the h -> 0 extrapolation of the SGD curve against the ODE, in units of tau_II.
     c0 = float(2 * b["c"] - a["c"])
     e0 = 2 * b["sgdM_mean"] - a["sgdM_mean"] - np.interp(c0 * a["s"], a["ode_s"], a["ode_norm"])
     se_e0 = np.hypot(2 * b["sgdM_se"], a["sgdM_se"])
     # from 3 tau_I on: Lemma 3.3 assumes the normal fluctuation at its stationary law (Eq. 3.13)
-    keep = a["t_eta"] >= 3 * ts["tau_I"]
+    keep = a["t_eta"] >= 3 * tau_I
     z = np.abs(e0[keep]) / se_e0[keep]
-    rows.append(_row(g, "lemma_3_3_tracking", "SGD position along M follows Eq. 3.15 at every time "
-                     "(h -> 0 extrapolation 2 SGD(eta/2) - SGD(eta), same t / tau_II)",
-                     "Lemma 3.3, Eq. 3.15", float(z.max()), 4.0,
-                     f"max over the {z.size} record times after 3 tau_I of |extrapolated - "
-                     f"ODE(c_0 t)| / SE <= 4 (Bonferroni: P(max > 4) < {z.size * 6.4e-5:.1%})",
-                     float(z.max()) <= 4.0,
-                     f"largest |difference| {float(np.max(np.abs(e0[keep]))) / span:.4f} of "
-                     "||w_0|| - ||w_dagger||"))
+    return _row(g, "lemma_3_3_tracking", "SGD position along M follows Eq. 3.15 at every time "
+                "(h -> 0 extrapolation 2 SGD(eta/2) - SGD(eta), same t / tau_II)",
+                "Lemma 3.3, Eq. 3.15", float(z.max()), 4.0,
+                f"max over the {z.size} record times after 3 tau_I of |extrapolated - "
+                f"ODE(c_0 t)| / SE <= 4 (Bonferroni: P(max > 4) < {z.size * 6.4e-5:.1%})",
+                float(z.max()) <= 4.0,
+                f"largest |difference| {float(np.max(np.abs(e0[keep]))) / span:.4f} of "
+                "||w_0|| - ||w_dagger||")
+
+
+def _phase_II_floor_row(g: float, runs: dict[str, dict]) -> dict:
+    """The train loss over its noise floor, extrapolated to h -> 0, is 1."""
+    a, b = runs["eta|sigma"], runs["eta/2|sigma"]
     r0 = float(2 * b["floor_ratio"] - a["floor_ratio"])
     se_r = float(np.hypot(2 * b["floor_se"], a["floor_se"]))
-    rows.append(_row(g, "phase_II_floor", "Phase II: mean train loss = (eta sigma^2/4)(tr H + "
-                     "(eta/2) tr H^2) at the current point, derived from Eq. 3.12-3.13",
-                     "Eq. 3.12-3.13", r0, 1.0,
-                     f"h -> 0 extrapolation of train/floor: |r_0 - 1| <= 3 SE = {3 * se_r:.3f}",
-                     abs(r0 - 1) <= 3 * se_r,
-                     f"ratio at eta {float(a['floor_ratio']):.4f}, at eta/2 "
-                     f"{float(b['floor_ratio']):.4f}"))
+    return _row(g, "phase_II_floor", "Phase II: mean train loss = (eta sigma^2/4)(tr H + "
+                "(eta/2) tr H^2) at the current point, derived from Eq. 3.12-3.13",
+                "Eq. 3.12-3.13", r0, 1.0,
+                f"h -> 0 extrapolation of train/floor: |r_0 - 1| <= 3 SE = {3 * se_r:.3f}",
+                abs(r0 - 1) <= 3 * se_r,
+                f"ratio at eta {float(a['floor_ratio']):.4f}, at eta/2 "
+                f"{float(b['floor_ratio']):.4f}")
+
+
+def check_lemma_3_3(inst: Instance, toy: dict, w0_dir: np.ndarray, ts: dict,
+                    rng: np.random.Generator) -> tuple[list[dict], dict]:
+    """SGD against Eq. 3.15 from a point of M: ||retract_M(w)|| (the position along M, free of the
+    normal fluctuation) at step sizes h = eta and eta/2, for sigma and sqrt(2) sigma.
+
+    In units of tau_II(h) the ODE is one curve for every h and sigma (its drift is proportional to
+    h sigma^2). The fitted time factor c_h (SGD ~ ODE(c_h t)) has an O(h) bias (discrete steps and
+    the finite normal fluctuation), so c_0 = 2 c_{h/2} - c_h is the h -> 0 limit that Lemma 3.3
+    predicts to be 1. The same Richardson step gives the noise floor of the train loss.
+    """
+    g = inst.gamma
+    rho0 = inst.norm_dagger * toy["lemma_start_norm"]
+    w_m0 = inst.manifold_point(rho0, w0_dir - inst.proj_X @ w0_dir)
+    span = rho0 - inst.norm_dagger
+    runs = _lemma_runs(inst, toy, w_m0, ts, rng)
+    rows = [*_lemma_time_factor_rows(g, runs), _lemma_tracking_row(g, runs, ts["tau_I"], span),
+            _phase_II_floor_row(g, runs)]
     traces = {f"lemma_{k}_{name}": np.asarray(v) for name, r in runs.items()
               for k, v in r.items()}
     traces["lemma_span"] = span
