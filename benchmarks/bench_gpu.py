@@ -91,6 +91,98 @@ def sequential_epoch_s(trainer: Trainer, with_eval: bool, reps: int = 1) -> floa
     return min(timed(epoch, trainer.device) for _ in range(reps))
 
 
+class Report:
+    """The results dict that becomes bench_gpu.json, and progress lines with the elapsed time."""
+
+    def __init__(self, device_name: str, smoke: bool) -> None:
+        self.began = time.monotonic()
+        self.out: dict = {"device": device_name, "date": str(datetime.date.today()),
+                          "torch": torch.__version__, "smoke": smoke}
+
+    def log(self, line: str) -> None:
+        print(f"[{time.monotonic() - self.began:.0f}s] {line}", flush=True)
+
+
+def baseline_vs_engine(report: Report, trainer: Trainer, arrays, workers: int) -> None:
+    """1. The authors' way (DataLoader + torchvision on CPU workers, .item() per step) vs the
+    engine: one data pass and one training epoch each."""
+    device, n = trainer.device, len(arrays[0])
+    loader = baseline_loader(arrays[0], arrays[1], 125, workers)
+    model, opt = baseline_model("vgg_small", 0.5, device, 0.9, 1e-4)
+    baseline_train_epoch(model, opt, loader, device, "mse")  # warm-up
+    gen = torch.Generator(device=device).manual_seed(0)
+    engine_data_epoch(trainer, gen)
+    b_data = timed(lambda: baseline_data_epoch(loader, device), device)
+    e_data = timed(lambda: engine_data_epoch(trainer, gen), device)
+    b_epoch = timed(lambda: baseline_train_epoch(model, opt, loader, device, "mse"), device)
+    e_epoch = sequential_epoch_s(trainer, with_eval=False)
+    report.out["baseline_vs_engine"] = {"data_s": [b_data, e_data], "epoch_s": [b_epoch, e_epoch]}
+    report.log(f"vgg-small {n} images/epoch: data {b_data:.3f}s -> {e_data:.4f}s "
+               f"({b_data / e_data:.1f}x), epoch {b_epoch:.3f}s -> {e_epoch:.3f}s "
+               f"({b_epoch / e_epoch:.1f}x)")
+
+
+def k_at_once(report: Report, trainer: Trainer, n: int, ks: list[int]) -> None:
+    """2. K at once vs one at a time (images per second per model, training only)."""
+    seq = sequential_epoch_s(trainer, with_eval=False, reps=2)
+    report.out["k_at_once"] = {"one_at_a_time_img_s": n / seq}
+    for k in ks:
+        t = batched_epoch_s(trainer, k, with_eval=False, reps=2)
+        rate_total = n * k / t  # model-images per second, K models trained together
+        report.out["k_at_once"][str(k)] = {"epoch_s": t, "img_s_per_model": rate_total / k,
+                                           "model_img_s": rate_total,
+                                           "ratio_vs_one_at_a_time": rate_total / (n / seq)}
+        report.log(f"K={k:3d}: {t:.3f}s per epoch of K models, {rate_total:,.0f} model-images/s"
+                   f" = {rate_total / (n / seq):.1f}x one at a time ({n / seq:,.0f})")
+
+
+def engine_settings(report: Report, arrays, device: torch.device, tmp: Path, k: int) -> None:
+    """Engine settings at the largest K, to choose defaults by measurement (same data, same run
+    as :func:`k_at_once`, whose K = `k` time is the reference)."""
+    for label, engine in (("channels_last off", {"channels_last": False}),
+                          ("bf16 autocast", {"bf16": True})):
+        variant = make_trainer(AUTHORS, arrays, device, tmp, **engine)
+        report.out["settings"][label] = variant.settings
+        t = batched_epoch_s(variant, k, with_eval=False, reps=2)
+        base_t = report.out["k_at_once"][str(k)]["epoch_s"]
+        report.out["k_at_once"][f"{k} {label}"] = {"epoch_s": t, "speedup_vs_default": base_t / t}
+        report.log(f"K={k} with {label}: {t:.3f}s per epoch ({base_t / t:.2f}x the default "
+                   "settings)")
+        del variant
+
+
+def projection_times(trainer: Trainer, k: int) -> dict[str, float]:
+    """3. What the whole-study projection needs: a main-path epoch and a subpath model-epoch at
+    the preset's K, each with its per-epoch evaluation on the test set."""
+    main_s = sequential_epoch_s(trainer, with_eval=True)
+    sub_s = batched_epoch_s(trainer, k, with_eval=True) / k
+    return {"main_epoch_s": main_s, "subpath_model_epoch_s": sub_s}
+
+
+def vgg11_throughput(report: Report, trainer: Trainer, n: int, device_name: str) -> None:
+    """4. VGG-11 training throughput of one model, against the device's TF32 peak."""
+    t1 = sequential_epoch_s(trainer, with_eval=False)
+    peak = next((v for k, v in PEAK_TF32.items() if k in device_name), None)
+    flops = VGG11_TRAIN_GFLOP * 1e9 * n / t1
+    report.out["vgg11"] = {"model_epoch_s": t1, "tflops": flops / 1e12,
+                           "fraction_of_tf32_peak": flops / (peak * 1e12) if peak else None}
+    report.log(f"VGG-11, {n} images: {t1:.3f}s per model-epoch, {flops / 1e12:.1f} TFLOP/s"
+               + (f" = {flops / peak / 1e10:.0f}% of the TF32 peak ({peak} TFLOP/s)"
+                  if peak else ""))
+
+
+def project_studies(report: Report, inputs: dict[str, dict[str, float]]) -> None:
+    """5. The whole study of each preset on this one device."""
+    report.out["projection"] = {}
+    for preset, times in inputs.items():
+        result = project(study_shape(preset), **times)
+        report.out["projection"][preset] = result
+        report.log(f"{preset} study: {result['model_epochs']:,} model-epochs (with per-epoch "
+                   f"evaluation): main {times['main_epoch_s']:.3f}s/epoch, subpaths "
+                   f"{times['subpath_model_epoch_s']:.3f}s/model-epoch -> "
+                   f"{result['total_min']:.1f} min")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda")
@@ -105,93 +197,33 @@ def main() -> None:
     ks = [1, 2, 4] if args.smoke else [1, 4, 16, 64]
     tmp = Path("/tmp/lrdecay-bench-gpu")
     tmp.mkdir(parents=True, exist_ok=True)
-    out: dict = {"device": name, "date": str(datetime.date.today()),
-                 "torch": torch.__version__, "smoke": args.smoke}
-    began = time.monotonic()
+    report = Report(name, args.smoke)
 
-    # 1. The authors' way (DataLoader + torchvision on CPU workers, .item() per step) vs engine.
+    # The authors' setting (vgg_small) on a 5,000-image subset: steps 1 to 3.
     arrays = synthetic(n_small, n_test)
     trainer = make_trainer(AUTHORS, arrays, device, tmp)
-    out["settings"] = {"default": trainer.settings}  # numeric settings of each measured variant
-    loader = baseline_loader(arrays[0], arrays[1], 125, args.workers)
-    model, opt = baseline_model("vgg_small", 0.5, device, 0.9, 1e-4)
-    baseline_train_epoch(model, opt, loader, device, "mse")  # warm-up
-    gen = torch.Generator(device=device).manual_seed(0)
-    engine_data_epoch(trainer, gen)
-    b_data = timed(lambda: baseline_data_epoch(loader, device), device)
-    e_data = timed(lambda: engine_data_epoch(trainer, gen), device)
-    b_epoch = timed(lambda: baseline_train_epoch(model, opt, loader, device, "mse"), device)
-    e_epoch = sequential_epoch_s(trainer, with_eval=False)
-    out["baseline_vs_engine"] = {"data_s": [b_data, e_data], "epoch_s": [b_epoch, e_epoch]}
-    print(f"[{time.monotonic() - began:.0f}s] vgg-small {n_small} images/epoch: data "
-          f"{b_data:.3f}s -> {e_data:.4f}s ({b_data / e_data:.1f}x), epoch {b_epoch:.3f}s -> "
-          f"{e_epoch:.3f}s ({b_epoch / e_epoch:.1f}x)", flush=True)
-
-    # 2. K at once vs one at a time (images per second per model, training only).
-    seq = sequential_epoch_s(trainer, with_eval=False, reps=2)
-    out["k_at_once"] = {"one_at_a_time_img_s": n_small / seq}
-    for k in ks:
-        t = batched_epoch_s(trainer, k, with_eval=False, reps=2)
-        rate_total = n_small * k / t  # model-images per second, K models trained together
-        out["k_at_once"][str(k)] = {"epoch_s": t, "img_s_per_model": rate_total / k,
-                                    "model_img_s": rate_total,
-                                    "ratio_vs_one_at_a_time": rate_total / (n_small / seq)}
-        print(f"[{time.monotonic() - began:.0f}s] K={k:3d}: {t:.3f}s per epoch of K models, "
-              f"{rate_total:,.0f} model-images/s = {rate_total / (n_small / seq):.1f}x one at a "
-              f"time ({n_small / seq:,.0f})", flush=True)
-
-    # Engine settings at the largest K, to choose defaults by measurement (same data, same run).
-    k_max = ks[-1]
-    for label, engine in (("channels_last off", {"channels_last": False}),
-                          ("bf16 autocast", {"bf16": True})):
-        variant = make_trainer(AUTHORS, arrays, device, tmp, **engine)
-        out["settings"][label] = variant.settings
-        t = batched_epoch_s(variant, k_max, with_eval=False, reps=2)
-        base_t = out["k_at_once"][str(k_max)]["epoch_s"]
-        out["k_at_once"][f"{k_max} {label}"] = {"epoch_s": t, "speedup_vs_default": base_t / t}
-        print(f"[{time.monotonic() - began:.0f}s] K={k_max} with {label}: {t:.3f}s per epoch "
-              f"({base_t / t:.2f}x the default settings)", flush=True)
-        del variant
-
-    # 3. Projection inputs for the authors' preset: per-epoch evaluation on the test set.
-    main_s = sequential_epoch_s(trainer, with_eval=True)
-    k_authors = 4 if args.smoke else study_shape("authors")["k"]
-    sub_s = batched_epoch_s(trainer, k_authors, with_eval=True) / k_authors
-    inputs = {"authors": {"main_epoch_s": main_s, "subpath_model_epoch_s": sub_s}}
+    report.out["settings"] = {"default": trainer.settings}  # numeric settings of each variant
+    baseline_vs_engine(report, trainer, arrays, args.workers)
+    k_at_once(report, trainer, n_small, ks)
+    engine_settings(report, arrays, device, tmp, ks[-1])
+    inputs = {"authors": projection_times(
+        trainer, 4 if args.smoke else study_shape("authors")["k"])}
     del trainer
 
-    # 4. VGG-11 on full CIFAR-10 sized data (50,000 images): one model, then K = 9 at once.
+    # The paper's setting (VGG-11) on full CIFAR-10 sized data (50,000 images): steps 3 and 4.
     arrays = synthetic(n_full * (1 if args.smoke else 10), n_test)
-    n_vgg = len(arrays[0])
     trainer = make_trainer(PAPER, arrays, device, tmp)
-    out["settings"]["vgg11"] = trainer.settings
-    t1 = sequential_epoch_s(trainer, with_eval=False)
-    peak = next((v for k, v in PEAK_TF32.items() if k in name), None)
-    flops = VGG11_TRAIN_GFLOP * 1e9 * n_vgg / t1
-    out["vgg11"] = {"model_epoch_s": t1, "tflops": flops / 1e12,
-                    "fraction_of_tf32_peak": flops / (peak * 1e12) if peak else None}
-    print(f"[{time.monotonic() - began:.0f}s] VGG-11, {n_vgg} images: {t1:.3f}s per model-epoch,"
-          f" {flops / 1e12:.1f} TFLOP/s" + (f" = {flops / peak / 1e10:.0f}% of the TF32 peak "
-                                              f"({peak} TFLOP/s)" if peak else ""), flush=True)
-    k_paper = 2 if args.smoke else study_shape("paper")["k"]
-    main_s = sequential_epoch_s(trainer, with_eval=True)
-    sub_s = batched_epoch_s(trainer, k_paper, with_eval=True) / k_paper
-    inputs["paper"] = {"main_epoch_s": main_s, "subpath_model_epoch_s": sub_s}
-    out["vgg11"]["batched_model_epoch_s_with_eval"] = sub_s
-    out["projection_inputs"] = inputs
+    report.out["settings"]["vgg11"] = trainer.settings
+    vgg11_throughput(report, trainer, len(arrays[0]), name)
+    inputs["paper"] = projection_times(trainer, 2 if args.smoke else study_shape("paper")["k"])
+    report.out["vgg11"]["batched_model_epoch_s_with_eval"] = inputs["paper"][
+        "subpath_model_epoch_s"]
+    report.out["projection_inputs"] = inputs
 
-    # 5. The whole study on this one device.
-    out["projection"] = {}
-    for preset, times in inputs.items():
-        result = project(study_shape(preset), **times)
-        out["projection"][preset] = result
-        print(f"[{time.monotonic() - began:.0f}s] {preset} study: {result['model_epochs']:,} "
-              f"model-epochs (with per-epoch evaluation): main {times['main_epoch_s']:.3f}s/epoch,"
-              f" subpaths {times['subpath_model_epoch_s']:.3f}s/model-epoch -> "
-              f"{result['total_min']:.1f} min", flush=True)
+    project_studies(report, inputs)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_gpu.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out / 'bench_gpu.json'} in {time.monotonic() - began:.0f}s")
+    (args.out / "bench_gpu.json").write_text(json.dumps(report.out, indent=2) + "\n")
+    print(f"wrote {args.out / 'bench_gpu.json'} in {time.monotonic() - report.began:.0f}s")
 
 
 if __name__ == "__main__":
