@@ -5,6 +5,8 @@ the resource requests need); the config's ``data.name`` accepts exactly the regi
 
 `prepare` writes one compact checkpoint per run (uint8 images, labels, normalisation statistics)
 that training jobs load in milliseconds and move to the device whole: no DataLoader, no workers.
+torch is imported on use, not with the module: the Snakefile reads this registry in every
+Snakemake start (config validation, resource requests), where torch would cost seconds.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from lrdecay import io
+
+if TYPE_CHECKING:
+    import torch
 
 CIFAR10_BIN = "cifar-10-batches-bin"
 CIFAR10_PY = "cifar-10-batches-py"
@@ -325,6 +330,8 @@ def balanced_subset(labels: np.ndarray, per_class: int | None, seed: int) -> np.
 def prepare(data_config: dict, seed: int, out_path: str | Path,
             spec: CifarSpec = CIFAR10) -> None:
     """Load, subset and save the run's data as one verified checkpoint."""
+    import torch  # on use (module docstring)
+
     train, test = DATASETS[data_config["name"]].load(data_config, spec)
     train_idx = balanced_subset(train.labels, data_config["train_per_class"], seed)
     test_idx = balanced_subset(test.labels, data_config["test_per_class"], seed + 1)
@@ -359,6 +366,8 @@ class DeviceData:
 
     def __init__(self, path: str | Path, device: torch.device, normalize: bool, augment: bool,
                  pad: int = 4):
+        import torch  # on use (module docstring)
+
         blob = io.load_checkpoint(
             path, fix="delete it and rerun: snakemake --forcerun prepare_data", map_location=device
         )
@@ -387,6 +396,8 @@ class DeviceData:
 
     def epoch_order(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(order (n,), crop/flip draws (3, n) or None) for one epoch, from `generator` alone."""
+        import torch  # on use (module docstring)
+
         n = len(self.train_y)
         order = torch.randperm(n, generator=generator, device=self.device)
         if not self.augment:
@@ -405,6 +416,8 @@ class DeviceData:
 def draw_crop_flip(n: int, generator: torch.Generator, device: torch.device,
                    pad: int = 4) -> torch.Tensor:
     """(3, n) int64: vertical offset, horizontal offset and flip flag for n crops."""
+    import torch  # on use (module docstring)
+
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=device)
     flip = (torch.rand(n, generator=generator, device=device) < 0.5).long()
@@ -417,6 +430,8 @@ def crop_flip(padded: torch.Tensor, index: torch.Tensor, dy: torch.Tensor, dx: t
 
     index, dy, dx, flip: (m,) int64; returns (m, C, H, W) in the stack's dtype.
     """
+    import torch  # on use (module docstring)
+
     dev = padded.device
     n, channels, h_pad, w_pad = padded.shape
     h, w = h_pad - 2 * pad, w_pad - 2 * pad

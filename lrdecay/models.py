@@ -6,22 +6,31 @@ the resource requests (lrdecay.resources) take the cost and parameter count from
 
 The VGGs have no batch norm, so they need the authors' initialisation (Kaiming-normal convs,
 N(0, 0.01) linears): with PyTorch's default init vgg-small stayed at chance in a pilot.
+
+torch is imported by the builders, not with the module: the Snakefile reads this registry (config
+validation, resource requests) in every Snakemake start, and importing torch there costs seconds
+per DVC stage.
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 VGG11_CONVS = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 VGG_SMALL_CONVS = [32, "M", 64, "M", 64, 64, "M", 128, 128, "M", 256, 256, "M"]
+VGG_SMALL_CLASSIFIER = [128, 128]
 
 
 def mlp(input_shape: tuple[int, ...], n_classes: int, hidden: list[int], **_: object) -> nn.Module:
+    from torch import nn
+
     widths = [math.prod(input_shape), *hidden]
     layers: list[nn.Module] = [nn.Flatten()]
     for width_in, width_out in zip(widths[:-1], widths[1:], strict=True):
@@ -30,48 +39,69 @@ def mlp(input_shape: tuple[int, ...], n_classes: int, hidden: list[int], **_: ob
     return nn.Sequential(*layers)
 
 
-class VGG(nn.Module):
-    """CIFAR VGG without batch norm: conv stack to 1x1, then a linear classifier."""
+def vgg(convs: list, classifier: list[int], n_classes: int, dropout: float) -> nn.Sequential:
+    """CIFAR VGG without batch norm: conv stack to 1x1 (`features`), then a linear classifier
+    (`classifier`), applied in that order."""
+    from torch import nn
 
-    def __init__(self, convs: list, classifier: list[int], n_classes: int, dropout: float):
-        super().__init__()
-        layers: list[nn.Module] = []
-        channels = 3
-        for item in convs:
-            if item == "M":
-                layers.append(nn.MaxPool2d(2))
-            else:
-                layers += [nn.Conv2d(channels, item, 3, padding=1), nn.ReLU(inplace=True)]
-                channels = item
-        self.features = nn.Sequential(*layers)
-        head: list[nn.Module] = [nn.Flatten()]
-        for width in classifier:
-            head += [nn.Dropout(dropout), nn.Linear(channels, width), nn.ReLU(inplace=True)]
-            channels = width
-        head.append(nn.Linear(channels, n_classes))
-        self.classifier = nn.Sequential(*head)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, 0.01)
-                nn.init.zeros_(module.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+    layers: list[nn.Module] = []
+    channels = 3
+    for item in convs:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(channels, item, 3, padding=1), nn.ReLU(inplace=True)]
+            channels = item
+    features = nn.Sequential(*layers)
+    head: list[nn.Module] = [nn.Flatten()]
+    for width in classifier:
+        head += [nn.Dropout(dropout), nn.Linear(channels, width), nn.ReLU(inplace=True)]
+        channels = width
+    head.append(nn.Linear(channels, n_classes))
+    model = nn.Sequential(OrderedDict(features=features, classifier=nn.Sequential(*head)))
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, 0.01)
+            nn.init.zeros_(module.bias)
+    return model
 
 
-def vgg11(input_shape: tuple[int, ...], n_classes: int, dropout: float = 0.0, **_: object) -> VGG:
+def vgg11(input_shape: tuple[int, ...], n_classes: int, dropout: float = 0.0,
+          **_: object) -> nn.Sequential:
     """VGG-11 for 32x32 inputs: the paper's model (a single linear layer after the convs)."""
-    return VGG(VGG11_CONVS, [], n_classes, dropout)
+    return vgg(VGG11_CONVS, [], n_classes, dropout)
 
 
 def vgg_small(
     input_shape: tuple[int, ...], n_classes: int, dropout: float = 0.5, **_: object
-) -> VGG:
+) -> nn.Sequential:
     """The authors' reduced VGG: classifier 256->128->128->classes with dropout."""
-    return VGG(VGG_SMALL_CONVS, [128, 128], n_classes, dropout)
+    return vgg(VGG_SMALL_CONVS, VGG_SMALL_CLASSIFIER, n_classes, dropout)
+
+
+# Parameter counts without building a model (so without torch: the Snakefile's resource requests
+# and config checks need them); tests/test_models.py checks each against the built model.
+def linear_params(widths: list[int]) -> int:
+    """Weights and biases of a chain of linear layers through `widths`."""
+    return sum((w_in + 1) * w_out for w_in, w_out in zip(widths[:-1], widths[1:], strict=False))
+
+
+def mlp_params(input_shape: tuple[int, ...], n_classes: int, hidden: list[int],
+               **_: object) -> int:
+    return linear_params([math.prod(input_shape), *hidden, n_classes])
+
+
+def vgg_params(convs: list, classifier: list[int], n_classes: int) -> int:
+    """3x3 convs with biases from 3 channels, then the classifier from the last width."""
+    total, channels = 0, 3
+    for item in convs:
+        if item != "M":
+            total += (9 * channels + 1) * item
+            channels = item
+    return total + linear_params([channels, *classifier, n_classes])
 
 
 @dataclass(frozen=True)
@@ -85,27 +115,37 @@ class ModelSpec:
         logs); the SLURM runtime requests follow from it.
     input_shape: the (C, H, W) images the model needs, or None if any input shape works.
     convs: the conv stack (widths and "M" pools), for the memory estimate of its activations.
+    count: (input_shape, n_classes, **model_config) -> trainable parameters, without building
+        the model; None counts them on a model built on the meta device (which imports torch
+        wherever the count is needed, the Snakefile included: slower Snakemake starts).
     """
 
     build: Callable[..., nn.Module]
     minutes_per_1000_images: tuple[float, float]
     input_shape: tuple[int, ...] | None = None
     convs: tuple = ()
+    count: Callable[..., int] | None = None
 
 
 MODELS: dict[str, ModelSpec] = {
-    "mlp": ModelSpec(mlp, (0.02, 0.02)),
-    "vgg11": ModelSpec(vgg11, (0.8, 0.004), input_shape=(3, 32, 32), convs=tuple(VGG11_CONVS)),
+    "mlp": ModelSpec(mlp, (0.02, 0.02), count=mlp_params),
+    "vgg11": ModelSpec(vgg11, (0.8, 0.004), input_shape=(3, 32, 32), convs=tuple(VGG11_CONVS),
+                       count=lambda shape, n_classes, **_: vgg_params(VGG11_CONVS, [], n_classes)),
     "vgg_small": ModelSpec(vgg_small, (0.2, 0.008), input_shape=(3, 32, 32),
-                           convs=tuple(VGG_SMALL_CONVS)),
+                           convs=tuple(VGG_SMALL_CONVS),
+                           count=lambda shape, n_classes, **_: vgg_params(
+                               VGG_SMALL_CONVS, VGG_SMALL_CLASSIFIER, n_classes)),
 }
+
+
+def _options(model_config: dict) -> dict:
+    """The model section's keys a builder (or count) receives."""
+    return {"hidden": model_config["hidden"], "dropout": model_config["dropout"]}
 
 
 def build(model_config: dict, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """Instantiate the configured model (parameters drawn from torch's current RNG state)."""
-    return MODELS[model_config["name"]].build(
-        input_shape, n_classes, hidden=model_config["hidden"], dropout=model_config["dropout"]
-    )
+    return MODELS[model_config["name"]].build(input_shape, n_classes, **_options(model_config))
 
 
 def cost(name: str) -> tuple[float, float]:
@@ -114,12 +154,19 @@ def cost(name: str) -> tuple[float, float]:
 
 
 def n_params(model_config: dict, input_shape: tuple[int, ...], n_classes: int) -> int:
-    """Trainable parameters of the configured model, counted on the meta device (no memory is
-    allocated and no random numbers are drawn, so it is cheap even for VGG-11)."""
+    """Trainable parameters of the configured model: its registered count, else counted on the
+    meta device (no memory is allocated and no random numbers are drawn)."""
+    count = MODELS[model_config["name"]].count
+    if count is not None:
+        return count(input_shape, n_classes, **_options(model_config))
+    import torch
+
     with torch.device("meta"):
         model = build(model_config, input_shape, n_classes)
     return sum(math.prod(p.shape) for p in model.parameters() if p.requires_grad)
 
 
 def is_conv(model: nn.Module) -> bool:
+    from torch import nn
+
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
