@@ -1,8 +1,9 @@
 import os
 
 # lrdecay: the whole study of Ren, Ma & Ying (AISTATS 2024) as one DAG.
-# Stages: data -> main-path segments -> subpath groups -> trajectories/metrics -> PCA ->
-# landscape shards -> figures, claims and report; plus the Section 3 toy model.
+# Stages: data -> per seed (seeds: [...]): main-path segments -> subpath groups -> metrics and
+# trajectories -> PCA -> landscape shards (first seed) -> across seeds: figures, claims, summary
+# and report; plus the Section 3 toy model. Layout: lrdecay.config.Plan.
 
 
 configfile: os.path.join(workflow.basedir, "config.yaml")  # the quick preset, wherever snakemake runs
@@ -16,12 +17,17 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/pca.smk"
 include: "workflow/rules/landscape.smk"
-include: "workflow/rules/figures.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/toy.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:
     input:
-        NN_TARGETS,
+        every_seed(rules.decay_timing.output[0]),  # each seed's tables, trajectories, PCA
+        every_seed(rules.pca.output.coordinates),
+        rules.figure1.output,  # the run's: decay_timing.csv across seeds, Figure 1
+        rules.figure2.output,
+        rules.claims.output,  # a verdict per Section 2 claim (lrdecay.analysis)
+        rules.summary.output,  # headline numbers for `dvc metrics show` (lrdecay.summary)
         TOY_TARGETS,

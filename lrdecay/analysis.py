@@ -87,7 +87,7 @@ def seed_summary(values: Sequence[float]) -> dict:
 
 def aggregate_decay_timing(tables: dict[int, pd.DataFrame]) -> pd.DataFrame:
     """Per branch epoch and quantity: mean, std and 95 % interval across seeds (tidy)."""
-    columns = ["subpath_final_train_loss", "subpath_final_test_loss",
+    columns = ["subpath_final_train_loss", "subpath_final_test_loss", "main_test_loss_at_branch",
                "main_test_loss_at_total_epoch", "decay_gain_vs_main_same_epoch"]
     joined = pd.concat([t.assign(seed=s) for s, t in tables.items()], ignore_index=True)
     rows = []
@@ -309,15 +309,21 @@ def claims_table(metrics: dict[int, pd.DataFrame], variance: dict[int, pd.DataFr
     return pd.DataFrame(rows)
 
 
-def write_claims(seed: int, metrics: str | Path, variance: str | Path, coordinates: str | Path,
+def write_claims(seeds: Sequence[int], metrics: Sequence[str | Path],
+                 variance: Sequence[str | Path], coordinates: Sequence[str | Path],
                  out_claims: str | Path, out_trends: str | Path) -> pd.DataFrame:
-    """Read one run's tables, write claims.csv and trends.csv; log each verdict."""
-    frames = {name: pd.read_csv(path) for name, path in
-              [("metrics", metrics), ("variance", variance), ("coordinates", coordinates)]}
-    table = claims_table({seed: frames["metrics"]}, {seed: frames["variance"]},
-                         {seed: frames["coordinates"]}, seed=seed)
+    """Read each seed's tables (in the order of `seeds`), write claims.csv and trends.csv; log
+    each verdict. The first seed seeds the bootstrap."""
+    def read(paths: Sequence[str | Path]) -> dict[int, pd.DataFrame]:
+        return {s: pd.read_csv(p) for s, p in zip(seeds, paths, strict=True)}
+
+    frames = {"metrics": read(metrics), "variance": read(variance),
+              "coordinates": read(coordinates)}
+    table = claims_table(frames["metrics"], frames["variance"], frames["coordinates"],
+                         seed=seeds[0])
     io.write_csv(out_claims, table)
-    io.write_csv(out_trends, trend_table({seed: decay_timing_table(frames["metrics"])}, seed))
+    timings = {s: decay_timing_table(m) for s, m in frames["metrics"].items()}
+    io.write_csv(out_trends, trend_table(timings, seeds[0]))
     for row in table.itertuples(index=False):
         log.info("%s: %s (value %.4g, 95 %% interval [%.4g, %.4g] over %s)", row.claim,
                  row.verdict, row.value, row.ci_low, row.ci_high, row.interval_over)

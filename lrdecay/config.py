@@ -73,6 +73,7 @@ def _describe(error: jsonschema.ValidationError, schema_name: str, prefix: str =
         "pattern": f"must match {bound}",
         "minLength": f"must have at least {bound} characters",
         "maxLength": f"must have at most {bound} characters",
+        "uniqueItems": "must not list a value twice",
     }.get(rule)
     if rule == "additionalProperties" and isinstance(error.instance, dict):
         known = error.schema.get("properties", {})
@@ -158,7 +159,7 @@ def coerce(schema: dict, value: Any) -> Any:
     integers where it asks for an integer.
 
     Snakemake passes nested ``--config 'optimizer={main_lr: 0.05}'`` values as strings, and
-    ``--config seed=1e23`` as a float; without this they fail the type check or slip past it.
+    ``--config 'seeds=[1e23]'`` as a float; without this they fail the type check or slip past it.
     """
     types = _schema_types(schema)
     if isinstance(value, dict):
@@ -242,6 +243,12 @@ def validate(config: dict) -> dict:
 
     if not isinstance(config, dict):
         raise ConfigError(f"the configuration must be a mapping of keys, not {config!r}")
+    if "seed" in config:  # the key before seeds replicated the study
+        raise ConfigError(
+            f"config key seed = {config['seed']!r}: replaced by seeds, a list of training seeds "
+            f"(the study runs once per seed); use seeds: [{config['seed']}] (or --config "
+            f"'seeds=[{config['seed']}]')"
+        )
     _check_against(SCHEMA_PATH, config)
     _check_against(TOY_SCHEMA_PATH, config["toy"], prefix="toy")
     non_finite = _non_finite(config)
@@ -399,9 +406,59 @@ def config_hash(section: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+# The config sections a training job's numbers depend on: its Snakemake params (a change reruns
+# it; also dvc.yaml's params) and the training hash its results and resume states carry. `seed` is
+# a training job's own seed (for_seed), not a section of the run's config.
 TRAINING_SECTIONS = ("seed", "device", "data", "model", "loss", "optimizer", "schedule", "metrics",
                      "trajectory")
+# engine settings that change numbers (the others change only speed and bookkeeping)
 NUMERIC_ENGINE_KEYS = ("tf32", "channels_last", "compile", "bf16", "batched_subpaths")
+
+
+def for_seed(config: dict, seed: int) -> dict:
+    """The config one seed's jobs see: `seed` a scalar and no `seeds` list, so adding a seed to
+    the run changes nothing a seed's jobs read (their params, training hash and paths)."""
+    if seed not in config.get("seeds", [seed]):
+        raise ConfigError(f"seed {seed} is not in config key seeds = {config['seeds']}")
+    out = {key: copy.deepcopy(value) for key, value in config.items() if key != "seeds"}
+    out["seed"] = int(seed)
+    return out
+
+
+def canonical(value: Any) -> Any:
+    """`value` with every mapping's keys sorted: Snakemake compares a job's params with the last
+    run's in order, so keys reordered in a YAML file (or a default filled in another place)
+    would otherwise rerun the job."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
+def job_params(config: dict, seed: int, sections: tuple[str, ...] = ()) -> dict:
+    """What a training-type job reads, as its rule's params: the training sections (and
+    `sections`) of the seed's config, the engine split into settings that change numbers
+    (`engine`: a rerun trigger, dvc.yaml params) and those that do not (`engine_run`), and the
+    run folder (`layout`). :func:`job_config` rebuilds the job's config from them."""
+    seeded = for_seed(config, seed)
+    engine = seeded["engine"]
+    return canonical({
+        "seed": seeded["seed"],
+        "training": {key: seeded[key] for key in (*TRAINING_SECTIONS, *sections) if key != "seed"},
+        "engine": {key: engine[key] for key in NUMERIC_ENGINE_KEYS},
+        "engine_run": {key: value for key, value in engine.items()
+                       if key not in NUMERIC_ENGINE_KEYS},
+        "layout": {key: seeded[key] for key in ("output_dir", "run_name")},
+    })
+
+
+def job_config(params: Any) -> dict:
+    """A job's config rebuilt from its rule's params (:func:`job_params`): jobs read their params,
+    never the whole Snakemake config, so what they depend on is what their rule declares."""
+    params = dict(params.items())  # a dict, or Snakemake's params (a named list)
+    return {**params.get("layout", {}), **params["training"], "seed": int(params["seed"]),
+            "engine": {**params.get("engine_run", {}), **params["engine"]}}
 
 
 def training_hash(config: dict) -> str:
@@ -423,9 +480,30 @@ class Plan:
         return Path(self.config["output_dir"]) / self.config["run_name"]
 
     @property
+    def seeds(self) -> list[int]:
+        """The run's training seeds (a seed's config, from for_seed, has just its own)."""
+        return list(self.config["seeds"]) if "seeds" in self.config else [self.config["seed"]]
+
+    def for_seed(self, seed: int) -> Plan:
+        """The plan of one seed's jobs (its config from :func:`for_seed`)."""
+        return Plan(for_seed(self.config, seed))
+
+    def seed_dir(self, seed: int | str | None = None) -> Path:
+        """<run>/seed-<s>/: one seed's whole study (training, trajectories, tables, PCA,
+        landscape). Without `seed`: this config's own seed (a seed's config, from for_seed);
+        a string such as "{seed}" gives a Snakemake pattern."""
+        if seed is None:
+            if "seed" not in self.config:
+                raise ValueError("this is a run's config (seeds: a list); use "
+                                 "Plan.for_seed(seed) or seed_dir(seed) for one seed's files")
+            seed = self.config["seed"]
+        return self.run_dir / f"seed-{seed}"
+
+    @property
     def resume_dir(self) -> Path:
-        """Partial training state; never a Snakemake output, so a failed job's cleanup keeps it."""
-        return self.run_dir / ".resume"
+        """Partial training state of this seed; never a Snakemake output, so a failed job's
+        cleanup keeps it."""
+        return self.seed_dir() / ".resume"
 
     @cached_property
     def branch_epochs(self) -> list[int]:
@@ -487,7 +565,7 @@ class Plan:
         return self.run_dir / "data" / "dataset.pt"
 
     def segment_dir(self, end: int) -> Path:
-        return self.run_dir / "main" / f"segment-{end:04d}"
+        return self.seed_dir() / "main" / f"segment-{end:04d}"
 
     def branch_state(self, branch_epoch: int) -> Path:
         """Checkpoint holding the main path's full state at `branch_epoch`."""
@@ -496,5 +574,5 @@ class Plan:
         return self.segment_dir(end) / name
 
     def group_dir(self, group: int) -> Path:
-        return self.run_dir / "subpaths" / f"group-{group:03d}"
+        return self.seed_dir() / "subpaths" / f"group-{group:03d}"
 

@@ -92,25 +92,49 @@ def subpath_contour(metrics: pd.DataFrame, column: str, label: str) -> plt.Figur
     return fig
 
 
+DECAY_TIMING_LINES = [  # (decay-timing column, line style, colour, marker size, label)
+    ("subpath_final_test_loss", "o-", BLUE, 3.5, r"subpath, final (decayed at $t_{\mathrm{d}}$)"),
+    ("main_test_loss_at_total_epoch", "s--", ORANGE, 3.5,
+     "main path at the same total epoch (no decay)"),
+    ("main_test_loss_at_branch", "^:", BLACK, 3, r"main path at $t_{\mathrm{d}}$"),
+]
+
+
 def decay_timing(table: pd.DataFrame) -> plt.Figure:
-    """Final test loss against the decay epoch; the main path is the 'train longer' control."""
+    """Final test loss against the decay epoch; the main path is the 'train longer' control.
+
+    `table` is the run's decay_timing.csv (lrdecay.analysis.aggregate_decay_timing: per branch
+    epoch and quantity the mean across seeds and its 95 % interval), drawn as lines with bands;
+    one seed's table (a column per quantity) is drawn as it is, without bands.
+    """
+    if "quantity" not in table:
+        from lrdecay.analysis import aggregate_decay_timing
+
+        table = aggregate_decay_timing({0: table})
     fig, ax = _figure(3.0)
-    x = table["branch_epoch"]
+    n_seeds = int(table["n_seeds"].max())
     with plt.rc_context(STYLE):
-        ax.plot(x, table["subpath_final_test_loss"], "o-", color=BLUE, ms=3.5,
-                label=r"subpath, final (decayed at $t_{\mathrm{d}}$)")
-        ax.plot(x, table["main_test_loss_at_total_epoch"], "s--", color=ORANGE, ms=3.5,
-                label="main path at the same total epoch (no decay)")
-        ax.plot(x, table["main_test_loss_at_branch"], "^:", color=BLACK, ms=3,
-                label=r"main path at $t_{\mathrm{d}}$")
+        for column, style, colour, size, label in DECAY_TIMING_LINES:
+            rows = table[table["quantity"] == column].sort_values("branch_epoch")
+            ax.plot(rows["branch_epoch"], rows["mean"], style, color=colour, ms=size, label=label,
+                    gid=column)
+            low, high = rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float)
+            shown = np.isfinite(low) & np.isfinite(high) & (low > 0)  # a log axis: positive
+            if shown.any():
+                ax.fill_between(rows["branch_epoch"], low, high, where=shown, color=colour,
+                                alpha=0.2, lw=0)
+        title = "Later decay, or only longer training?"
+        if n_seeds > 1:
+            title += f"\n(mean of {n_seeds} seeds, band: 95 % interval)"
         ax.set(xlabel=r"decay epoch $t_{\mathrm{d}}$", ylabel="test loss", yscale="log",
-               title="Later decay, or only longer training?")
-        missing = table[table["control"] != "computed"] if "control" in table else table[:0]
-        if len(missing):  # say it in words rather than leave the control line silently short
-            ax.text(0.02, 0.02, f"main path too short: no control for {len(missing)} of "
-                    f"{len(table)} subpaths\n(schedule.main_epochs >= "
-                    f"{int(table['total_epoch'].max())} gives it)", transform=ax.transAxes,
-                    fontsize=6, va="bottom")
+               title=title)
+        branches = set(table["branch_epoch"])
+        controlled = set(table.loc[table["quantity"] == "main_test_loss_at_total_epoch",
+                                   "branch_epoch"])
+        if branches - controlled:  # say it in words rather than leave the control line short
+            ax.text(0.02, 0.02, f"main path too short: no control for {len(branches - controlled)}"
+                    f" of {len(branches)} subpaths\n(raise schedule.main_epochs to the last "
+                    "subpath's end)", transform=ax.transAxes, fontsize=6, va="bottom")
         ax.grid(alpha=0.3, lw=0.4)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=1)
         fig.tight_layout()

@@ -1,6 +1,6 @@
 """The run's headline numbers as one JSON file, so `dvc metrics show` / `dvc metrics diff` compare
-runs and commits: decay timing, PCA explained variance, the Section 2 claims' verdicts and the
-toy checks' verdicts.
+runs and commits: decay timing and PCA explained variance (means across seeds), the Section 2
+claims' verdicts and the toy checks' verdicts.
 
 DVC reads metrics only from JSON, YAML or TOML, not from the CSV tables that hold the results;
 this file repeats their key columns (the tables stay the source).
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -29,15 +30,25 @@ def _number(value: object) -> float | None:
 VERDICT_CODE = {"supported": 1, "inconclusive": 0, "contradicted": -1}  # DVC metrics are numbers
 
 
-def summarise(decay_timing: pd.DataFrame, variance: pd.DataFrame,
+def _timing_by_branch(decay_timing: pd.DataFrame) -> dict[int, dict[str, float]]:
+    """Branch epoch -> headline columns: the mean across seeds of the run's table (tidy, from
+    lrdecay.analysis.aggregate_decay_timing), or the values of one seed's table (wide)."""
+    if "quantity" in decay_timing:
+        return {int(branch): dict(zip(group["quantity"], group["mean"], strict=True))
+                for branch, group in decay_timing.groupby("branch_epoch")}
+    return {int(row["branch_epoch"]): row for row in decay_timing.to_dict("records")}
+
+
+def summarise(decay_timing: pd.DataFrame, variance: pd.DataFrame | Sequence[pd.DataFrame],
               toy_checks: pd.DataFrame | None = None, claims: pd.DataFrame | None = None) -> dict:
-    """Nested dict of the run's headline numbers (DVC flattens it to `section.key` columns)."""
+    """Nested dict of the run's headline numbers (DVC flattens it to `section.key` columns);
+    with several seeds, means across seeds (each seed's PCA in `variance`)."""
     out: dict = {"decay_timing": {}, "pca": {}}
-    for row in decay_timing.sort_values("branch_epoch").itertuples(index=False):
-        out["decay_timing"][f"decay_at_{int(row.branch_epoch):04d}"] = {
-            column: _number(getattr(row, column)) for column in TIMING_COLUMNS
-            if hasattr(row, column)}
-    ratios = variance.sort_values("component")["explained_variance_ratio"].tolist()
+    for branch, row in sorted(_timing_by_branch(decay_timing).items()):
+        out["decay_timing"][f"decay_at_{branch:04d}"] = {
+            column: _number(row[column]) for column in TIMING_COLUMNS if column in row}
+    tables = [variance] if isinstance(variance, pd.DataFrame) else list(variance)
+    ratios = pd.concat(tables).groupby("component")["explained_variance_ratio"].mean().tolist()
     out["pca"] = {f"pc{i}_variance_ratio": _number(r) for i, r in enumerate(ratios, start=1)}
     out["pca"]["pc1_pc2_variance_ratio"] = _number(sum(ratios[:2]))
     if claims is not None:  # verdict 1 supported, 0 inconclusive, -1 contradicted
@@ -53,10 +64,13 @@ def summarise(decay_timing: pd.DataFrame, variance: pd.DataFrame,
     return out
 
 
-def write(decay_timing: str | Path, variance: str | Path, toy_checks: str | Path | None,
-          out_path: str | Path, claims: str | Path | None = None) -> dict:
-    """Read the result tables, write the summary atomically (stable key order and formatting)."""
-    summary = summarise(pd.read_csv(decay_timing), pd.read_csv(variance),
+def write(decay_timing: str | Path, variance: str | Path | Sequence[str | Path],
+          toy_checks: str | Path | None, out_path: str | Path,
+          claims: str | Path | None = None) -> dict:
+    """Read the result tables (`variance`: one PCA table, or each seed's), write the summary
+    atomically (stable key order and formatting)."""
+    paths = [variance] if isinstance(variance, str | Path) else list(variance)
+    summary = summarise(pd.read_csv(decay_timing), [pd.read_csv(p) for p in paths],
                         pd.read_csv(toy_checks) if toy_checks else None,
                         pd.read_csv(claims) if claims else None)
     io.write_text(out_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")

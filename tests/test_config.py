@@ -61,6 +61,34 @@ def test_plan_layout(tiny: dict) -> None:
     assert plan.branch_state(2).name == "branch-0002.pt"
     assert plan.branch_state(6).name == "state.pt"  # the segment's end state is the branch state
     assert plan.branches_in_segment(6) == [4, 6]
+    seed_dir = plan.run_dir / "seed-0"  # a seed's config (load_tiny): its files under seed-0/
+    assert plan.seed_dir() == seed_dir and plan.resume_dir == seed_dir / ".resume"
+    assert plan.segment_dir(3) == seed_dir / "main" / "segment-0003"
+    assert plan.group_dir(1) == seed_dir / "subpaths" / "group-001"
+    assert plan.data_path == plan.run_dir / "data" / "dataset.pt"  # one dataset for all seeds
+
+
+def test_a_seeds_jobs_depend_on_that_seed_alone(tmp_path: Path) -> None:
+    """What a seed's jobs read (their params) and the training hash do not change when seeds are
+    added; they do change with the seed. A params builder that passed the seed list would rerun
+    every seed's training when one is added."""
+    one = lrconfig.load(TINY, overrides={"output_dir": str(tmp_path), "seeds": [0]})
+    three = lrconfig.load(TINY, overrides={"output_dir": str(tmp_path), "seeds": [2, 0, 5]})
+    assert lrconfig.job_params(one, 0) == lrconfig.job_params(three, 0)
+    assert lrconfig.job_params(three, 5)["seed"] == 5
+    job = lrconfig.job_config(lrconfig.job_params(three, 5))
+    assert job["seed"] == 5 and "seeds" not in job
+    assert job["engine"] == three["engine"] and job["model"] == three["model"]
+    hashes = {s: lrconfig.training_hash(lrconfig.for_seed(three, s)) for s in (2, 0, 5)}
+    assert hashes[0] == lrconfig.training_hash(lrconfig.for_seed(one, 0))
+    assert len(set(hashes.values())) == 3
+    run = lrconfig.Plan(three)
+    assert run.seeds == [2, 0, 5] and run.seed_dir(5) == run.run_dir / "seed-5"
+    assert run.for_seed(5).segment_dir(3) == run.run_dir / "seed-5" / "main" / "segment-0003"
+    with pytest.raises(lrconfig.ConfigError, match="seed 1 is not in config key seeds"):
+        lrconfig.for_seed(three, 1)
+    with pytest.raises(ValueError, match="use Plan.for_seed"):
+        run.segment_dir(3)
 
 
 @pytest.mark.parametrize("preset", ["paper", "authors"])
@@ -92,6 +120,9 @@ def _snakemake_dry_run(tmp_path: Path, overrides: dict) -> subprocess.CompletedP
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"optimizer": {"main_lr": 0}}, "optimizer.main_lr = 0: must be > 0"),
     ({"toy": {"d": 16, "n": 16}}, "toy.n = 16: must be < toy.d = 16"),  # the toy section's rules
+    ({"seed": 4}, "config key seed = 4: replaced by seeds, a list of training seeds (the study "
+     "runs once per seed); use seeds: [4]"),  # the key before seeds
+    ({"seeds": []}, "config key seeds = []: needs at least 1 items"),
 ])
 def test_snakemake_stops_before_any_job(tmp_path: Path, overrides: dict, message: str) -> None:
     result = _snakemake_dry_run(tmp_path, overrides)
@@ -147,7 +178,7 @@ def test_registered_names_are_the_allowed_values(monkeypatch: pytest.MonkeyPatch
 NESTED_OVERRIDES = ["optimizer={main_lr: 0.05, momentum: 1e-1}",
                     "schedule={main_epochs: 8, last_branch_epoch: null}",
                     "landscape={points: [6, 5], margin: .5}", "data={augment: false}",
-                    "seed=3.0"]
+                    "seeds=[3.0, 1]"]
 
 
 def test_nested_command_line_overrides_are_typed(tmp_path: Path) -> None:
@@ -161,7 +192,7 @@ def test_nested_command_line_overrides_are_typed(tmp_path: Path) -> None:
     assert cfg["schedule"]["main_epochs"] == 8 and type(cfg["schedule"]["main_epochs"]) is int
     assert cfg["schedule"]["last_branch_epoch"] is None
     assert cfg["landscape"]["points"] == [6, 5] and cfg["landscape"]["margin"] == 0.5
-    assert cfg["data"]["augment"] is False and type(cfg["seed"]) is int
+    assert cfg["data"]["augment"] is False and cfg["seed"] == 3 and type(cfg["seed"]) is int
     assert cfg["optimizer"]["batch_size"] == 32  # the preset's other keys in the section stay
 
 

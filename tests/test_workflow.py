@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import json
 import os
 import re
 import subprocess
@@ -21,66 +22,179 @@ from lrdecay import io, resources
 from .conftest import REPO, TINY
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, timeout: int = 600,
+              seeds: str = "[0]") -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
                "--directory", str(workdir), "--configfile", str(TINY),
-               "--config", f"output_dir={workdir / 'results'}", *args]
+               "--config", f"output_dir={workdir / 'results'}", f"seeds={seeds}", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+SEEDS = "[0, 1]"
+
+
+def jobs_run(output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job in Snakemake's output (its job list)."""
+    jobs = []
+    for block in re.split(r"\n(?=\[[^\n]*\]\n(?:local)?rule )", output):
+        found = re.search(r"^(?:local)?rule (\w+):", block, re.MULTILINE)
+        if found:
+            wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.MULTILINE)
+            pairs = dict(w.split("=", 1) for w in wildcards.group(1).split(", ")) \
+                if wildcards else {}
+            jobs.append((found.group(1), pairs))
+    return jobs
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
+    """The tiny study with seed 0, then with seeds [0, 1] in the same folder (a seed added)."""
     workdir = tmp_path_factory.mktemp("workflow")
-    result = snakemake(workdir, "--cores", "2")
-    assert result.returncode == 0, result.stderr[-5000:]
-    return workdir / "results" / "tiny"
+    first = snakemake(workdir, "--cores", "2")
+    assert first.returncode == 0, first.stderr[-5000:]
+    run = workdir / "results" / "tiny"
+    seed0 = sorted(p for p in (run / "seed-0").rglob("*") if p.is_file() and "logs" not in p.parts)
+    stamps = {p: p.stat().st_mtime_ns for p in seed0}
+    second = snakemake(workdir, "--cores", "2", seeds=SEEDS)
+    assert second.returncode == 0, second.stderr[-5000:]
+    (run / "second-run.log").write_text(second.stdout + second.stderr)  # for the test below
+    assert stamps == {p: p.stat().st_mtime_ns for p in seed0}, "seed 0's files were rewritten"
+    return run
+
+
+def test_adding_a_seed_reruns_no_job_of_the_other_seeds(tiny_run: Path) -> None:
+    """The second run (seeds [0] -> [0, 1]) ran seed 1's whole study and the run-level tables,
+    and no job of seed 0: a seed's jobs and params depend on that seed alone. A param that held
+    the seed list (or an input shared across seeds) would rerun seed 0's training here."""
+    jobs = jobs_run((tiny_run / "second-run.log").read_text())
+    seeded = [(rule, w["seed"]) for rule, w in jobs if "seed" in w]
+    assert seeded and {seed for _, seed in seeded} == {"1"}, seeded
+    assert {rule for rule, _ in seeded} >= {"main_segment", "subpath_group", "gather_training",
+                                             "decay_timing", "pca"}
+    assert "landscape_shard" not in {rule for rule, _ in seeded}  # the first seed's only
+    assert {"figure1", "claims", "summary"} <= {rule for rule, _ in jobs}
+    assert "prepare_data" not in {rule for rule, _ in jobs}  # one dataset for every seed
+    # ... and a third seed, planned from the finished run: again only its own jobs
+    planned = snakemake(tiny_run.parent.parent, "-n", "--cores", "1", seeds="[0, 1, 2]")
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    seeds = {w["seed"] for _, w in jobs_run(planned.stdout + planned.stderr) if "seed" in w}
+    assert seeds == {"2"}, seeds
 
 
 def test_every_output_exists_and_is_consistent(tiny_run: Path) -> None:
-    metrics = pd.read_csv(tiny_run / "metrics.csv")
-    main = metrics[metrics["path"] == "main"]
-    assert main["epoch"].tolist() == list(range(0, 7))  # epoch 0 (init) .. 6
-    sub = metrics[metrics["path"] == "subpath"]
-    assert sorted(sub["branch_epoch"].unique()) == [2, 4, 6]
-    assert len(sub) == 3 * 4  # each subpath: branch point + 3 epochs
-    assert np.isfinite(metrics[["train_loss", "test_loss"]].to_numpy()).all()
-    # a subpath starts exactly at the main path's state: same losses at the branch epoch
-    start = sub[sub["epochs_after_decay"] == 0].set_index("branch_epoch")["test_loss"]
-    at_branch = main.set_index("epoch")["test_loss"].loc[start.index]
-    np.testing.assert_allclose(start.to_numpy(), at_branch.to_numpy(), rtol=1e-6)
+    for seed in (0, 1):
+        out = tiny_run / f"seed-{seed}"
+        metrics = pd.read_csv(out / "metrics.csv")
+        main = metrics[metrics["path"] == "main"]
+        assert main["epoch"].tolist() == list(range(0, 7))  # epoch 0 (init) .. 6
+        sub = metrics[metrics["path"] == "subpath"]
+        assert sorted(sub["branch_epoch"].unique()) == [2, 4, 6]
+        assert len(sub) == 3 * 4  # each subpath: branch point + 3 epochs
+        assert np.isfinite(metrics[["train_loss", "test_loss"]].to_numpy()).all()
+        # a subpath starts exactly at the main path's state: same losses at the branch epoch
+        start = sub[sub["epochs_after_decay"] == 0].set_index("branch_epoch")["test_loss"]
+        at_branch = main.set_index("epoch")["test_loss"].loc[start.index]
+        np.testing.assert_allclose(start.to_numpy(), at_branch.to_numpy(), rtol=1e-6)
 
-    main_traj, meta = io.load_array(tiny_run / "trajectories" / "main.npy", "rerun")
-    assert meta["epochs"] == list(range(0, 7)) and main_traj.shape[0] == 7
-    coords = pd.read_csv(tiny_run / "pca" / "coordinates.csv")
-    assert len(coords) == 7 + 3 * 4
-    variance = pd.read_csv(tiny_run / "pca" / "explained_variance.csv")
-    assert 0 < variance["cumulative_ratio"].iloc[-1] <= 1 + 1e-9
-    grid = pd.read_csv(tiny_run / "landscape" / "grid.csv")
+        main_traj, meta = io.load_array(out / "trajectories" / "main.npy", "rerun")
+        assert meta["epochs"] == list(range(0, 7)) and main_traj.shape[0] == 7
+        coords = pd.read_csv(out / "pca" / "coordinates.csv")
+        assert len(coords) == 7 + 3 * 4
+        variance = pd.read_csv(out / "pca" / "explained_variance.csv")
+        assert 0 < variance["cumulative_ratio"].iloc[-1] <= 1 + 1e-9
+        timing = pd.read_csv(out / "decay_timing.csv")
+        assert timing["branch_epoch"].tolist() == [2, 4, 6]
+        assert not any((out / ".resume").iterdir())  # finished jobs leave no partial state
+    grid = pd.read_csv(tiny_run / "seed-0" / "landscape" / "grid.csv")
     assert len(grid) == 5 * 4 and np.isfinite(grid["test_loss"]).all()
-    timing = pd.read_csv(tiny_run / "decay_timing.csv")
-    assert timing["branch_epoch"].tolist() == [2, 4, 6]
-    for name in ["fig1a_learning_curves", "fig1b_subpath_train_loss", "fig1c_subpath_test_loss",
-                 "fig1d_decay_timing", "fig2a_landscape_train", "fig2b_landscape_test"]:
-        for ext in ("png", "pdf"):
-            assert (tiny_run / "figures" / f"{name}.{ext}").stat().st_size > 1000
-    assert not any((tiny_run / ".resume").iterdir())  # finished jobs leave no partial state
+    assert not (tiny_run / "seed-1" / "landscape").exists()  # Figure 2 shows the first seed
+
+
+def test_seeds_differ_and_the_run_table_aggregates_them(tiny_run: Path) -> None:
+    """Two seeds train differently (a bug that trained both with one seed gives equal tables),
+    and the run's decay_timing.csv holds, per branch epoch and quantity, the mean and sample
+    std of the two seeds' tables, computed here by hand."""
+    tables = [pd.read_csv(tiny_run / f"seed-{s}" / "decay_timing.csv") for s in (0, 1)]
+    a, b = (t["subpath_final_test_loss"].to_numpy() for t in tables)
+    assert (np.abs(a - b) > 1e-6).all(), (a, b)
+    first = [pd.read_csv(tiny_run / f"seed-{s}" / "metrics.csv") for s in (0, 1)]
+    assert not np.allclose(first[0]["test_loss"], first[1]["test_loss"])
+    aggregate = pd.read_csv(tiny_run / "decay_timing.csv")
+    checked = 0
+    for column in ("subpath_final_test_loss", "subpath_final_train_loss",
+                   "main_test_loss_at_branch", "main_test_loss_at_total_epoch"):
+        for branch in (2, 4, 6):
+            values = [float(t.set_index("branch_epoch").loc[branch, column]) for t in tables]
+            row = aggregate[(aggregate.branch_epoch == branch) & (aggregate.quantity == column)]
+            if np.isnan(values).all():  # the control beyond the main path's end: no row
+                assert row.empty
+                continue
+            mean, std = (values[0] + values[1]) / 2, abs(values[0] - values[1]) / np.sqrt(2)
+            assert row["n_seeds"].item() == 2
+            assert row["mean"].item() == pytest.approx(mean, rel=1e-12)
+            assert row["std"].item() == pytest.approx(std, rel=1e-9)
+            assert row["ci_low"].item() < mean < row["ci_high"].item()
+            checked += 1
+    assert checked == 10  # 4 quantities x 3 branches, less the 2 uncontrolled ones
+    claims = pd.read_csv(tiny_run / "claims.csv")
+    assert claims["interval_over"].str.startswith("seeds (n = 2)").all()
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    mean_2 = aggregate[(aggregate.branch_epoch == 2)
+                       & (aggregate.quantity == "subpath_final_test_loss")]["mean"].item()
+    assert summary["decay_timing"]["decay_at_0002"]["subpath_final_test_loss"] == pytest.approx(
+        mean_2)
+
+
+def _png(path: Path) -> np.ndarray:
+    from matplotlib import image
+
+    return image.imread(path)
+
+
+def test_figures_are_drawn_from_the_tables(tiny_run: Path) -> None:
+    """Each PNG is a one-column figure with ink on it (not blank, not a stub); Figure 1d plots
+    the run's decay_timing.csv (the means across seeds) and shades the interval of each."""
+    from lrdecay import figures
+
+    for name in FIGURES:
+        pixels = _png(tiny_run / "figures" / f"{name}.png")
+        height, width = pixels.shape[:2]
+        assert 0.6 * figures.COLUMN_WIDTH * 300 < width <= (figures.COLUMN_WIDTH + 0.2) * 300
+        assert height > 300, (name, pixels.shape)
+        ink = (pixels[..., :3] < 0.9).any(axis=-1).mean()  # share of non-white pixels
+        assert 0.02 < ink < 0.9, (name, ink)
+        assert (tiny_run / "figures" / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+    aggregate = pd.read_csv(tiny_run / "decay_timing.csv")
+    fig = figures.decay_timing(aggregate)
+    lines = {line.get_gid(): line for line in fig.axes[0].lines}
+    for column in ("subpath_final_test_loss", "main_test_loss_at_branch"):
+        rows = aggregate[aggregate.quantity == column].sort_values("branch_epoch")
+        np.testing.assert_array_equal(lines[column].get_xdata(), rows["branch_epoch"])
+        np.testing.assert_array_equal(lines[column].get_ydata(), rows["mean"])
+    assert len(fig.axes[0].collections) == 3  # an interval band per line
+    assert "2 seeds" in fig.axes[0].get_title()
+
+
+FIGURES = ["fig1a_learning_curves", "fig1b_subpath_train_loss", "fig1c_subpath_test_loss",
+           "fig1d_decay_timing", "fig2a_landscape_train", "fig2b_landscape_test"]
 
 
 def test_second_run_has_nothing_to_do(tiny_run: Path) -> None:
-    result = snakemake(tiny_run.parent.parent, "-n", "--cores", "1")
+    result = snakemake(tiny_run.parent.parent, "-n", "--cores", "1", seeds=SEEDS)
     assert result.returncode == 0
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
 def test_same_config_gives_same_numbers(tiny_run: Path, tmp_path: Path) -> None:
     """CPU determinism across whole runs (every random choice is seeded from config)."""
-    result = snakemake(tmp_path, "--cores", "2", f"{tmp_path}/results/tiny/metrics.csv")
+    target = f"{tmp_path}/results/tiny/seed-0/metrics.csv"
+    result = snakemake(tmp_path, "--cores", "2", target)
     assert result.returncode == 0, result.stderr[-3000:]
-    first = pd.read_csv(tiny_run / "metrics.csv")
-    second = pd.read_csv(tmp_path / "results" / "tiny" / "metrics.csv")
+    first = pd.read_csv(tiny_run / "seed-0" / "metrics.csv")
+    second = pd.read_csv(target)
     pd.testing.assert_frame_equal(first, second, check_exact=True)
     # checkpoints too, byte for byte (DVC hashes them: a rerun must not look like a change)
-    for state in sorted((tiny_run / "main").rglob("*.pt")):
+    for state in sorted((tiny_run / "seed-0" / "main").rglob("*.pt")):
         twin = tmp_path / "results" / "tiny" / state.relative_to(tiny_run)
         assert state.read_bytes() == twin.read_bytes(), state
 
@@ -100,16 +214,16 @@ def test_memory_requests_cover_the_measured_peak(tiny_run: Path) -> None:
     (~600 MB) fails the lower bound; a fixed 8 GB for PCA fails the upper one."""
     costs = resources.JobCosts(lrconfig.load(TINY), gpu=False)
     peaks = {}
-    for log_file in sorted((tiny_run / "logs").glob("*.log")):
+    for log_file in sorted(tiny_run.glob("**/logs/*.log")):
         found = re.findall(r"peak memory (\d+) MB", log_file.read_text())
         rule = re.sub(r"-[\d.]+$", "", log_file.stem)
         if rule.startswith("toy_"):
             continue  # toy rules (toy.smk) keep their own fixed requests
         assert found, f"{log_file} does not log the job's peak memory"
-        peaks[log_file.stem] = (rule, int(found[-1]))
+        peaks[str(log_file.relative_to(tiny_run))] = (rule, int(found[-1]))
     assert {rule for rule, _ in peaks.values()} >= {
         "prepare_data", "main_segment", "subpath_group", "gather_training", "pca",
-        "landscape_shard", "landscape_gather", "figure1", "figure2"}
+        "landscape_shard", "landscape_gather", "figure1", "figure2", "decay_timing", "claims"}
     for job, (rule, peak) in peaks.items():
         requested = costs.mem_mb(rule)
         assert peak < requested < 2.5 * peak, f"{job}: peak {peak} MB, mem_mb {requested}"
@@ -136,8 +250,9 @@ def test_divergence_and_missing_data_are_in_the_job_logs(tmp_path: Path) -> None
     """Snakemake shows (and SLURM keeps) a failed job's log file: the message saying what to fix
     and the traceback must be there, not only on stderr."""
     output, run = _failing_run(tmp_path / "a", {"run_name": "diverge",
-                                          "optimizer": {"main_lr": 1.0e6}}, "main/segment-0003")
-    log_file = Path(run, "logs", "main_segment-0003.log")
+                                                "optimizer": {"main_lr": 1.0e6}},
+                               "seed-0/main/segment-0003")
+    log_file = Path(run, "seed-0", "logs", "main_segment-0003.log")
     assert log_file.exists(), output[-3000:]
     text = log_file.read_text()
     assert "diverged" in text and "Lower the learning rate" in text, text

@@ -1,11 +1,12 @@
-# The study's answers (lrdecay/analysis.py): a verdict per Section 2 claim, and trend measures.
+# The study's answers (lrdecay/analysis.py): a verdict per Section 2 claim, and trend measures,
+# from every seed's tables (with 3 or more seeds, intervals are bootstrapped over seeds).
 
 
 rule claims:
     input:
-        metrics=rules.gather_training.output.metrics,
-        variance=rules.pca.output.variance,
-        coordinates=rules.pca.output.coordinates,
+        metrics=every_seed(rules.gather_training.output.metrics),
+        variance=every_seed(rules.pca.output.variance),
+        coordinates=every_seed(rules.pca.output.coordinates),
     output:
         claims=report(
             f"{RUN_DIR}/claims.csv",
@@ -27,6 +28,6 @@ rule claims:
         runtime=runtime("claims"),
         gpu=0,
     params:
-        seed=config["seed"],
+        seeds=SEEDS,  # the seed of each input table, in order; the first seeds the bootstrap
     script:
         "../scripts/claims.py"

@@ -34,6 +34,12 @@ onstart:
 
 PLAN = lrdecay.config.Plan(config)
 RUN_DIR = str(PLAN.run_dir)
+# The study runs once per training seed, each under <run>/seed-<s>/ (Plan.seed_dir): rules of one
+# seed's jobs take the {seed} wildcard, and their params depend on that seed alone, so adding a
+# seed adds jobs and reruns none. Figures 1a-c and 2 (and the landscape) show the first seed.
+SEEDS = PLAN.seeds
+FIRST_SEED = SEEDS[0]
+SEED_DIR = str(PLAN.seed_dir("{seed}"))  # a pattern: <run>/seed-{seed}
 # GPU jobs get resources gpu=1, so `--resources gpu=N` caps them and SLURM requests a GPU.
 # device "auto" counts as GPU where an NVIDIA driver is installed (cheap: torch is not imported).
 GPU = int(
@@ -44,6 +50,7 @@ CONDA_ENV = "../envs/lrdecay.yaml"  # relative to the rule files in workflow/rul
 
 
 wildcard_constraints:
+    seed=r"\d+",
     end=r"\d{4}",
     group=r"\d{3}",
     shard=r"\d{3}",
@@ -78,21 +85,47 @@ def runtime(rule):
     return lambda wildcards, attempt: COSTS.runtime(rule, attempt)
 
 
-# The config sections a training job's numbers depend on (its params: a change reruns it).
-TRAINING_KEYS = "seed model loss optimizer schedule metrics trajectory".split()
-TRAINING_PARAMS = {key: config[key] for key in TRAINING_KEYS}
+# What a training-type job reads, as its params (lrdecay.config.job_params): the training
+# sections (lrdecay.config.TRAINING_SECTIONS, a change reruns the job), the numeric engine
+# settings, the other engine settings and the run folder; the seed comes from the wildcard.
+# Jobs rebuild their config from these (lrdecay.config.job_config), never from the whole config.
+JOB = lrdecay.config.job_params(config, FIRST_SEED)
+LANDSCAPE_JOB = lrdecay.config.job_params(config, FIRST_SEED, sections=("landscape",))
+
+
+def seed_of(wildcards):
+    """The job's training seed (its {seed} wildcard) as a param."""
+    return int(wildcards.seed)
+
+
+def seed_plan(wildcards):
+    """The plan of the job's seed (lrdecay.config.Plan.for_seed)."""
+    return PLAN.for_seed(int(wildcards.seed))
 
 
 def segment_input(wildcards):
-    """The previous main-path segment (none for the initial state)."""
-    end = int(wildcards.end)
-    return [] if end == 0 else [str(PLAN.segment_dir(PLAN.segment_start(end)))]
+    """The previous main-path segment of this seed (none for the initial state)."""
+    plan, end = seed_plan(wildcards), int(wildcards.end)
+    return [] if end == 0 else [str(plan.segment_dir(plan.segment_start(end)))]
 
 
 def group_inputs(wildcards):
-    """Main-path segments that hold the branch states of this subpath group."""
-    ends = {PLAN.segment_holding(b) for b in PLAN.subpath_groups[int(wildcards.group)]}
-    return [str(PLAN.segment_dir(end)) for end in sorted(ends)]
+    """This seed's main-path segments that hold the branch states of this subpath group."""
+    plan = seed_plan(wildcards)
+    ends = {plan.segment_holding(b) for b in plan.subpath_groups[int(wildcards.group)]}
+    return [str(plan.segment_dir(end)) for end in sorted(ends)]
+
+
+def segment_dirs(wildcards):
+    """Every main-path segment folder of this seed (epoch 0 first)."""
+    plan = seed_plan(wildcards)
+    return [str(plan.segment_dir(end)) for end in [0, *plan.segment_ends]]
+
+
+def group_dirs(wildcards):
+    """Every subpath group folder of this seed."""
+    plan = seed_plan(wildcards)
+    return [str(plan.group_dir(g)) for g in range(len(plan.subpath_groups))]
 
 
 def figure(name, caption):
@@ -105,9 +138,16 @@ def figure(name, caption):
     return [png, f"{RUN_DIR}/figures/{name}.pdf"]
 
 
-SEGMENT_DIRS = [str(PLAN.segment_dir(end)) for end in [0, *PLAN.segment_ends]]
-GROUP_DIRS = [str(PLAN.group_dir(g)) for g in range(len(PLAN.subpath_groups))]
-SHARD_FILES = [f"{RUN_DIR}/landscape/shard-{s:03d}.csv" for s in range(PLAN.n_shards)]
+def first_seed(path):
+    """`path`, a rule's output pattern with {seed}, for the first seed."""
+    return expand(path, seed=FIRST_SEED)[0]
+
+
+def every_seed(path):
+    """`path`, a rule's output pattern with {seed}, for each seed in order."""
+    return expand(path, seed=SEEDS)
+
+
 FIGURES = [
     "fig1a_learning_curves",
     "fig1b_subpath_train_loss",
@@ -115,16 +155,4 @@ FIGURES = [
     "fig1d_decay_timing",
     "fig2a_landscape_train",
     "fig2b_landscape_test",
-]
-
-NN_TARGETS = [
-    f"{RUN_DIR}/metrics.csv",
-    f"{RUN_DIR}/decay_timing.csv",
-    f"{RUN_DIR}/claims.csv",  # a verdict per Section 2 claim (lrdecay.analysis)
-    f"{RUN_DIR}/trends.csv",
-    f"{RUN_DIR}/pca/explained_variance.csv",
-    f"{RUN_DIR}/pca/coordinates.csv",
-    f"{RUN_DIR}/landscape/grid.csv",
-    f"{RUN_DIR}/summary.json",  # headline numbers for `dvc metrics show` (lrdecay.summary)
-    *[f"{RUN_DIR}/figures/{name}.{ext}" for name in FIGURES for ext in ("png", "pdf")],
 ]

@@ -1,4 +1,5 @@
-# Data preparation (lrdecay/data.py): one compact, verified file per run.
+# Data preparation (lrdecay/data.py): one compact, verified file per run, shared by every training
+# seed (its subsets are seeded by data.seed).
 
 
 rule prepare_data:
@@ -15,7 +16,6 @@ rule prepare_data:
         runtime=runtime("prepare_data"),
         gpu=0,
     params:
-        data=config["data"],
-        seed=config["seed"],
+        data=lrdecay.config.canonical(config["data"]),
     script:
         "../scripts/prepare_data.py"

@@ -1,10 +1,12 @@
-# Figures 1 and 2 (lrdecay/figures.py), computed from the result tables, and the run's
-# headline numbers as DVC metrics (lrdecay/summary.py).
+# Figures 1 and 2 (lrdecay/figures.py), computed from the result tables: 1a-c and 2 show the
+# first seed, 1d every seed (mean and 95 % interval); and the run's headline numbers as DVC
+# metrics (lrdecay/summary.py).
 
 
 rule figure1:
     input:
-        metrics=f"{RUN_DIR}/metrics.csv",
+        metrics=first_seed(rules.gather_training.output.metrics),
+        timings=every_seed(rules.decay_timing.output[0]),
     output:
         fig1a=figure("fig1a_learning_curves", "fig1a"),
         fig1b=figure("fig1b_subpath_train_loss", "fig1b"),
@@ -24,15 +26,23 @@ rule figure1:
         mem_mb=mem_mb("figure1"),
         runtime=runtime("figure1"),
         gpu=0,
+    params:
+        seeds=SEEDS,  # the seed of each table in input.timings, in order
     script:
         "../scripts/figure1.py"
 
 
 rule figure2:
     input:
-        grid=f"{RUN_DIR}/landscape/grid.csv",
-        coordinates=f"{RUN_DIR}/pca/coordinates.csv",
-        variance=f"{RUN_DIR}/pca/explained_variance.csv",
+        grid=first_seed(rules.landscape_gather.output[0]),
+        coordinates=first_seed(rules.pca.output.coordinates),
+        variance=first_seed(rules.pca.output.variance),
+        # snapshots' distance from the surface (needs PC3; lrdecay.landscape.surface_table)
+        surface=(
+            first_seed(rules.landscape_surface.output[0])
+            if config["pca"]["n_components"] >= 3
+            else []
+        ),
     output:
         fig2a=figure("fig2a_landscape_train", "fig2a"),
         fig2b=figure("fig2b_landscape_test", "fig2b"),
@@ -51,10 +61,10 @@ rule figure2:
 
 rule summary:
     input:
-        timing=f"{RUN_DIR}/decay_timing.csv",
-        variance=f"{RUN_DIR}/pca/explained_variance.csv",
-        toy=f"{RUN_DIR}/toy/checks.csv",
-        claims=f"{RUN_DIR}/claims.csv",
+        timing=rules.figure1.output.table,
+        variance=every_seed(rules.pca.output.variance),
+        toy=rules.toy_table.output[0],
+        claims=rules.claims.output.claims,
     output:
         f"{RUN_DIR}/summary.json",
     log:

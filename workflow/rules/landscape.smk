@@ -1,15 +1,16 @@
-# Loss landscape (lrdecay/landscape.py): grid in the PC1-PC2 plane, split into shard jobs.
+# Loss landscape (lrdecay/landscape.py) around one seed's trajectories, split into shard jobs;
+# the run asks for the first seed's (Figure 2).
 
 
 rule landscape_shard:
     input:
-        data=str(PLAN.data_path),
-        basis=f"{RUN_DIR}/pca/basis.npy",
-        coordinates=f"{RUN_DIR}/pca/coordinates.csv",
+        data=rules.prepare_data.output.data,
+        basis=rules.pca.output.basis,
+        coordinates=rules.pca.output.coordinates,
     output:
-        f"{RUN_DIR}/landscape/shard-{{shard}}.csv",
+        f"{SEED_DIR}/landscape/shard-{{shard}}.csv",
     log:
-        f"{RUN_DIR}/logs/landscape_shard-{{shard}}.log",
+        f"{SEED_DIR}/logs/landscape_shard-{{shard}}.log",
     conda:
         CONDA_ENV
     threads: TRAIN_THREADS
@@ -19,23 +20,32 @@ rule landscape_shard:
         gpu=GPU,
         slurm_partition=TRAIN_PARTITION,
     params:
-        landscape=config["landscape"],
         n_shards=PLAN.n_shards,
+        seed=seed_of,
+        training=LANDSCAPE_JOB["training"],  # the training sections and landscape
+        engine=LANDSCAPE_JOB["engine"],
+        engine_run=LANDSCAPE_JOB["engine_run"],
+        layout=LANDSCAPE_JOB["layout"],
     script:
         "../scripts/landscape_shard.py"
 
 
 rule landscape_gather:
     input:
-        SHARD_FILES,
+        expand(
+            rules.landscape_shard.output[0],
+            shard=[f"{s:03d}" for s in range(PLAN.n_shards)],
+            allow_missing=True,
+        ),
     output:
         report(
-            f"{RUN_DIR}/landscape/grid.csv",
+            f"{SEED_DIR}/landscape/grid.csv",
             caption="../report/landscape.rst",
             category="Tables",
+            subcategory="Seed {seed}",
         ),
     log:
-        f"{RUN_DIR}/logs/landscape_gather.log",
+        f"{SEED_DIR}/logs/landscape_gather.log",
     conda:
         CONDA_ENV
     threads: 1
@@ -45,3 +55,28 @@ rule landscape_gather:
         gpu=0,
     script:
         "../scripts/landscape_gather.py"
+
+
+rule landscape_surface:
+    input:
+        coordinates=rules.pca.output.coordinates,
+    output:
+        report(
+            f"{SEED_DIR}/landscape/surface.csv",
+            caption="../report/surface.rst",
+            category="Tables",
+            subcategory="Seed {seed}",
+        ),
+    log:
+        f"{SEED_DIR}/logs/landscape_surface.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb("landscape_surface"),
+        runtime=runtime("landscape_surface"),
+        gpu=0,
+    params:
+        landscape={"surface": config["landscape"]["surface"]},  # plane or curved (q fitted)
+    script:
+        "../scripts/landscape_surface.py"

@@ -1,25 +1,27 @@
-# Trajectory PCA (lrdecay/pca.py) over every snapshot of the main path and the subpaths.
+# Trajectory PCA (lrdecay/pca.py) over every snapshot of one seed's main path and subpaths.
 
 
 rule pca:
     input:
-        main=f"{RUN_DIR}/trajectories/main.npy",
-        groups=GROUP_DIRS,
+        main=rules.gather_training.output.main,
+        groups=group_dirs,
     output:
         variance=report(
-            f"{RUN_DIR}/pca/explained_variance.csv",
+            f"{SEED_DIR}/pca/explained_variance.csv",
             caption="../report/pca.rst",
             category="Tables",
+            subcategory="Seed {seed}",
         ),
         coordinates=report(
-            f"{RUN_DIR}/pca/coordinates.csv",
+            f"{SEED_DIR}/pca/coordinates.csv",
             caption="../report/pca_coordinates.rst",
             category="Tables",
+            subcategory="Seed {seed}",
         ),
-        basis=f"{RUN_DIR}/pca/basis.npy",
-        basis_record=f"{RUN_DIR}/pca/basis.npy.json",  # layout, size and SHA-256
+        basis=f"{SEED_DIR}/pca/basis.npy",
+        basis_record=f"{SEED_DIR}/pca/basis.npy.json",  # layout, size and SHA-256
     log:
-        f"{RUN_DIR}/logs/pca.log",
+        f"{SEED_DIR}/logs/pca.log",
     conda:
         CONDA_ENV
     threads: 2
@@ -28,6 +30,9 @@ rule pca:
         runtime=runtime("pca"),
         gpu=0,
     params:
-        pca=config["pca"],
+        pca=lrdecay.config.canonical(config["pca"]),
+        seed=seed_of,  # with training and engine: the training hash the outputs record
+        training=JOB["training"],
+        engine=JOB["engine"],
     script:
         "../scripts/pca.py"

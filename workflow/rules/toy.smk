@@ -4,9 +4,11 @@
 # rest of the config, by lrdecay.config.validate in common.smk.
 
 TOY_DIR = f"{RUN_DIR}/toy"
+# keys sorted, as in every rule's params (lrdecay.config.canonical)
+TOY_PARAMS = lrdecay.config.canonical(config["toy"])
 TOY_GAMMAS = [f"{g:g}" for g in config["toy"]["gammas"]]
 TOY_CATEGORY = "Toy model (Section 3)"
-TOY_FIGURES = ["figure3", "figure4", "norm_vs_ode", "phases", "late_decay"]
+TOY_FIGURE_PNGS = ["fig4_png", "norm_png", "phases_png", "decay_png"]  # of toy_figures
 
 
 wildcard_constraints:
@@ -33,14 +35,14 @@ rule toy_checks:
         ),
         gpu=0,
     params:
-        toy=config["toy"],
+        toy=TOY_PARAMS,
     script:
         "../scripts/toy_checks.py"
 
 
 rule toy_table:
     input:
-        expand(f"{TOY_DIR}/gamma-{{gamma}}/checks.csv", gamma=TOY_GAMMAS),
+        expand(rules.toy_checks.output.table, gamma=TOY_GAMMAS),
     output:
         report(
             f"{TOY_DIR}/checks.csv",
@@ -86,14 +88,14 @@ rule toy_figure3:
         ),
         gpu=0,
     params:
-        toy=config["toy"],
+        toy=TOY_PARAMS,
     script:
         "../scripts/toy_figure3.py"
 
 
 rule toy_figures:
     input:
-        traces=expand(f"{TOY_DIR}/gamma-{{gamma}}/traces.npz", gamma=TOY_GAMMAS),
+        traces=expand(rules.toy_checks.output.traces, gamma=TOY_GAMMAS),
     output:
         fig4_png=report(
             f"{TOY_DIR}/figure4.png",
@@ -133,11 +135,13 @@ rule toy_figures:
         ),
         gpu=0,
     params:
-        toy=config["toy"],
+        toy=TOY_PARAMS,
     script:
         "../scripts/toy_figures.py"
 
 
-TOY_TARGETS = [f"{TOY_DIR}/checks.csv"] + [
-    f"{TOY_DIR}/{name}.png" for name in TOY_FIGURES
+TOY_TARGETS = [
+    rules.toy_table.output[0],
+    rules.toy_figure3.output.png,
+    *[rules.toy_figures.output[name] for name in TOY_FIGURE_PNGS],
 ]

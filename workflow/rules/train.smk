@@ -1,15 +1,16 @@
-# Training (lrdecay/train.py): the main path as a chain of segment jobs, subpaths in groups of K.
-# Partial state lives in <run>/.resume/ (not an output), so a killed job resumes where it stopped.
+# Training (lrdecay/train.py), once per seed: the main path as a chain of segment jobs, subpaths
+# in groups of K. Partial state lives in <run>/seed-<s>/.resume/ (not an output), so a killed job
+# resumes where it stopped.
 
 
 rule main_segment:
     input:
-        data=str(PLAN.data_path),
+        data=rules.prepare_data.output.data,
         previous=segment_input,
     output:
-        directory(f"{RUN_DIR}/main/segment-{{end}}"),
+        directory(f"{SEED_DIR}/main/segment-{{end}}"),
     log:
-        f"{RUN_DIR}/logs/main_segment-{{end}}.log",
+        f"{SEED_DIR}/logs/main_segment-{{end}}.log",
     conda:
         CONDA_ENV
     threads: TRAIN_THREADS
@@ -19,19 +20,23 @@ rule main_segment:
         gpu=GPU,
         slurm_partition=TRAIN_PARTITION,
     params:
-        training=TRAINING_PARAMS,
+        seed=seed_of,
+        training=JOB["training"],
+        engine=JOB["engine"],
+        engine_run=JOB["engine_run"],
+        layout=JOB["layout"],
     script:
         "../scripts/main_segment.py"
 
 
 rule subpath_group:
     input:
-        data=str(PLAN.data_path),
+        data=rules.prepare_data.output.data,
         segments=group_inputs,
     output:
-        directory(f"{RUN_DIR}/subpaths/group-{{group}}"),
+        directory(f"{SEED_DIR}/subpaths/group-{{group}}"),
     log:
-        f"{RUN_DIR}/logs/subpath_group-{{group}}.log",
+        f"{SEED_DIR}/logs/subpath_group-{{group}}.log",
     conda:
         CONDA_ENV
     threads: TRAIN_THREADS
@@ -41,25 +46,30 @@ rule subpath_group:
         gpu=GPU,
         slurm_partition=TRAIN_PARTITION,
     params:
-        training=TRAINING_PARAMS,
+        seed=seed_of,
+        training=JOB["training"],
+        engine=JOB["engine"],
+        engine_run=JOB["engine_run"],
+        layout=JOB["layout"],
     script:
         "../scripts/subpath_group.py"
 
 
 rule gather_training:
     input:
-        segments=SEGMENT_DIRS,
-        groups=GROUP_DIRS,
+        segments=segment_dirs,
+        groups=group_dirs,
     output:
         metrics=report(
-            f"{RUN_DIR}/metrics.csv",
+            f"{SEED_DIR}/metrics.csv",
             caption="../report/metrics.rst",
             category="Tables",
+            subcategory="Seed {seed}",
         ),
-        main=f"{RUN_DIR}/trajectories/main.npy",
-        main_record=f"{RUN_DIR}/trajectories/main.npy.json",  # layout, size and SHA-256
+        main=f"{SEED_DIR}/trajectories/main.npy",
+        main_record=f"{SEED_DIR}/trajectories/main.npy.json",  # layout, size and SHA-256
     log:
-        f"{RUN_DIR}/logs/gather_training.log",
+        f"{SEED_DIR}/logs/gather_training.log",
     conda:
         CONDA_ENV
     threads: 1
@@ -67,5 +77,31 @@ rule gather_training:
         mem_mb=mem_mb("gather_training"),
         runtime=runtime("gather_training"),
         gpu=0,
+    params:
+        # every planned path and epoch must be there
+        schedule=lrdecay.config.canonical(config["schedule"]),
     script:
         "../scripts/gather_training.py"
+
+
+rule decay_timing:
+    input:
+        rules.gather_training.output.metrics,
+    output:
+        report(
+            f"{SEED_DIR}/decay_timing.csv",
+            caption="../report/decay_timing_seed.rst",
+            category="Tables",
+            subcategory="Seed {seed}",
+        ),
+    log:
+        f"{SEED_DIR}/logs/decay_timing.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb("decay_timing"),
+        runtime=runtime("decay_timing"),
+        gpu=0,
+    script:
+        "../scripts/decay_timing.py"

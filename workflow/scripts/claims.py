@@ -1,8 +1,9 @@
-"""Snakemake job: a verdict per Section 2 claim and the trend measures (lrdecay.analysis)."""
+"""Snakemake job: a verdict per Section 2 claim and the trend measures over every seed
+(lrdecay.analysis)."""
 
 from lrdecay import analysis, logs
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
-analysis.write_claims(sm.params.seed, sm.input.metrics, sm.input.variance, sm.input.coordinates,
+analysis.write_claims(sm.params.seeds, sm.input.metrics, sm.input.variance, sm.input.coordinates,
                       sm.output.claims, sm.output.trends)

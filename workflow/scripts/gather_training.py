@@ -1,4 +1,4 @@
-"""Snakemake job: one metrics table and one main-path trajectory (lrdecay.trajectories)."""
+"""Snakemake job: one seed's metrics table and main-path trajectory (lrdecay.trajectories)."""
 
 from pathlib import Path
 
@@ -7,5 +7,6 @@ from lrdecay import logs, trajectories
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
 csvs = [Path(d) / "metrics.csv" for d in [*sm.input.segments, *sm.input.groups]]
-trajectories.gather_metrics(csvs, sm.output.metrics, config=sm.config)  # checks the plan
+trajectories.gather_metrics(csvs, sm.output.metrics,
+                            config={"schedule": sm.params.schedule})  # checks the plan
 trajectories.gather_main(sm.input.segments, sm.output.main)

@@ -1,4 +1,4 @@
-"""Snakemake job: PCA of every snapshot (lrdecay.pca.run)."""
+"""Snakemake job: PCA of every snapshot of one seed (lrdecay.pca.run)."""
 
 from lrdecay import config, logs, pca, trajectories
 
@@ -6,4 +6,4 @@ sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
 files = trajectories.trajectory_files(sm.input.main, sm.input.groups)
 pca.run(files, sm.params.pca, sm.output.variance, sm.output.coordinates, sm.output.basis,
-        config.training_hash(sm.config))
+        config.training_hash(config.job_config(sm.params)))

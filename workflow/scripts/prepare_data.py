@@ -1,6 +1,7 @@
-"""Snakemake job: prepare the run's dataset (lrdecay.data.prepare)."""
+"""Snakemake job: prepare the run's dataset (lrdecay.data.prepare), seeded by data.seed."""
 
 from lrdecay import data, logs
 
-logs.setup(snakemake.log[0])  # noqa: F821 (snakemake is injected)
-data.prepare(snakemake.params.data, snakemake.params.seed, snakemake.output.data)  # noqa: F821
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+logs.setup(sm.log[0])
+data.prepare(sm.params.data, sm.params.data["seed"], sm.output.data)

@@ -4,4 +4,5 @@ from lrdecay import logs, summary
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
-summary.write(sm.input.timing, sm.input.variance, sm.input.toy, sm.output[0], sm.input.claims)
+summary.write(sm.input.timing, list(sm.input.variance), sm.input.toy, sm.output[0],
+              sm.input.claims)
