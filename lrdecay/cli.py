@@ -53,21 +53,26 @@ def study_size(config: dict) -> dict:
     snapshots = sched["main_epochs"] // every + 1
     snapshots += n_subpaths * (sched["subpath_epochs"] // every + 1)
     full_pass = config["metrics"]["train_metric"] == "full_pass"
+    per_seed = sched["main_epochs"] + n_subpaths * sched["subpath_epochs"]
+    n_seeds = len(plan.seeds)  # the whole study runs once per seed
     return {
         "run_dir": str(plan.run_dir),
+        "n_seeds": n_seeds,
         "n_train": n_train,
         "n_test": n_test,
         "n_params": n_params,
         "main_epochs": sched["main_epochs"],
         "n_subpaths": n_subpaths,
         "subpath_epochs": sched["subpath_epochs"],
-        "model_epochs": sched["main_epochs"] + n_subpaths * sched["subpath_epochs"],
+        "model_epochs_per_seed": per_seed,
+        "model_epochs": per_seed * n_seeds,
         "eval_images_per_epoch": n_test + (n_train if full_pass else 0),
         "main_segment_jobs": len(plan.segment_ends) + 1,
         "subpath_group_jobs": len(plan.subpath_groups),
         "landscape_points": plan.grid_points,
         "landscape_shard_jobs": plan.n_shards,
-        "snapshot_bytes": snapshots * n_params * np.dtype(config["trajectory"]["dtype"]).itemsize,
+        "snapshot_bytes": n_seeds * snapshots * n_params
+        * np.dtype(config["trajectory"]["dtype"]).itemsize,
     }
 
 
@@ -87,7 +92,7 @@ def measure_seconds(config: dict, size: dict, steps: int = 5) -> dict:
     eval_batch = config["metrics"]["eval_batch_size"]
     dataset = DATASETS[config["data"]["name"]]
     shape, n_classes = dataset.input_shape, dataset.n_classes
-    torch.manual_seed(config["seed"])
+    torch.manual_seed(config["seeds"][0])
     model = models.build(config["model"], shape, n_classes).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)
     loss_fn = loss_function(config["loss"])
@@ -131,6 +136,7 @@ def describe(args: argparse.Namespace) -> int:
     size = study_size(config)
     lines = [
         f"run folder         {size['run_dir']}",
+        f"seeds              {config['seeds']}: the study below once per seed",
         f"data               {config['data']['name']}: {size['n_train']} train, "
         f"{size['n_test']} test images",
         f"model              {config['model']['name']}: {size['n_params']:,} parameters",
@@ -138,7 +144,8 @@ def describe(args: argparse.Namespace) -> int:
         f"(initial state + segments of {config['schedule']['segment_epochs']})",
         f"subpaths           {size['n_subpaths']} x {size['subpath_epochs']} epochs in "
         f"{size['subpath_group_jobs']} jobs of up to {config['schedule']['subpaths_per_job']}",
-        f"model-epochs       {size['model_epochs']:,}",
+        f"model-epochs       {size['model_epochs']:,} ({size['model_epochs_per_seed']:,} per "
+        f"seed x {size['n_seeds']})",
         f"landscape          {size['landscape_points']} grid points in "
         f"{size['landscape_shard_jobs']} jobs",
         f"snapshots          about {size['snapshot_bytes'] / 1e9:.2f} GB "
@@ -168,7 +175,7 @@ def prepare_data(args: argparse.Namespace) -> int:
     from lrdecay import data
 
     config = _load_config(args.config, args.set)
-    data.prepare(config["data"], config["seed"], args.out)
+    data.prepare(config["data"], config["data"]["seed"], args.out)
     print(f"wrote {args.out}")
     return 0
 
@@ -209,6 +216,7 @@ def landscape_command(args: argparse.Namespace) -> int:
     from lrdecay import landscape
 
     config = _load_config(args.config, args.set)
+    config = lrconfig.for_seed(config, config["seeds"][0])  # a training job's config
     landscape.evaluate_shard(config, args.data, args.basis, args.coordinates, 0, 1, args.out,
                              config["device"], config["engine"]["threads"])
     print(f"wrote {args.out}")

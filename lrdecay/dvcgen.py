@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import fnmatch
 import io
 import sys
 from collections.abc import Iterable, Iterator
@@ -95,14 +96,15 @@ DERIVED_PARAMS: dict[str, tuple[str, ...]] = {"n_shards": ("landscape",), "seed"
 # these records as outputs (so DVC versions them); the generator refuses a rule that does not.
 SIDECAR_SUFFIXES = (".pt", ".npy")
 
-# Tables that DVC can plot (`dvc plots show`): file name within the run folder -> plot spec.
+# Tables that DVC can plot (`dvc plots show`): file pattern within the run folder -> plot spec
+# (each seed's tables: the run's decay_timing.csv is tidy, a row per quantity).
 TABLE_PLOTS: dict[str, dict[str, Any]] = {
-    "decay_timing.csv": {
+    "seed-*/decay_timing.csv": {
         "x": "branch_epoch",
         "y": ["subpath_final_test_loss", "main_test_loss_at_total_epoch"],
         "title": "Decay timing: subpath final test loss vs the main path at the same epoch",
     },
-    "pca/explained_variance.csv": {
+    "seed-*/pca/explained_variance.csv": {
         "x": "component",
         "y": "explained_variance_ratio",
         "title": "Explained variance ratio of the trajectory PCA",
@@ -440,8 +442,8 @@ def _owners(stages: dict[str, dict]) -> dict[str, str]:
 
 def _plots(run_dir: Path, owners: dict[str, str]) -> list[dict]:
     """`dvc plots show`: the tables of TABLE_PLOTS the pipeline makes, then every PNG."""
-    plots: list[dict] = [{str(run_dir / name): spec} for name, spec in TABLE_PLOTS.items()
-                         if str(run_dir / name) in owners]
+    plots: list[dict] = [{out: spec} for name, spec in TABLE_PLOTS.items()
+                         for out in sorted(owners) if fnmatch.fnmatch(out, str(run_dir / name))]
     return plots + [{out: None} for out in sorted(owners) if out.endswith(".png")]
 
 

@@ -26,8 +26,10 @@ TINY = REPO / "config" / "tiny.yaml"
 
 
 def load_tiny(tmp_path: Path, **overrides: object) -> dict:
-    """The tiny preset with its outputs under `tmp_path` and any section overridden."""
-    return lrconfig.load(TINY, overrides={"output_dir": str(tmp_path / "results"), **overrides})
+    """The tiny preset with its outputs under `tmp_path` and any section overridden, as its first
+    seed's jobs see it (lrdecay.config.for_seed: a scalar `seed`)."""
+    config = lrconfig.load(TINY, overrides={"output_dir": str(tmp_path / "results"), **overrides})
+    return lrconfig.for_seed(config, config["seeds"][0])
 
 
 @pytest.fixture
@@ -39,7 +41,7 @@ def tiny(tmp_path: Path) -> dict:
 def tiny_data(tiny: dict) -> tuple[dict, Path]:
     """The tiny config and its prepared dataset file."""
     plan = lrconfig.Plan(tiny)
-    data.prepare(tiny["data"], tiny["seed"], plan.data_path)
+    data.prepare(tiny["data"], tiny["data"]["seed"], plan.data_path)
     return tiny, plan.data_path
 
 
@@ -69,7 +71,7 @@ def restore_torch_process_state() -> Iterator[None]:
 
 # -- the training engine: a tiny config, a fake CIFAR set, every job in order, outputs -----------
 ENGINE_BASE = {
-    "run_name": "t", "seed": 0, "device": "cpu",
+    "run_name": "t", "seeds": [0], "device": "cpu",
     "data": {"name": "digits", "train_per_class": 20, "test_per_class": 20},
     "model": {"name": "mlp", "hidden": [32]},
     "loss": "mse",
@@ -88,7 +90,8 @@ def engine_config(out: Path, **sections: dict) -> dict:
     config: dict = {"output_dir": str(out)}
     lrconfig._deep_update(config, ENGINE_BASE)
     lrconfig._deep_update(config, sections)
-    return lrconfig.validate(config)
+    config = lrconfig.validate(config)
+    return lrconfig.for_seed(config, config["seeds"][0])  # as the first seed's jobs see it
 
 
 def conv_config(out: Path, **sections: dict) -> dict:
@@ -123,7 +126,7 @@ def prepare_data(config: dict) -> Path:
     """The config's dataset file: digits prepared for real, CIFAR-10 faked (no download)."""
     plan = lrconfig.Plan(config)
     if config["data"]["name"] == "digits":
-        data.prepare(config["data"], config["seed"], plan.data_path)
+        data.prepare(config["data"], config["data"]["seed"], plan.data_path)
     else:
         fake_cifar(plan.data_path)
     return plan.data_path
@@ -146,7 +149,7 @@ def train_all(config: dict, groups: bool = True, device: str = "cpu") -> None:
 
 def outputs(config: dict) -> dict[str, bytes | pd.DataFrame]:
     """Every training output of a run: arrays as bytes, metrics as frames."""
-    run = lrconfig.Plan(config).run_dir
+    run = lrconfig.Plan(config).seed_dir()  # <run>/seed-<s>/
     found: dict[str, bytes | pd.DataFrame] = {}
     for path in sorted(run.glob("main/segment-*/*")) + sorted(run.glob("subpaths/group-*/*")):
         key = str(path.relative_to(run))

@@ -46,7 +46,7 @@ def test_decay_timing_by_hand_and_a_missing_control_said_in_words() -> None:
 def test_decay_timing_on_a_tiny_run_matches_the_metrics_looked_up_by_hand(tmp_path: Path) -> None:
     config = load_tiny(tmp_path, schedule={"main_epochs": 8, "last_branch_epoch": 4})
     plan = lrconfig.Plan(config)
-    data.prepare(config["data"], config["seed"], plan.data_path)
+    data.prepare(config["data"], config["data"]["seed"], plan.data_path)
     for end in [0, *plan.segment_ends]:
         train.run_main_segment(config, str(plan.data_path), end, str(plan.segment_dir(end)), "cpu")
     for group in range(len(plan.subpath_groups)):

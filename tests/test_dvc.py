@@ -150,7 +150,7 @@ def test_stages_own_disjoint_outputs_and_mirror_jobs() -> None:
     assert "--consider-ancient main_segment=data,previous" in stages[first_segment]["cmd"]
     params = stages[first_segment]["params"][0]["config.yaml"]
     assert "results/quick/data/dataset.pt.json" in stages["prepare_data"]["outs"]
-    assert {"optimizer", "schedule", "seed"} <= set(params)
+    assert {"optimizer", "schedule", "device", "engine.bf16", "engine.compile"} <= set(params)
     assert "lrdecay/figures.py" not in stages["pca"]["deps"]
     assert "lrdecay/figures.py" in stages["figure1"]["deps"]
     assert stages["summary"]["metrics"] == ["results/quick/summary.json"]
@@ -222,11 +222,13 @@ def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
     # 4. After the pull, mtimes are arbitrary: make the data and the first segment newer than the
     #    last segment. A forced last segment still runs only its own job, not the chain upstream.
     run_dir = second / run
-    last = max((run_dir / "main").glob("segment-*"))
-    for path in (run_dir / "data" / "dataset.pt", *(run_dir / "main" / "segment-0000").glob("*")):
+    last = max((run_dir / "seed-0" / "main").glob("segment-*"))
+    for path in (run_dir / "data" / "dataset.pt",
+                 *(run_dir / "seed-0" / "main" / "segment-0000").glob("*")):
         os.utime(path)  # including the .snakemake_timestamp Snakemake reads for a directory
-    repro = sh(second, "dvc", "repro", "--force", "--single-item", f"main_segment-{last.name[8:]}")
-    assert ran_stages(repro) == {f"main_segment-{last.name[8:]}"}
+    stage = f"main_segment-0-{last.name[8:]}"  # seed 0's
+    repro = sh(second, "dvc", "repro", "--force", "--single-item", stage)
+    assert ran_stages(repro) == {stage}
     assert "1 of 1 steps (100%) done" in repro, repro
 
     # 5. A config change that alters the DAG (one more landscape shard) stops `dvc repro` before
@@ -241,4 +243,4 @@ def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
     assert "Regenerate it with `python -m lrdecay.dvcgen`" in proc.stdout + proc.stderr
     assert ran_stages(proc.stdout + proc.stderr) == {dvcgen.CHECK_STAGE}
     assert "steps (100%) done" not in proc.stdout + proc.stderr  # no Snakemake job ran
-    assert not (second / run / "landscape" / "shard-001.csv").exists()
+    assert not (second / run / "seed-0" / "landscape" / "shard-001.csv").exists()

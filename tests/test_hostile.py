@@ -37,8 +37,11 @@ CONFIG_ROWS = [
      "config key landscape.margin = nan: must be a finite number"),
     ("pc1 -inf", "landscape: {range: explicit, pc1: [-.inf, 1.0]}",
      "config key landscape.pc1.0 = -inf: must be a finite number"),
-    ("seed 1e23", "seed: 1.0e+23",
-     "config key seed = 99999999999999991611392: must be <= 4294967295"),
+    ("seed 1e23", "seeds: [1.0e+23]",
+     "config key seeds.0 = 99999999999999991611392: must be <= 4294967295"),
+    ("seed repeated", "seeds: [1, 1]", "config key seeds = [1, 1]: must not list a value twice"),
+    ("old seed key", "seed: 3", "config key seed = 3: replaced by seeds, a list of training "
+     "seeds (the study runs once per seed); use seeds: [3]"),
     ("grid beyond memory", "landscape: {points: [100000, 100000]}",
      "config key landscape.points = [100000, 100000]: evaluating 10,000,000,000 grid points"),
     ("main_epochs 10000", "schedule: {main_epochs: 10000}",
@@ -265,12 +268,14 @@ def test_live_job_owner_is_named(tmp_path: Path) -> None:
 def test_training_job_refuses_a_live_copy(tmp_path: Path) -> None:
     """Through the job entry script: the rerun's main_segment job stops, naming the orphan."""
     run_dir = tmp_path / "results" / "tiny"
-    holder = _job_holder(tmp_path, run_dir, "main_segment-0000")
+    holder = _job_holder(tmp_path, run_dir, "main_segment-seed-0-0000")
     try:
-        result = snakemake(tmp_path, str(run_dir / "main" / "segment-0000"), "--configfile",
-                           str(TINY), "--config", f"output_dir={run_dir.parent}", dry=False)
+        result = snakemake(tmp_path, str(run_dir / "seed-0" / "main" / "segment-0000"),
+                           "--configfile", str(TINY), "--config", f"output_dir={run_dir.parent}",
+                           dry=False)
     finally:
         _kill(holder)
     assert result.returncode != 0
-    assert f"job main_segment-0000 is in use by pid {holder.pid}" in result.stdout + result.stderr
-    assert not (run_dir / "main" / "segment-0000").exists()
+    output = result.stdout + result.stderr
+    assert f"job main_segment-seed-0-0000 is in use by pid {holder.pid}" in output
+    assert not (run_dir / "seed-0" / "main" / "segment-0000").exists()

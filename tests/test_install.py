@@ -62,7 +62,7 @@ def test_installed_package_validates_and_describes_outside_a_checkout(tmp_path: 
     assert shipped == ["config.schema.yaml", "toy.schema.yaml"]
     work = tmp_path / "elsewhere"
     work.mkdir()
-    (work / "my.yaml").write_text("run_name: mine\nseed: 1\n")
+    (work / "my.yaml").write_text("run_name: mine\nseeds: [1]\n")
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("PYTHONSAFEPATH", None)
     run = {"cwd": work, "env": env, "capture_output": True, "text": True, "timeout": 120}

@@ -132,7 +132,7 @@ def test_a_partial_main_path_of_another_config_is_set_aside(tmp_path: Path, monk
         train_all(first, groups=False)
     monkeypatch.setattr(io, "commit_hook", None)
     rerun = engine_config(tmp_path / "run", optimizer={"main_lr": 0.05})
-    shutil.rmtree(lrconfig.Plan(rerun).run_dir / "main")  # as Snakemake reruns on new params
+    shutil.rmtree(lrconfig.Plan(rerun).seed_dir() / "main")  # as Snakemake reruns on new params
     with caplog.at_level(logging.INFO):
         train_all(rerun, groups=False)
     assert "resumed" not in caplog.text and "holds state of another config" in caplog.text
