@@ -10,8 +10,6 @@ rules, the package and the tests agree on one layout.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -21,6 +19,8 @@ from typing import Any
 
 import jsonschema
 import yaml
+
+from lrdecay.basics import ConfigError, config_hash  # defined apart for job code (see there)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout (config.yaml, config/)
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"  # package data: works when installed
@@ -36,10 +36,6 @@ def __getattr__(name: str) -> Any:
 
         return {key: dict(spec.pool_per_class) for key, spec in DATASETS.items()}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the key, the value and what is allowed."""
 
 
 # Per-key wording where the schema's rule alone would not say what is allowed.
@@ -398,12 +394,6 @@ def _deep_update(base: dict, new: dict) -> None:
             _deep_update(base[key], value)
         else:
             base[key] = copy.deepcopy(value)
-
-
-def config_hash(section: Any) -> str:
-    """Short stable hash of (part of) a config, recorded in result files for provenance."""
-    blob = json.dumps(section, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
 
 
 # The config sections a training job's numbers depend on: its Snakemake params (a change reruns

@@ -23,6 +23,9 @@ from lrdecay.data import DATASETS, DatasetSpec
 # Resident memory of a job before it does any work: Python with torch, numpy, pandas and
 # scikit-learn imported (measured 550-650 MB on Linux x86-64, torch 2.x CPU build).
 BASE_MB = 800
+# Jobs that never import torch (tables, PCA, figures: Python with numpy, pandas, SciPy,
+# scikit-learn or Matplotlib) start far lower: measured 75-200 MB on the tiny preset.
+LIGHT_BASE_MB = 200
 # Host memory a job adds once it has created a CUDA context (driver, cuBLAS/cuDNN handles).
 CUDA_MB = 3000
 # Multiplier over the sum of the known terms: allocator slack, temporary copies we do not model.
@@ -190,8 +193,8 @@ def toy_mem_mb(config: dict, rule: str, attempt: int = 1) -> int:
     The toy jobs are NumPy on a few small arrays; what scales with the config is toy_checks':
     the replicas' weights and their copies (replicas x d), the recorded per-replica scalars
     (replicas x records) and a block of drawn minibatches (at least 16 steps x replicas x batch x
-    d, simulate.sgd). The rest is the interpreter with NumPy, SciPy and Matplotlib: measured
-    616-681 MB on the quick preset, held by BASE_MB.
+    d, simulate.sgd). The rest is the interpreter with NumPy, SciPy and Matplotlib, without torch
+    (measured 106-137 MB after the imports), held by LIGHT_BASE_MB.
     """
     toy = config["toy"]
     need = 0.0
@@ -205,7 +208,7 @@ def toy_mem_mb(config: dict, rule: str, attempt: int = 1) -> int:
         need = 8 * 20 * toy["grid_points"] ** 2 + 150 * MB
     elif rule == "toy_figures":  # rendering; the traces of every gamma are small
         need = 150 * MB
-    mb = BASE_MB + SLACK * need / MB
+    mb = LIGHT_BASE_MB + SLACK * need / MB
     return int(math.ceil(mb / 100) * 100) * attempt
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lrdecay.config import ConfigError
+from lrdecay.basics import ConfigError
 from lrdecay.io import atomic_path
 from lrdecay.toy import model
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 import lrdecay
-from lrdecay.config import config_hash
+from lrdecay.basics import config_hash
 from lrdecay.io import atomic_path, write_csv, write_json
 from lrdecay.toy import checks
 
