@@ -122,6 +122,67 @@ def test_dvc_yaml_is_generated_from_the_dag(preset: str | None) -> None:
         assert all(list(plot)[0].startswith("../../results/authors/") for plot in content["plots"])
 
 
+SNAKEFILE = """\
+configfile: "config.yaml"
+
+
+def previous(wildcards):
+    n = int(wildcards.n)
+    return f"out/b-{n - 1}.txt" if n else "out/a-0.txt"
+
+
+rule all:
+    input:
+        "out/b-1.txt",
+
+
+rule make:
+    output:
+        "out/a-{n}.txt",
+    params:
+        size=config["size"],
+    script:
+        "scripts/make.py"
+
+
+rule step:
+    input:
+        prev=previous,
+    output:
+        "out/b-{n}.txt",
+    shell:
+        "cat {input.prev} > {output}"
+"""
+
+
+def test_snakemake_dag_access(tmp_path: Path) -> None:
+    """dvcgen reads Snakemake's DAG through private objects (no public API hands out jobs;
+    lrdecay.dvcgen._snakemake_dag says why): on a small workflow, every field it takes from them
+    is exactly what the Snakefile says, so a Snakemake release that changes them fails here."""
+    import snakemake
+
+    (tmp_path / "Snakefile").write_text(SNAKEFILE)
+    (tmp_path / "config.yaml").write_text("size: 3\n")
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "make.py").write_text("")
+    where = (f"Snakemake {snakemake.__version__} (dvcgen is tested with "
+             f"{dvcgen.SNAKEMAKE_TESTED}): see lrdecay.dvcgen._snakemake_dag")
+    jobs, config = dvcgen._snakemake_jobs(tmp_path, ["config.yaml"], {"step": {"prev"}})
+    assert config == {"size": 3}, where
+    assert [job.stage for job in jobs] == ["make-0", "step-0", "step-1"], where  # not `all`
+    make, first, second = jobs
+    assert make == dvcgen.Job(
+        rule="make", wildcards=("0",), inputs=(), outputs=("out/a-0.txt",),
+        params={"size": 3}, script=tmp_path.resolve() / "scripts" / "make.py",
+        snakefile=tmp_path.resolve() / "Snakefile", input_names=(), ancient_inputs=(),
+    ), where
+    assert (first.inputs, first.input_names, first.script) == (("out/a-0.txt",), ("prev",),
+                                                              None), where
+    assert (second.inputs, second.ancient_inputs) == (("out/b-0.txt",), ("out/b-0.txt",)), where
+    unflagged, _ = dvcgen._snakemake_jobs(tmp_path, ["config.yaml"], {})
+    assert unflagged[2].ancient_inputs == (), where
+
+
 def test_stages_own_disjoint_outputs_and_mirror_jobs() -> None:
     """No output (or folder around one) has two owners; figures come from figure stages only."""
     stages = dvcgen.generate(REPO)["stages"]
@@ -151,12 +212,53 @@ def test_stages_own_disjoint_outputs_and_mirror_jobs() -> None:
     params = stages[first_segment]["params"][0]["config.yaml"]
     assert "results/quick/data/dataset.pt.json" in stages["prepare_data"]["outs"]
     assert {"optimizer", "schedule", "device", "engine.bf16", "engine.compile"} <= set(params)
-    assert "lrdecay/figures.py" not in stages["pca"]["deps"]
+    assert "lrdecay/figures.py" not in stages["pca-0"]["deps"]
     assert "lrdecay/figures.py" in stages["figure1"]["deps"]
     assert stages["summary"]["metrics"] == ["results/quick/summary.json"]
     # DVC warns about every empty dependency ("'lrdecay/toy/__init__.py' is empty")
     deps = {d for stage in stages.values() for d in stage["deps"] if not d.startswith("results/")}
     assert not [d for d in deps if (REPO / d).stat().st_size == 0]
+
+
+# Which rules' stages a code change reruns (DVC deps follow the imports of each job's script).
+# Each row is a module boundary: the vmap code (K subpaths at once) is imported by the subpath
+# groups only, never by main-path segments or landscape shards; figure code never reruns
+# training, PCA or the toy simulations; the model registry never reruns the toy model.
+RERUN_BY_FILE = {
+    "lrdecay/stacked.py": {"subpath_group"},
+    "lrdecay/subpaths.py": {"subpath_group"},
+    "lrdecay/toy/figures.py": {"toy_figure3", "toy_figures"},
+    "lrdecay/figures.py": {"figure1", "figure2", "toy_figure3", "toy_figures"},
+    "lrdecay/toy/simulate.py": {"toy_checks", "toy_table"},
+}
+NEVER_RERUN_BY = {  # rules a change to the file must not rerun (it may rerun others)
+    "lrdecay/engine.py": {"toy_checks", "toy_figures", "toy_figure3", "toy_table", "pca",
+                          "figure1", "figure2", "claims", "summary"},
+    "lrdecay/models.py": {"toy_checks", "toy_figures", "toy_figure3", "toy_table"},
+    "lrdecay/resources.py": {"toy_checks", "toy_figures", "toy_figure3", "toy_table"},
+}
+
+
+def test_a_code_change_reruns_only_the_stages_that_run_it() -> None:
+    """The generated deps name a module only in the stages whose jobs import it (the quick
+    preset's pipeline: `dvc status` reports exactly these stages after an edit, as the slow test
+    shows for the vmap code)."""
+    stages = dvcgen.generate(REPO)["stages"]
+
+    def rerun_by(path: str) -> set[str]:
+        assert (REPO / path).is_file(), path
+        return {name.split("-")[0] for name, stage in stages.items() if path in stage["deps"]}
+
+    for path, rules in RERUN_BY_FILE.items():
+        assert rerun_by(path) == rules, path
+    for path, rules in NEVER_RERUN_BY.items():
+        assert rerun_by(path) and not rerun_by(path) & rules, (path, rerun_by(path) & rules)
+    assert "main_segment" in rerun_by("lrdecay/engine.py")
+
+
+def changed_stages(repo: Path) -> set[str]:
+    """Stages of the quick preset's pipeline that `dvc status` reports as changed."""
+    return set(json.loads(sh(repo, "dvc", "status", "--json", "dvc.yaml") or "{}"))
 
 
 @pytest.mark.slow
@@ -218,6 +320,17 @@ def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
     diff = json.loads(sh(second, "dvc", "diff", "--json"))  # (other presets: not built here)
     changed = [e["path"] for e in diff.get("modified", []) if e["path"].startswith(str(run))]
     assert not [p for p in changed if p.endswith((".pdf", ".png"))], changed
+
+    # 3b. The vmap code only: `dvc status` names the subpath groups, not the main path, nor the
+    #     landscape (outputs downstream of a group rerun only if its outputs change).
+    assert changed_stages(second) == set()
+    stacked = second / "lrdecay" / "stacked.py"
+    original = stacked.read_text()
+    stacked.write_text(original + "\n# a vmap-code change\n")
+    groups = {s for s in stages if s.startswith("subpath_group-")}
+    assert groups and changed_stages(second) == groups
+    stacked.write_text(original)
+    assert changed_stages(second) == set()
 
     # 4. After the pull, mtimes are arbitrary: make the data and the first segment newer than the
     #    last segment. A forced last segment still runs only its own job, not the chain upstream.
