@@ -3,8 +3,8 @@
 The schemas (lrdecay/schemas/*.schema.yaml, shipped with the package) are the single source of
 defaults and documentation; the quick preset (config.yaml) equals their defaults (a test checks).
 `validate` is the one validation path: the Snakefile, `load` and the command line all call it.
-Everything that turns a config into epochs, jobs and paths lives in :class:`Plan`, so the Snakemake
-rules, the package and the tests agree on one layout.
+Everything that turns a config into epochs, jobs and paths lives in :class:`Plan` (lrdecay.plan,
+re-exported here), so the Snakemake rules, the package and the tests agree on one layout.
 """
 
 from __future__ import annotations
@@ -12,15 +12,24 @@ from __future__ import annotations
 import copy
 import math
 import os
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-from lrdecay.basics import ConfigError, config_hash  # defined apart for job code (see there)
+# Defined apart for job code, re-exported here (see lrdecay.basics and lrdecay.plan).
+from lrdecay.basics import ConfigError, config_hash  # noqa: F401
+from lrdecay.plan import (  # noqa: F401
+    NUMERIC_ENGINE_KEYS,
+    TRAINING_SECTIONS,
+    Plan,
+    canonical,
+    for_seed,
+    job_config,
+    job_params,
+    training_hash,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout (config.yaml, config/)
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"  # package data: works when installed
@@ -365,7 +374,7 @@ def plan_problems(config: dict) -> list[str]:
             f"jobs, more than the {MAX_GROUPS} that job names allow; raise subpaths_per_job or "
             "schedule.branch_interval"
         )
-    need, have = plan.landscape_memory_bytes, available_memory_bytes()
+    need, have = landscape_memory_bytes(plan), available_memory_bytes()
     if need > have:
         problems.append(
             f"config key landscape.points = {land['points']}: evaluating {plan.grid_points:,} "
@@ -396,173 +405,13 @@ def _deep_update(base: dict, new: dict) -> None:
             base[key] = copy.deepcopy(value)
 
 
-# The config sections a training job's numbers depend on: its Snakemake params (a change reruns
-# it; also dvc.yaml's params) and the training hash its results and resume states carry. `seed` is
-# a training job's own seed (for_seed), not a section of the run's config.
-TRAINING_SECTIONS = ("seed", "device", "data", "model", "loss", "optimizer", "schedule", "metrics",
-                     "trajectory")
-# engine settings that change numbers (the others change only speed and bookkeeping)
-NUMERIC_ENGINE_KEYS = ("tf32", "channels_last", "compile", "bf16", "batched_subpaths")
+def landscape_memory_bytes(plan: Plan) -> int:
+    """Rough peak memory of one landscape shard job: what lrdecay.resources gives the job
+    (model, PCA basis, dataset, an evaluation batch), plus the grid table and result rows,
+    which grow with the number of points."""
+    from lrdecay import resources  # it imports this module
 
-
-def for_seed(config: dict, seed: int) -> dict:
-    """The config one seed's jobs see: `seed` a scalar and no `seeds` list, so adding a seed to
-    the run changes nothing a seed's jobs read (their params, training hash and paths)."""
-    if seed not in config.get("seeds", [seed]):
-        raise ConfigError(f"seed {seed} is not in config key seeds = {config['seeds']}")
-    out = {key: copy.deepcopy(value) for key, value in config.items() if key != "seeds"}
-    out["seed"] = int(seed)
-    return out
-
-
-def canonical(value: Any) -> Any:
-    """`value` with every mapping's keys sorted: Snakemake compares a job's params with the last
-    run's in order, so keys reordered in a YAML file (or a default filled in another place)
-    would otherwise rerun the job."""
-    if isinstance(value, dict):
-        return {key: canonical(value[key]) for key in sorted(value)}
-    if isinstance(value, list):
-        return [canonical(item) for item in value]
-    return value
-
-
-def job_params(config: dict, seed: int, sections: tuple[str, ...] = ()) -> dict:
-    """What a training-type job reads, as its rule's params: the training sections (and
-    `sections`) of the seed's config, the engine split into settings that change numbers
-    (`engine`: a rerun trigger, dvc.yaml params) and those that do not (`engine_run`), and the
-    run folder (`layout`). :func:`job_config` rebuilds the job's config from them."""
-    seeded = for_seed(config, seed)
-    engine = seeded["engine"]
-    return canonical({
-        "seed": seeded["seed"],
-        "training": {key: seeded[key] for key in (*TRAINING_SECTIONS, *sections) if key != "seed"},
-        "engine": {key: engine[key] for key in NUMERIC_ENGINE_KEYS},
-        "engine_run": {key: value for key, value in engine.items()
-                       if key not in NUMERIC_ENGINE_KEYS},
-        "layout": {key: seeded[key] for key in ("output_dir", "run_name")},
-    })
-
-
-def job_config(params: Any) -> dict:
-    """A job's config rebuilt from its rule's params (:func:`job_params`): jobs read their params,
-    never the whole Snakemake config, so what they depend on is what their rule declares."""
-    params = dict(params.items())  # a dict, or Snakemake's params (a named list)
-    return {**params.get("layout", {}), **params["training"], "seed": int(params["seed"]),
-            "engine": {**params.get("engine_run", {}), **params["engine"]}}
-
-
-def training_hash(config: dict) -> str:
-    """Hash of everything that changes a training path's numbers (not where outputs go, nor how
-    often state is saved), so results and resume states stay valid across output folders."""
-    section = {key: config[key] for key in TRAINING_SECTIONS}
-    section["engine"] = {key: config["engine"][key] for key in NUMERIC_ENGINE_KEYS}
-    return config_hash(section)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Epochs, jobs and file layout derived from a validated config."""
-
-    config: dict
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.config["output_dir"]) / self.config["run_name"]
-
-    @property
-    def seeds(self) -> list[int]:
-        """The run's training seeds (a seed's config, from for_seed, has just its own)."""
-        return list(self.config["seeds"]) if "seeds" in self.config else [self.config["seed"]]
-
-    def for_seed(self, seed: int) -> Plan:
-        """The plan of one seed's jobs (its config from :func:`for_seed`)."""
-        return Plan(for_seed(self.config, seed))
-
-    def seed_dir(self, seed: int | str | None = None) -> Path:
-        """<run>/seed-<s>/: one seed's whole study (training, trajectories, tables, PCA,
-        landscape). Without `seed`: this config's own seed (a seed's config, from for_seed);
-        a string such as "{seed}" gives a Snakemake pattern."""
-        if seed is None:
-            if "seed" not in self.config:
-                raise ValueError("this is a run's config (seeds: a list); use "
-                                 "Plan.for_seed(seed) or seed_dir(seed) for one seed's files")
-            seed = self.config["seed"]
-        return self.run_dir / f"seed-{seed}"
-
-    @property
-    def resume_dir(self) -> Path:
-        """Partial training state of this seed; never a Snakemake output, so a failed job's
-        cleanup keeps it."""
-        return self.seed_dir() / ".resume"
-
-    @cached_property
-    def branch_epochs(self) -> list[int]:
-        s = self.config["schedule"]
-        last = s["main_epochs"] if s["last_branch_epoch"] is None else s["last_branch_epoch"]
-        return list(range(s["first_branch_epoch"], last + 1, s["branch_interval"]))
-
-    @cached_property
-    def segment_ends(self) -> list[int]:
-        """End epochs of the main-path segment jobs (epoch 0 is the initial state job)."""
-        s = self.config["schedule"]
-        step, main = s["segment_epochs"], s["main_epochs"]
-        return sorted({*range(step, main, step), main})
-
-    def segment_start(self, end: int) -> int:
-        index = self.segment_ends.index(end)
-        return 0 if index == 0 else self.segment_ends[index - 1]
-
-    def segment_holding(self, epoch: int) -> int:
-        """End of the segment whose job writes the main-path state at `epoch` (0: the init job)."""
-        if epoch == 0:
-            return 0
-        return next(end for end in self.segment_ends if end >= epoch)
-
-    def branches_in_segment(self, end: int) -> list[int]:
-        start = self.segment_start(end)
-        return [b for b in self.branch_epochs if start < b <= end]
-
-    @cached_property
-    def subpath_groups(self) -> list[list[int]]:
-        k = self.config["schedule"]["subpaths_per_job"]
-        epochs = self.branch_epochs
-        return [epochs[i : i + k] for i in range(0, len(epochs), k)]
-
-    @property
-    def grid_points(self) -> int:
-        nx, ny = self.config["landscape"]["points"]
-        return nx * ny
-
-    @property
-    def n_shards(self) -> int:
-        return min(self.config["landscape"]["shards"], self.grid_points)
-
-    @property
-    def landscape_memory_bytes(self) -> int:
-        """Rough peak memory of one landscape shard job: what lrdecay.resources gives the job
-        (model, PCA basis, dataset, an evaluation batch), plus the grid table and result rows,
-        which grow with the number of points."""
-        from lrdecay import resources  # it imports this module
-
-        job_mb = resources.JobCosts(self.config, gpu=False).mem_mb("landscape_shard")
-        points_per_shard = math.ceil(self.grid_points / self.n_shards)
-        return (job_mb * 2**20 + self.grid_points * LANDSCAPE_BYTES_PER_GRID_POINT
-                + points_per_shard * LANDSCAPE_BYTES_PER_SHARD_POINT)
-
-    # File layout (Snakemake rules and jobs both use these, so they cannot disagree).
-    @property
-    def data_path(self) -> Path:
-        return self.run_dir / "data" / "dataset.pt"
-
-    def segment_dir(self, end: int) -> Path:
-        return self.seed_dir() / "main" / f"segment-{end:04d}"
-
-    def branch_state(self, branch_epoch: int) -> Path:
-        """Checkpoint holding the main path's full state at `branch_epoch`."""
-        end = self.segment_holding(branch_epoch)
-        name = "state.pt" if end == branch_epoch else f"branch-{branch_epoch:04d}.pt"
-        return self.segment_dir(end) / name
-
-    def group_dir(self, group: int) -> Path:
-        return self.seed_dir() / "subpaths" / f"group-{group:03d}"
-
+    job_mb = resources.JobCosts(plan.config, gpu=False).mem_mb("landscape_shard")
+    points_per_shard = math.ceil(plan.grid_points / plan.n_shards)
+    return (job_mb * 2**20 + plan.grid_points * LANDSCAPE_BYTES_PER_GRID_POINT
+            + points_per_shard * LANDSCAPE_BYTES_PER_SHARD_POINT)

@@ -87,7 +87,7 @@ HEADER = """\
 # Rule params that are computed from config rather than copied from it: param name -> sections.
 # A training-type job's seed comes from its {seed} wildcard, so it is in the stage's paths (and a
 # new seed is a new stage); engine_run holds the engine settings that change no number
-# (lrdecay.config.job_params): neither is a DVC param.
+# (lrdecay.plan.job_params): neither is a DVC param.
 DERIVED_PARAMS: dict[str, tuple[str, ...]] = {"n_shards": ("landscape",), "seed": (),
                                               "engine_run": ()}
 
@@ -353,16 +353,18 @@ def pipeline_path(configfiles: list[str], run_name: str) -> Path:
     return Path(DVC_YAML)
 
 
-def _check_stage(configfiles: list[str], stamp: str) -> dict:
-    """The first stage: fail before any job when the pipeline no longer matches the DAG."""
+def _check_stage(repo: Path, configfiles: list[str], stamp: str) -> dict:
+    """The first stage: fail before any job when the pipeline no longer matches the DAG. It
+    depends on what shapes the DAG: the config files, the rules and the code that validates and
+    plans the config (lrdecay.config and its imports), and this generator."""
     extra = [f for f in configfiles if f != DEFAULT_CONFIG]
+    code = {*code_files(repo, repo / "lrdecay" / "config.py"), *code_files(repo, Path(__file__))}
     return {
         "desc": "Check that this pipeline matches the Snakemake DAG of the config (else: the "
         "command to regenerate it)",
         "cmd": " ".join(["python -m lrdecay.dvcgen --check",
                          *(["--configfile", *extra] if extra else []), "--stamp", stamp]),
-        "deps": [*configfiles, "Snakefile", "workflow/rules", "lrdecay/config.py",
-                 "lrdecay/dvcgen.py"],
+        "deps": [*configfiles, "Snakefile", "workflow/rules", *sorted(code)],
         "outs": [stamp],
     }
 
@@ -454,7 +456,7 @@ def generate(repo: Path = REPO_ROOT, configfiles: list[str] | None = None) -> di
     run_dir = Path(config["output_dir"]) / config["run_name"]
     stamp = str(run_dir / DAG_STAMP)
     produced = {out for job in jobs for out in job.outputs}
-    stages = {CHECK_STAGE: _check_stage(configfiles, stamp)}
+    stages = {CHECK_STAGE: _check_stage(repo, configfiles, stamp)}
     for job in jobs:
         first = not produced & set(job.inputs)  # no upstream stage: run after the DAG check
         stages[job.stage] = _job_stage(repo, job, configfiles, config,

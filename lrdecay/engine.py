@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrdecay import io, models
-from lrdecay.config import NUMERIC_ENGINE_KEYS, training_hash
 from lrdecay.data import DeviceData
+from lrdecay.plan import NUMERIC_ENGINE_KEYS, training_hash
 
 METRIC_COLUMNS = [
     "path", "branch_epoch", "epoch", "epochs_after_decay", "lr",

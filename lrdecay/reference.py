@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lrdecay import io
-from lrdecay.config import config_hash
+from lrdecay.basics import config_hash
 
 # What a reference keeps: results people read. Everything else (checkpoints, trajectories, the
 # PCA basis, the dataset, resume states) is large and rebuilt by the pipeline.

@@ -28,7 +28,6 @@ import pandas as pd
 import torch
 
 from lrdecay import io
-from lrdecay.config import Plan
 from lrdecay.data import DeviceData
 from lrdecay.engine import (
     METRIC_COLUMNS,
@@ -42,6 +41,7 @@ from lrdecay.engine import (
     resolve_device,
     single_stepper,
 )
+from lrdecay.plan import Plan
 
 log = logging.getLogger(__name__)
 

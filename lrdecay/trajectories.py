@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from lrdecay import io
-from lrdecay.config import Plan
+from lrdecay.plan import Plan
 
 
 class IncompleteResultsError(RuntimeError):

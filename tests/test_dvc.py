@@ -230,12 +230,16 @@ RERUN_BY_FILE = {
     "lrdecay/toy/figures.py": {"toy_figure3", "toy_figures"},
     "lrdecay/figures.py": {"figure1", "figure2", "toy_figure3", "toy_figures"},
     "lrdecay/toy/simulate.py": {"toy_checks", "toy_table"},
+    # validation, registries' checks and resource requests: only the DAG check (jobs read their
+    # plan from lrdecay.plan)
+    "lrdecay/config.py": {"check_dag"},
+    "lrdecay/resources.py": {"check_dag"},
 }
 NEVER_RERUN_BY = {  # rules a change to the file must not rerun (it may rerun others)
     "lrdecay/engine.py": {"toy_checks", "toy_figures", "toy_figure3", "toy_table", "pca",
                           "figure1", "figure2", "claims", "summary"},
-    "lrdecay/models.py": {"toy_checks", "toy_figures", "toy_figure3", "toy_table"},
-    "lrdecay/resources.py": {"toy_checks", "toy_figures", "toy_figure3", "toy_table"},
+    "lrdecay/models.py": {"toy_checks", "toy_figures", "toy_figure3", "toy_table", "pca",
+                          "gather_training"},
 }
 
 

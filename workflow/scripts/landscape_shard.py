@@ -1,10 +1,10 @@
 """Snakemake job: evaluate one shard of the landscape grid (lrdecay.landscape.evaluate_shard)."""
 
-from lrdecay import config, gpu, landscape, logs
+from lrdecay import gpu, landscape, logs, plan
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
-cfg = config.job_config(sm.params)  # the seed's config, from what the rule declares
+cfg = plan.job_config(sm.params)  # the seed's config, from what the rule declares
 with gpu.device_slot(cfg["device"]):
     landscape.evaluate_shard(cfg, sm.input.data, sm.input.basis, sm.input.coordinates,
                              int(sm.wildcards.shard), sm.params.n_shards, sm.output[0],

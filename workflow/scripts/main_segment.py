@@ -1,12 +1,12 @@
 """Snakemake job: train one main-path segment of one seed (lrdecay.train.run_main_segment)."""
 
-from lrdecay import config, gpu, lock, logs, train
+from lrdecay import gpu, lock, logs, plan, train
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
-cfg = config.job_config(sm.params)  # the seed's config, from what the rule declares
+cfg = plan.job_config(sm.params)  # the seed's config, from what the rule declares
 # One copy of this job at a time: one left running by a killed Snakemake is named, not raced.
-with (lock.job(config.Plan(cfg).run_dir, f"{sm.rule}-seed-{cfg['seed']}-{sm.wildcards.end}"),
+with (lock.job(plan.Plan(cfg).run_dir, f"{sm.rule}-seed-{cfg['seed']}-{sm.wildcards.end}"),
       gpu.device_slot(cfg["device"])):
     train.run_main_segment(cfg, sm.input.data, int(sm.wildcards.end), sm.output[0],
                            cfg["device"], cfg["engine"]["threads"] or sm.threads)

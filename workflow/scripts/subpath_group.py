@@ -1,12 +1,12 @@
 """Snakemake job: train one group of subpaths of one seed (lrdecay.subpaths.run_subpath_group)."""
 
-from lrdecay import config, gpu, lock, logs, subpaths
+from lrdecay import gpu, lock, logs, plan, subpaths
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
-cfg = config.job_config(sm.params)  # the seed's config, from what the rule declares
+cfg = plan.job_config(sm.params)  # the seed's config, from what the rule declares
 # One copy of this job at a time: one left running by a killed Snakemake is named, not raced.
-with (lock.job(config.Plan(cfg).run_dir, f"{sm.rule}-seed-{cfg['seed']}-{sm.wildcards.group}"),
+with (lock.job(plan.Plan(cfg).run_dir, f"{sm.rule}-seed-{cfg['seed']}-{sm.wildcards.group}"),
       gpu.device_slot(cfg["device"])):
     subpaths.run_subpath_group(cfg, sm.input.data, int(sm.wildcards.group), sm.output[0],
                                cfg["device"], cfg["engine"]["threads"] or sm.threads)
