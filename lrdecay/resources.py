@@ -26,6 +26,11 @@ BASE_MB = 800
 # Jobs that never import torch (tables, PCA, figures: Python with numpy, pandas, SciPy,
 # scikit-learn or Matplotlib) start far lower: measured 75-200 MB on the tiny preset.
 LIGHT_BASE_MB = 200
+# PCA's scikit-learn and LAPACK workspace on top: the incremental fit of 661 x 60 010 snapshots
+# peaked at 857 MB where its modelled blocks come to 585 MB.
+PCA_BASE_MB = 400
+TORCH_RULES = ("prepare_data", "main_segment", "subpath_group", "landscape_shard",
+               "landscape_gather", "landscape_surface")
 # Host memory a job adds once it has created a CUDA context (driver, cuBLAS/cuDNN handles).
 CUDA_MB = 3000
 # Multiplier over the sum of the known terms: allocator slack, temporary copies we do not model.
@@ -156,7 +161,9 @@ class JobCosts:
     def mem_mb(self, rule: str, attempt: int = 1) -> int:
         """Memory to request for a job of `rule`, in MB; grows with each retry."""
         cuda = CUDA_MB if self.gpu and rule in GPU_RULES else 0
-        need = BASE_MB + cuda + SLACK * self._bytes(rule) / MB
+        base = (BASE_MB if rule in TORCH_RULES else PCA_BASE_MB if rule == "pca"
+                else LIGHT_BASE_MB)
+        need = base + cuda + SLACK * self._bytes(rule) / MB
         return int(math.ceil(need / 100) * 100) * attempt
 
     def _work_minutes(self, rule: str) -> float:

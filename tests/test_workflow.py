@@ -210,8 +210,9 @@ def test_lint_is_clean() -> None:
 
 def test_memory_requests_cover_the_measured_peak(tiny_run: Path) -> None:
     """Each job logs its peak RSS (lrdecay.logs); the rule's mem_mb must hold it with room to
-    spare but not ask for several times more. A request that forgot the interpreter and torch
-    (~600 MB) fails the lower bound; a fixed 8 GB for PCA fails the upper one."""
+    spare but not ask for several times more (small jobs: 400 MB more). A request that forgot the
+    interpreter and torch (~600 MB) fails the lower bound; a fixed 8 GB for PCA, or torch's
+    800 MB base for a table job that never imports it, fails the upper one."""
     costs = resources.JobCosts(lrconfig.load(TINY), gpu=False)
     peaks = {}
     for log_file in sorted(tiny_run.glob("**/logs/*.log")):
@@ -226,7 +227,8 @@ def test_memory_requests_cover_the_measured_peak(tiny_run: Path) -> None:
         "landscape_shard", "landscape_gather", "figure1", "figure2", "decay_timing", "claims"}
     for job, (rule, peak) in peaks.items():
         requested = costs.mem_mb(rule)
-        assert peak < requested < 2.5 * peak, f"{job}: peak {peak} MB, mem_mb {requested}"
+        assert peak < requested < max(2.5 * peak, peak + 400), \
+            f"{job}: peak {peak} MB, mem_mb {requested}"
         assert costs.mem_mb(rule, attempt=2) > requested  # a retry asks for more
         assert costs.runtime(rule, attempt=2) > costs.runtime(rule)
 
@@ -325,6 +327,23 @@ def test_conda_env_lists_every_imported_package() -> None:
     third_party = imported - set(sys.stdlib_module_names) - {"lrdecay", "snakemake"}
     missing = {PIP_NAMES.get(name, name) for name in third_party} - listed
     assert not missing, f"add to workflow/envs/lrdecay.yaml: {sorted(missing)}"
+
+
+def test_job_scripts_read_only_what_their_rule_declares() -> None:
+    """Scripts read params, input, output, log, wildcards and threads, never the whole config:
+    a setting a job read from `snakemake.config` would change its numbers without being a
+    param, so neither Snakemake nor DVC would rerun it."""
+    allowed = {"params", "input", "output", "log", "wildcards", "threads", "rule", "resources"}
+    for path in sorted((REPO / "workflow" / "scripts").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        aliases = {"snakemake"} | {target.id for node in ast.walk(tree)
+                                   if isinstance(node, ast.Assign)
+                                   and isinstance(node.value, ast.Name)
+                                   and node.value.id == "snakemake"
+                                   for target in node.targets if isinstance(target, ast.Name)}
+        read = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name) and node.value.id in aliases}
+        assert read <= allowed, f"{path.name} reads snakemake.{sorted(read - allowed)}"
 
 
 @pytest.mark.parametrize("device", ["cuda", "cpu"])
