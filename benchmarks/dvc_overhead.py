@@ -1,6 +1,6 @@
 """`dvc repro` against `snakemake --cores N` on the same tiny study: what one DVC stage costs.
 
-    .venv/bin/python -m benchmarks.dvc_overhead [--reps 3] [--cores 2] [--serial]
+    .venv/bin/python -m benchmarks.dvc_overhead [--reps 3] [--cores 2] [--serial] [--quick]
 
 DVC runs one stage per Snakemake job, one after another, each as its own `snakemake` process, so
 every job pays Snakemake's start-up (parsing the Snakefile, validating the config, building a
@@ -10,7 +10,8 @@ jobs) from scratch in fresh copies of this working tree: `snakemake --cores N` i
 (after generating and committing its dvc.yaml, not timed) in another, and with --serial
 `snakemake --cores 1` in a third, which separates the two costs: DVC's per-stage start-ups
 (dvc repro vs --cores 1) and running one job at a time (--cores 1 vs --cores N). The order of
-the tools rotates between repetitions.
+the tools rotates between repetitions. --quick builds the quick preset (config.yaml) instead,
+whose jobs are longer, so the same per-stage cost weighs less.
 
 For each run it records the wall time and the CPU time of every process it started (user +
 system, children included): on a machine shared with other work the wall time follows the load,
@@ -59,22 +60,24 @@ def run(cwd: Path, *args: str) -> tuple[Timed, str]:
     return Timed(wall, cpu), output
 
 
-def fresh_copy(dest: Path) -> None:
-    """This working tree as the tiny study, in a git repository (DVC needs one)."""
+def fresh_copy(dest: Path, quick: bool = False) -> None:
+    """This working tree as the tiny study (or the quick preset), in a git repository (DVC needs
+    one)."""
     working_tree_copy(dest)
-    tiny_config(dest)
+    if not quick:
+        tiny_config(dest)
     shutil.rmtree(dest / ".snakemake", ignore_errors=True)
     run(dest, "git", "init", "-q", "-b", "main")
 
 
-def time_snakemake(work: Path, cores: int) -> Timed:
-    fresh_copy(work)
+def time_snakemake(work: Path, cores: int, quick: bool) -> Timed:
+    fresh_copy(work, quick)
     return run(work, "snakemake", "--cores", str(cores))[0]
 
 
-def time_dvc(work: Path) -> tuple[Timed, int, str]:
+def time_dvc(work: Path, quick: bool) -> tuple[Timed, int, str]:
     """Times of `dvc repro`, its number of stages, and one stage's command (for the no-op)."""
-    fresh_copy(work)
+    fresh_copy(work, quick)
     run(work, sys.executable, "-m", "lrdecay.dvcgen")
     run(work, "git", "add", "-A")
     run(work, "git", "commit", "-q", "-m", "tiny study")
@@ -108,6 +111,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--serial", action="store_true", help="also time snakemake --cores 1")
+    parser.add_argument("--quick", action="store_true", help="the quick preset, not the tiny one")
     args = parser.parse_args()
     tools = ["snakemake", "dvc", *(["serial"] if args.serial else [])]
     runs: dict[str, list[Timed]] = {tool: [] for tool in tools}
@@ -118,11 +122,12 @@ def main() -> None:
             for tool in tools[rep % len(tools):] + tools[:rep % len(tools)]:  # rotate the order
                 work = Path(tmp) / f"{tool}-{rep}"
                 if tool == "dvc":
-                    timed, n_stages, stage_cmd = time_dvc(work)
+                    timed, n_stages, stage_cmd = time_dvc(work, args.quick)
                     # The same stage command again, its output present: start-up only.
                     noop.append(run(work, *stage_cmd.split())[0].wall)
                 else:
-                    timed = time_snakemake(work, args.cores if tool == "snakemake" else 1)
+                    timed = time_snakemake(work, args.cores if tool == "snakemake" else 1,
+                                           args.quick)
                 runs[tool].append(timed)
                 loads.append(os.getloadavg()[0])
                 shutil.rmtree(work)

@@ -30,10 +30,10 @@ another: ``dvc repro`` builds the quick preset, ``dvc repro pipelines/authors/dv
 authors' one, ``dvc status`` shows all of them.
 
 A config or rule change that alters the DAG (e.g. more landscape shards) would leave the stages
-stale. The first stage of every pipeline, ``check_dag``, depends on the config files and the rules
-and reruns this generator with ``--check``: it fails, naming the command to run, before any
-Snakemake job starts. Every stage without an upstream stage depends on its stamp file, whose
-content never changes, so a passing check reruns nothing else.
+stale. The first stage of every pipeline, ``check_dag``, depends on the config files, the rules and
+the code that validates and plans the config, and reruns this generator with ``--check``: it fails,
+naming the command to run, before any Snakemake job starts. Every stage without an upstream stage
+depends on its stamp file, whose content never changes, so a passing check reruns nothing else.
 
 The run's headline numbers (``summary.json``, lrdecay.summary) are DVC metrics:
 ``dvc metrics show`` and ``dvc metrics diff`` compare runs and commits.
