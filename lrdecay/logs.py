@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import resource
 import sys
 import time
@@ -39,14 +40,27 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-_started = time.monotonic()
+_imported = time.monotonic()
+
+
+def process_age_s() -> float:
+    """Seconds since this process started, imports included (Linux /proc; elsewhere since this
+    module was imported), so a job's wall time counts torch's import and CUDA's start-up."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started_ticks = int(fields[19])  # field 22 of proc(5), counted after the command name
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - started_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _imported
+
 
 # Parsed by lrdecay.reference for the provenance file's wall time per stage: keep the wording.
 END_OF_JOB = "job ended after {wall:.1f} s; peak memory {peak:.0f} MB"
 
 
 def _log_end_of_job() -> None:
-    log.info(END_OF_JOB.format(wall=time.monotonic() - _started, peak=peak_memory_mb()))
+    log.info(END_OF_JOB.format(wall=process_age_s(), peak=peak_memory_mb()))
 
 
 def setup(log_path: str | Path | None = None) -> None:
@@ -57,8 +71,6 @@ def setup(log_path: str | Path | None = None) -> None:
     saying what to fix), not only printed on stderr. The job's wall time and peak memory are
     logged at exit.
     """
-    global _started
-    _started = time.monotonic()
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)

@@ -36,8 +36,10 @@ def kept_files(run_dir: Path) -> tuple[list[Path], list[str]]:
         relative = path.relative_to(run_dir)
         if SKIPPED_PARTS & set(relative.parts[:-1]) or path.suffix not in KEPT_SUFFIXES:
             continue
-        if path.name.endswith(".npy.json") or path.name.endswith(".pt.json"):
-            continue  # integrity records of files a reference does not keep
+        if path.suffix == ".json" and path.with_suffix("").is_file():
+            continue  # integrity record of a file a reference does not keep (.npy, .pt, .npz)
+        if path.name.startswith("shard-"):
+            continue  # pieces of landscape/grid.csv
         if path.stat().st_size > MAX_FILE_BYTES:
             left_out.append(f"{relative} ({path.stat().st_size} bytes > {MAX_FILE_BYTES})")
             continue

@@ -15,9 +15,10 @@ from tests.conftest import TINY, load_tiny
 
 
 def _job_log(path: Path, seconds: float) -> None:
-    """A job log ending as lrdecay.logs ends one, written by a real job process."""
-    code = ("import time, sys; from lrdecay import logs; logs.setup(sys.argv[1]); "
-            f"time.sleep({seconds})")
+    """A job log ending as lrdecay.logs ends one, written by a real job process that spends
+    `seconds` before it imports lrdecay (as a job importing torch does)."""
+    code = (f"import time, sys; time.sleep({seconds}); from lrdecay import logs; "
+            "logs.setup(sys.argv[1])")
     subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=60)
 
 
@@ -28,7 +29,9 @@ def _fake_run(run_dir: Path) -> None:
         "figures/fig1a.png": "png",
         "figures/fig1a.pdf": "pdf",
         "summary.json": "{}",
+        "seed-0/pca/basis.npy": "x",
         "seed-0/pca/basis.npy.json": "{}",  # record of a file a reference does not keep
+        "seed-0/landscape/shard-000.csv": "point\n0\n",  # a piece of grid.csv
         "seed-0/trajectories/main.npy": "x",
         "seed-0/main/segment-0002/state.pt.json": "{}",
         "data/dataset.pt.json": "{}",
@@ -38,12 +41,13 @@ def _fake_run(run_dir: Path) -> None:
     for name, text in files.items():
         (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (run_dir / name).write_text(text)
-    (run_dir / "seed-0/landscape").mkdir(parents=True)
     (run_dir / "seed-0/landscape/grid.csv").write_bytes(b"0" * (reference.MAX_FILE_BYTES + 1))
 
 
 def test_stage_times_read_what_job_logs_write(tmp_path: Path) -> None:
-    """The wall times come from real job logs, so a reworded end-of-job line fails here."""
+    """The wall times come from real job logs, so a reworded end-of-job line fails here, and
+    they count the time before the job set up its log (imports), which a clock started in
+    logs.setup would miss."""
     _job_log(tmp_path / "logs/main_segment-0002.log", 0.3)
     _job_log(tmp_path / "logs/main_segment-0004.log", 0.0)
     (tmp_path / "logs/pca.log").write_text("no end line: the job died\n")
