@@ -8,6 +8,7 @@ stage, read from the job logs (lrdecay.logs ends each log with the job's wall ti
 
 from __future__ import annotations
 
+import gzip
 import json
 import platform
 import re
@@ -40,7 +41,7 @@ def kept_files(run_dir: Path) -> tuple[list[Path], list[str]]:
             continue  # integrity record of a file a reference does not keep (.npy, .pt, .npz)
         if path.name.startswith("shard-"):
             continue  # pieces of landscape/grid.csv
-        if path.stat().st_size > MAX_FILE_BYTES:
+        if path.stat().st_size > MAX_FILE_BYTES and path.suffix != ".csv":
             left_out.append(f"{relative} ({path.stat().st_size} bytes > {MAX_FILE_BYTES})")
             continue
         kept.append(relative)
@@ -112,6 +113,17 @@ def provenance(config: dict, run_dir: Path, command: str, wall_s: float | None) 
     }
 
 
+def _copy(source: Path, target: Path) -> Path:
+    """Copy a result file; a large table goes gzip-compressed (pandas reads .csv.gz as it is)."""
+    if source.suffix == ".csv" and source.stat().st_size > MAX_FILE_BYTES:
+        target = target.with_name(target.name + ".gz")
+        with source.open("rb") as plain, gzip.GzipFile(target, "wb", mtime=0) as packed:
+            shutil.copyfileobj(plain, packed)
+        return target
+    shutil.copy2(source, target)
+    return target
+
+
 def package(config: dict, run_dir: str | Path, dest: str | Path, command: str,
             wall_s: float | None = None) -> Path:
     """Copy the run's result files to `dest` (replacing an older reference there) and write
@@ -124,11 +136,17 @@ def package(config: dict, run_dir: str | Path, dest: str | Path, command: str,
     kept, left_out = kept_files(run_dir)
     staging = dest.with_name(dest.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
+    files = []
     for relative in kept:
         (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(run_dir / relative, staging / relative)
+        files.append(_copy(run_dir / relative, staging / relative))
+    for name in [f for f in files if f.stat().st_size > MAX_FILE_BYTES]:
+        left_out.append(f"{name.relative_to(staging)} ({name.stat().st_size} bytes > "
+                        f"{MAX_FILE_BYTES} even compressed)")
+        name.unlink()
+        files.remove(name)
     record = provenance(config, run_dir, command, wall_s)
-    record["files"] = [str(p) for p in kept]
+    record["files"] = [str(f.relative_to(staging)) for f in files]
     record["left_out"] = left_out
     io.write_text(staging / PROVENANCE, json.dumps(record, indent=1, default=str) + "\n")
     if dest.exists():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +43,9 @@ def _fake_run(run_dir: Path) -> None:
     for name, text in files.items():
         (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (run_dir / name).write_text(text)
-    (run_dir / "seed-0/landscape/grid.csv").write_bytes(b"0" * (reference.MAX_FILE_BYTES + 1))
+    big = run_dir / "seed-0/landscape"
+    (big / "grid.csv").write_bytes(b"0" * (reference.MAX_FILE_BYTES + 1))  # compresses well
+    (big / "surface.csv").write_bytes(os.urandom(reference.MAX_FILE_BYTES + 1))  # does not
 
 
 def test_stage_times_read_what_job_logs_write(tmp_path: Path) -> None:
@@ -72,15 +76,18 @@ def test_package_keeps_results_only_and_records_provenance(tmp_path: Path) -> No
 
     kept = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
     assert kept == ["claims.csv", "figures/fig1a.pdf", "figures/fig1a.png", "provenance.json",
-                    "seed-0/metrics.csv", "summary.json"]
+                    "seed-0/landscape/grid.csv.gz", "seed-0/metrics.csv", "summary.json"]
+    with gzip.open(dest / "seed-0/landscape/grid.csv.gz") as packed:
+        assert packed.read() == (run_dir / "seed-0/landscape/grid.csv").read_bytes()
     record = json.loads(written.read_text())
     assert record["command"] == "snakemake --cores 8" and record["wall_s"] == 20.0
     assert record["config_hash"] == config_hash(config)
     assert record["stages"] == {"main_segment": {"jobs": 2, "wall_s": 20.0, "longest_s": 12.5,
                                                  "peak_mb": 500}}
-    assert record["left_out"] == [f"seed-0/landscape/grid.csv "
-                                  f"({reference.MAX_FILE_BYTES + 1} bytes > "
-                                  f"{reference.MAX_FILE_BYTES})"]
+    assert record["files"] == [k for k in kept if k != "provenance.json"]
+    assert len(record["left_out"]) == 1
+    assert record["left_out"][0].startswith("seed-0/landscape/surface.csv.gz (")
+    assert record["left_out"][0].endswith(f"> {reference.MAX_FILE_BYTES} even compressed)")
     assert record["torch"] and record["commit"] and record["device"]
 
 
