@@ -91,6 +91,20 @@ def test_a_seeds_jobs_depend_on_that_seed_alone(tmp_path: Path) -> None:
         run.segment_dir(3)
 
 
+def test_describe_counts_the_study_once_per_seed(tmp_path: Path) -> None:
+    """`lrdecay describe`: model-epochs and snapshot storage scale with the number of seeds
+    (tiny: 6 main-path epochs + 3 subpaths x 3 epochs = 15 per seed)."""
+    from lrdecay.cli import study_size
+
+    one = study_size(lrconfig.load(TINY, overrides={"output_dir": str(tmp_path)}))
+    three = study_size(lrconfig.load(TINY, overrides={"output_dir": str(tmp_path),
+                                                      "seeds": [0, 1, 2]}))
+    assert (one["model_epochs_per_seed"], one["model_epochs"], one["n_seeds"]) == (15, 15, 1)
+    assert (three["model_epochs_per_seed"], three["model_epochs"], three["n_seeds"]) == (15, 45, 3)
+    assert three["snapshot_bytes"] == 3 * one["snapshot_bytes"]
+    assert three["main_segment_jobs"] == one["main_segment_jobs"]  # per seed
+
+
 @pytest.mark.parametrize("preset", ["paper", "authors"])
 def test_presets_plan_every_stage(preset: str) -> None:
     """Both paper-scale presets plan the full DAG: 81 branch epochs 200..1000."""
