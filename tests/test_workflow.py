@@ -19,7 +19,7 @@ import yaml
 from lrdecay import config as lrconfig
 from lrdecay import io, resources
 
-from .conftest import REPO, TINY
+from .conftest import REPO, TINY, working_tree_copy
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 600,
@@ -79,6 +79,39 @@ def test_adding_a_seed_reruns_no_job_of_the_other_seeds(tiny_run: Path) -> None:
     assert planned.returncode == 0, planned.stderr[-3000:]
     seeds = {w["seed"] for _, w in jobs_run(planned.stdout + planned.stderr) if "seed" in w}
     assert seeds == {"2"}, seeds
+
+
+def test_adding_a_seed_changes_no_dvc_stage_of_the_other_seeds(tmp_path: Path) -> None:
+    """The same under DVC (dvc.yaml generated from the DAG, lrdecay.dvcgen): seeds [0] -> [0, 1]
+    in config.yaml leaves seed 0's stages (deps, params, outs) as they are, so `dvc repro`
+    reruns none of them; seed 1 gets its own stages, and only the run-level stages that read
+    every seed change. A seed-0 job with the seed list as a param would list `seeds` here."""
+    repo = tmp_path / "repo"
+    working_tree_copy(repo)
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+
+    def stages() -> dict:
+        subprocess.run([sys.executable, "-m", "lrdecay.dvcgen"], cwd=repo, env=env, check=True,
+                       capture_output=True, timeout=600)
+        return yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+
+    before = stages()
+    config = yaml.safe_load((repo / "config.yaml").read_text())
+    config["seeds"] = [0, 1]
+    (repo / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    after = stages()
+    per_seed = [name for name in before if re.match(r"[a-z_]+-0(-|$)", name)]
+    assert {name.split("-")[0] for name in per_seed} >= {
+        "main_segment", "subpath_group", "gather_training", "decay_timing", "pca"}
+    assert [name for name in per_seed if after.get(name) != before[name]] == []
+    # DVC records param values in dvc.lock: a seed-0 stage must not list the seed list at all
+    listed = {name: sections for name in per_seed for entry in before[name].get("params", [])
+              for sections in entry.values()}
+    assert not [name for name, sections in listed.items() if "seeds" in sections], listed
+    added = set(after) - set(before)
+    assert added and {name.replace("-1", "-0", 1) for name in added} <= set(per_seed)
+    changed = {name for name in before if after[name] != before[name]}
+    assert changed == {"figure1", "claims", "summary"}, changed
 
 
 def test_every_output_exists_and_is_consistent(tiny_run: Path) -> None:
