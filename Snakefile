@@ -3,7 +3,7 @@ import os
 # lrdecay: the whole study of Ren, Ma & Ying (AISTATS 2024) as one DAG.
 # Stages: data -> per seed (seeds: [...]): main-path segments -> subpath groups -> metrics and
 # trajectories -> PCA -> landscape shards (first seed) -> across seeds: figures, claims, summary
-# and report; plus the Section 3 toy model. Layout: lrdecay.config.Plan.
+# and report; plus the Section 3 toy model. Layout: lrdecay.plan.Plan.
 
 
 configfile: os.path.join(workflow.basedir, "config.yaml")  # the quick preset, wherever snakemake runs

@@ -1,5 +1,5 @@
 # Config validation and the helpers that turn config into file lists (one place, no lambdas
-# scattered through rules). lrdecay.config.Plan is the single source of epochs, jobs and layout.
+# scattered through rules). lrdecay.plan.Plan is the single source of epochs, jobs and layout.
 import sys
 from shutil import which
 
@@ -10,6 +10,7 @@ from snakemake.utils import min_version
 
 import lrdecay.config
 import lrdecay.lock
+import lrdecay.plan
 
 min_version("8.20")
 
@@ -27,12 +28,12 @@ RUN_LOCKS = []  # the run folder's lock, held until Snakemake exits (lrdecay.loc
 onstart:
     # Only runs that execute jobs own the folder (not dry runs, nor the jobs on cluster nodes).
     try:
-        RUN_LOCKS.append(lrdecay.lock.hold_run(lrdecay.config.Plan(config).run_dir))
+        RUN_LOCKS.append(lrdecay.lock.hold_run(lrdecay.plan.Plan(config).run_dir))
     except lrdecay.lock.LockHeld as err:
         raise WorkflowError(str(err)) from None
 
 
-PLAN = lrdecay.config.Plan(config)
+PLAN = lrdecay.plan.Plan(config)
 RUN_DIR = str(PLAN.run_dir)
 # The study runs once per training seed, each under <run>/seed-<s>/ (Plan.seed_dir): rules of one
 # seed's jobs take the {seed} wildcard, and their params depend on that seed alone, so adding a
@@ -85,12 +86,12 @@ def runtime(rule):
     return lambda wildcards, attempt: COSTS.runtime(rule, attempt)
 
 
-# What a training-type job reads, as its params (lrdecay.config.job_params): the training
-# sections (lrdecay.config.TRAINING_SECTIONS, a change reruns the job), the numeric engine
+# What a training-type job reads, as its params (lrdecay.plan.job_params): the training
+# sections (lrdecay.plan.TRAINING_SECTIONS, a change reruns the job), the numeric engine
 # settings, the other engine settings and the run folder; the seed comes from the wildcard.
-# Jobs rebuild their config from these (lrdecay.config.job_config), never from the whole config.
-JOB = lrdecay.config.job_params(config, FIRST_SEED)
-LANDSCAPE_JOB = lrdecay.config.job_params(config, FIRST_SEED, sections=("landscape",))
+# Jobs rebuild their config from these (lrdecay.plan.job_config), never from the whole config.
+JOB = lrdecay.plan.job_params(config, FIRST_SEED)
+LANDSCAPE_JOB = lrdecay.plan.job_params(config, FIRST_SEED, sections=("landscape",))
 
 
 def seed_of(wildcards):
@@ -99,7 +100,7 @@ def seed_of(wildcards):
 
 
 def seed_plan(wildcards):
-    """The plan of the job's seed (lrdecay.config.Plan.for_seed)."""
+    """The plan of the job's seed (lrdecay.plan.Plan.for_seed)."""
     return PLAN.for_seed(int(wildcards.seed))
 
 

@@ -16,6 +16,6 @@ rule prepare_data:
         runtime=runtime("prepare_data"),
         gpu=0,
     params:
-        data=lrdecay.config.canonical(config["data"]),
+        data=lrdecay.plan.canonical(config["data"]),
     script:
         "../scripts/prepare_data.py"

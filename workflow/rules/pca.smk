@@ -30,7 +30,7 @@ rule pca:
         runtime=runtime("pca"),
         gpu=0,
     params:
-        pca=lrdecay.config.canonical(config["pca"]),
+        pca=lrdecay.plan.canonical(config["pca"]),
         seed=seed_of,  # with training and engine: the training hash the outputs record
         training=JOB["training"],
         engine=JOB["engine"],

@@ -4,8 +4,8 @@
 # rest of the config, by lrdecay.config.validate in common.smk.
 
 TOY_DIR = f"{RUN_DIR}/toy"
-# keys sorted, as in every rule's params (lrdecay.config.canonical)
-TOY_PARAMS = lrdecay.config.canonical(config["toy"])
+# keys sorted, as in every rule's params (lrdecay.plan.canonical)
+TOY_PARAMS = lrdecay.plan.canonical(config["toy"])
 TOY_GAMMAS = [f"{g:g}" for g in config["toy"]["gammas"]]
 TOY_CATEGORY = "Toy model (Section 3)"
 TOY_FIGURE_PNGS = ["fig4_png", "norm_png", "phases_png", "decay_png"]  # of toy_figures

@@ -79,7 +79,7 @@ rule gather_training:
         gpu=0,
     params:
         # every planned path and epoch must be there
-        schedule=lrdecay.config.canonical(config["schedule"]),
+        schedule=lrdecay.plan.canonical(config["schedule"]),
     script:
         "../scripts/gather_training.py"
 
