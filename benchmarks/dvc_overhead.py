@@ -37,7 +37,9 @@ from pathlib import Path
 
 import yaml
 
-from tests.test_dvc import env, tiny_config, working_tree_copy
+from tests.conftest import checkout_env as env
+from tests.conftest import make_config_yaml_tiny as tiny_config
+from tests.conftest import working_tree_copy
 
 
 @dataclass

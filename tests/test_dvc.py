@@ -20,39 +20,11 @@ import yaml
 
 from lrdecay import dvcgen
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
-
-# The shared smoke-test preset (config/tiny.yaml, kept valid by the owners of each section), with
-# fewer jobs: every job is one DVC stage, i.e. one Snakemake start. Left: the initial state and one
-# main-path segment holding two branch states, one subpath group, one landscape shard.
-TINY_PRESET = "config/tiny.yaml"
-FEWER_JOBS = {
-    "schedule": {"segment_epochs": 6, "last_branch_epoch": 4, "subpaths_per_job": 5},
-    "landscape": {"points": [4, 4], "shards": 1},
-}
-
-
-def env(repo: Path) -> dict[str, str]:
-    """The venv's dvc and snakemake, the clone's own lrdecay, no telemetry or user profile."""
-    out = {k: v for k, v in os.environ.items() if k not in ("SNAKEMAKE_PROFILE", "PYTHONPATH")}
-    out.update(
-        PATH=os.pathsep.join([str(VENV_BIN), out.get("PATH", "")]),
-        PYTHONPATH=str(repo),
-        DVC_NO_ANALYTICS="1",
-        GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.org",
-        GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.org",
-    )
-    return out
-
-
-def sh(cwd: Path, *args: str, timeout: int = 600) -> str:
-    """Run a command in `cwd`; its combined output, or a failure that shows it."""
-    proc = subprocess.run(args, cwd=cwd, env=env(cwd), capture_output=True, text=True,
-                          timeout=timeout)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{' '.join(args)} failed in {cwd}:\n{output[-6000:]}"
-    return output
+# The shared tiny preset with fewer jobs (every job is one DVC stage, i.e. one Snakemake start),
+# and the helpers that copy this checkout and run commands in the copy: tests/conftest.py.
+from tests.conftest import REPO, sh, working_tree_copy
+from tests.conftest import checkout_env as env
+from tests.conftest import make_config_yaml_tiny as tiny_config
 
 
 def ran_stages(repro_output: str) -> set[str]:
@@ -63,39 +35,6 @@ def ran_stages(repro_output: str) -> set[str]:
 def snakemake_runs(repo: Path) -> list[Path]:
     """One log per Snakemake invocation (none when no stage ran)."""
     return sorted((repo / ".snakemake" / "log").glob("*.snakemake.log"))
-
-
-def working_tree_copy(dest: Path) -> None:
-    """Tracked and untracked-but-not-ignored files of this checkout, as a fresh git repo."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.split("\0")
-    for rel in filter(None, listed):
-        src = REPO / rel
-        if not src.exists() and not src.is_symlink():
-            continue  # deleted in the working tree
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, target, follow_symlinks=False)
-
-
-def _merge(base: dict, new: dict) -> None:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-
-
-def tiny_config(repo: Path) -> Path:
-    """Make config.yaml the tiny study (as Snakemake would merge the preset); its run folder."""
-    path = repo / "config.yaml"
-    config = yaml.safe_load(path.read_text())
-    _merge(config, yaml.safe_load((repo / TINY_PRESET).read_text()))
-    _merge(config, FEWER_JOBS)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return Path(config["output_dir"]) / config["run_name"]
 
 
 @pytest.mark.parametrize("preset", [None, "config/authors.yaml"])
