@@ -58,15 +58,16 @@ def test_requests_follow_the_config_and_grow_on_retry() -> None:
     assert paper.runtime("subpath_group") > paper.runtime("main_segment")
 
 
+# Peak from VmHWM (lrdecay.logs): ru_maxrss of a child keeps the forking pytest's peak.
 MEASURE = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
-from lrdecay import pca
+from lrdecay import logs, pca
 files = [Path(p) for p in sys.argv[2:]]
 out = Path(sys.argv[1])
 pca.run(files, json.loads(out.joinpath("pca.json").read_text()), out / "v.csv", out / "c.csv",
         out / "b.npy", "test")
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(logs.peak_memory_mb())
 """
 
 
