@@ -261,11 +261,13 @@ def code_files(repo: Path, entry: Path) -> list[str]:
     return sorted(str(p.relative_to(repo)) for p in seen if p.stat().st_size > 0)
 
 
-def _job_code(repo: Path, job: Job) -> list[str]:
-    """Code a job runs: its script, else the rule file that holds its run/shell block."""
-    if job.script is not None:
-        return code_files(repo, job.script)
-    return code_files(repo, job.snakefile)
+def _job_code(repo: Path, job: Job, known: dict[Path, list[str]]) -> list[str]:
+    """Code a job runs: its script, else the rule file that holds its run/shell block. `known`
+    keeps each entry's closure, so the many jobs of one rule parse their imports once."""
+    entry = job.script if job.script is not None else job.snakefile
+    if entry not in known:
+        known[entry] = code_files(repo, entry)
+    return known[entry]
 
 
 def _find_key(tree: Any, name: str, value: Any) -> bool:
@@ -378,12 +380,19 @@ def _has_key(tree: Any, path: list[str]) -> bool:
     return True
 
 
-def _params_entry(repo: Path, configfiles: list[str], sections: list[str]) -> list[dict]:
-    """DVC params: each section from every config file that sets it (Snakemake merges them)."""
-    entries = []
+def _config_trees(repo: Path, configfiles: list[str]) -> dict[str, Any]:
+    """Each config file as written (not merged), read once for every stage's params."""
+    trees = {}
     for name in configfiles:
         with open(repo / name) as handle:
-            tree = yaml.safe_load(handle) or {}
+            trees[name] = yaml.safe_load(handle) or {}
+    return trees
+
+
+def _params_entry(trees: dict[str, Any], sections: list[str]) -> list[dict]:
+    """DVC params: each section from every config file that sets it (Snakemake merges them)."""
+    entries = []
+    for name, tree in trees.items():
         present = [s for s in sections if _has_key(tree, s.split("."))]
         if present:
             entries.append({name: present})
@@ -409,16 +418,18 @@ def _pinned_jobs(repo: Path, configfiles: list[str]) -> tuple[list[Job], dict, d
 
 
 def _job_stage(repo: Path, job: Job, configfiles: list[str], config: dict,
-               ancient: Iterable[str], stamp: str | None) -> dict[str, Any]:
+               ancient: Iterable[str], stamp: str | None, trees: dict[str, Any],
+               known_code: dict[Path, list[str]]) -> dict[str, Any]:
     """The stage of one job: its command, deps (inputs, code; `stamp` when no stage is
     upstream), the config sections of its params, outs and metrics."""
     stage: dict[str, Any] = {
         "desc": f"Snakemake job {job.rule}"
         + (f" ({', '.join(job.wildcards)})" if job.wildcards else ""),
         "cmd": command(job, configfiles, ancient),
-        "deps": ([stamp] if stamp else []) + sorted(set(job.inputs)) + _job_code(repo, job),
+        "deps": ([stamp] if stamp else []) + sorted(set(job.inputs))
+        + _job_code(repo, job, known_code),
     }
-    params = _params_entry(repo, configfiles, param_sections(job, config))
+    params = _params_entry(trees, param_sections(job, config))
     if params:
         stage["params"] = params
     outs = [out for out in job.outputs if not _is_metric(out)]
@@ -457,10 +468,11 @@ def generate(repo: Path = REPO_ROOT, configfiles: list[str] | None = None) -> di
     stamp = str(run_dir / DAG_STAMP)
     produced = {out for job in jobs for out in job.outputs}
     stages = {CHECK_STAGE: _check_stage(repo, configfiles, stamp)}
+    trees, known_code = _config_trees(repo, configfiles), {}
     for job in jobs:
         first = not produced & set(job.inputs)  # no upstream stage: run after the DAG check
-        stages[job.stage] = _job_stage(repo, job, configfiles, config,
-                                       ancient.get(job.rule, ()), stamp if first else None)
+        stages[job.stage] = _job_stage(repo, job, configfiles, config, ancient.get(job.rule, ()),
+                                       stamp if first else None, trees, known_code)
     plots = _plots(run_dir, _owners(stages))
     if pipeline_path(configfiles, config["run_name"]) != Path(DVC_YAML):
         # Stage paths stay relative to the repository root (wdir); plot paths are relative to
