@@ -37,16 +37,6 @@ SCHEMA_PATH = SCHEMA_DIR / "config.schema.yaml"
 TOY_SCHEMA_PATH = SCHEMA_DIR / "toy.schema.yaml"
 
 
-def __getattr__(name: str) -> Any:
-    """DATASET_POOL_PER_CLASS, read from the dataset registry (lrdecay.data.DATASETS) on first
-    use, so importing this module does not import torch."""
-    if name == "DATASET_POOL_PER_CLASS":
-        from lrdecay.data import DATASETS
-
-        return {key: dict(spec.pool_per_class) for key, spec in DATASETS.items()}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # Per-key wording where the schema's rule alone would not say what is allowed.
 KEY_HINTS = {
     "run_name": "must be one folder name: letters, digits, '_', '.' and '-', at most 100 "

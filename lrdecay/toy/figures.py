@@ -39,10 +39,10 @@ def _styled(draw: Callable[..., None]) -> Callable[..., None]:
 
 
 def _panels(n: int, height: float, **kwargs) -> tuple[plt.Figure, np.ndarray]:
-    """n panels in a row, one column wide for one panel and page wide for more, paper style."""
+    """n panels in a row, one column wide for one panel and page wide for more (callers are
+    @_styled, so the paper style is on)."""
     width = COLUMN_WIDTH if n == 1 else PAGE_WIDTH
-    with plt.rc_context(STYLE):
-        return plt.subplots(1, n, figsize=(width, height), squeeze=False, **kwargs)
+    return plt.subplots(1, n, figsize=(width, height), squeeze=False, **kwargs)
 
 
 def _min_norm_on(residual, w_start: np.ndarray) -> np.ndarray:
@@ -72,8 +72,7 @@ def figure3(png: str, pdf: str, points: int, lim: float = 2.0) -> None:
         "diagonal  $y = (w^{\\odot 3})^\\top x$": lambda w: w**3,
         "ours  $y = \\|w\\|^2 w^\\top x$": lambda w: model.alpha(w, 2.0),
     }
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(2, 3, figsize=(PAGE_WIDTH, 5.0), layout="constrained")
+    fig, axes = plt.subplots(2, 3, figsize=(PAGE_WIDTH, 5.0), layout="constrained")
     for col, (name, pred) in enumerate(models.items()):
         a_star = pred(FIG3_W_STAR)
         resid = pred(W) @ x - a_star @ x
@@ -177,10 +176,9 @@ def norm_vs_ode(png: str, pdf: str, traces: dict) -> None:
     SGD at eta and eta/2 and its h -> 0 extrapolation, against Eq. 3.15, in units of tau_II(h);
     bottom row: the differences from the ODE, where the O(h) gap and its removal show."""
     n = len(traces)
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(2, n, figsize=(COLUMN_WIDTH if n == 1 else PAGE_WIDTH, 4.2),
-                                 squeeze=False, sharex="col", height_ratios=[3, 2],
-                                 layout="constrained")
+    fig, axes = plt.subplots(2, n, figsize=(COLUMN_WIDTH if n == 1 else PAGE_WIDTH, 4.2),
+                             squeeze=False, sharex="col", height_ratios=[3, 2],
+                             layout="constrained")
     for col, (g, tr) in enumerate(sorted(traces.items())):
         top, bottom = axes[0, col], axes[1, col]
         s = tr["lemma_s_eta|sigma"]
