@@ -39,8 +39,8 @@ def kept_files(run_dir: Path) -> tuple[list[Path], list[str]]:
             continue
         if path.suffix == ".json" and path.with_suffix("").is_file():
             continue  # integrity record of a file a reference does not keep (.npy, .pt, .npz)
-        if path.name.startswith("shard-"):
-            continue  # pieces of landscape/grid.csv
+        if path.name.startswith("shard-") or path.parent.name.startswith("gamma-"):
+            continue  # pieces of landscape/grid.csv and of toy/checks.csv
         if path.stat().st_size > MAX_FILE_BYTES and path.suffix != ".csv":
             left_out.append(f"{relative} ({path.stat().st_size} bytes > {MAX_FILE_BYTES})")
             continue
@@ -58,7 +58,7 @@ def stage_times(run_dir: Path) -> dict[str, dict]:
         if not found:
             continue  # a job that died before its end (its log says why), or a foreign log
         wall, peak = float(found[-1][0]), int(found[-1][1])
-        stage = stages[re.sub(r"-[\d.]+$", "", log_file.stem)]
+        stage = stages[log_file.stem.split("-")[0]]  # rule names hold no "-"; gammas may
         stage["jobs"] += 1
         stage["wall_s"] = round(stage["wall_s"] + wall, 1)
         stage["longest_s"] = max(stage["longest_s"], wall)
@@ -127,29 +127,25 @@ def _copy(source: Path, target: Path) -> Path:
 def package(config: dict, run_dir: str | Path, dest: str | Path, command: str,
             wall_s: float | None = None) -> Path:
     """Copy the run's result files to `dest` (replacing an older reference there) and write
-    `dest/provenance.json`. The new reference is built beside `dest` and moved into place, so a
-    failure leaves the previous one whole."""
+    `dest/provenance.json`. The new reference is built beside `dest` and moved into place
+    (lrdecay.io.atomic_dir), so a failure leaves the previous one whole and no half-built copy."""
     run_dir, dest = Path(run_dir), Path(dest)
     if not (run_dir / "claims.csv").exists():
         raise FileNotFoundError(f"{run_dir} holds no claims.csv: finish the run first "
                                 f"(snakemake --configfile ... --cores N), then package it")
     kept, left_out = kept_files(run_dir)
-    staging = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    files = []
-    for relative in kept:
-        (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-        files.append(_copy(run_dir / relative, staging / relative))
-    for name in [f for f in files if f.stat().st_size > MAX_FILE_BYTES]:
-        left_out.append(f"{name.relative_to(staging)} ({name.stat().st_size} bytes > "
-                        f"{MAX_FILE_BYTES} even compressed)")
-        name.unlink()
-        files.remove(name)
-    record = provenance(config, run_dir, command, wall_s)
-    record["files"] = [str(f.relative_to(staging)) for f in files]
-    record["left_out"] = left_out
-    io.write_text(staging / PROVENANCE, json.dumps(record, indent=1, default=str) + "\n")
-    if dest.exists():
-        shutil.rmtree(dest)
-    staging.rename(dest)
+    with io.atomic_dir(dest) as staging:
+        files = []
+        for relative in kept:
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            files.append(_copy(run_dir / relative, staging / relative))
+        for name in [f for f in files if f.stat().st_size > MAX_FILE_BYTES]:
+            left_out.append(f"{name.relative_to(staging)} ({name.stat().st_size} bytes > "
+                            f"{MAX_FILE_BYTES} even compressed)")
+            name.unlink()
+            files.remove(name)
+        record = provenance(config, run_dir, command, wall_s)
+        record["files"] = [str(f.relative_to(staging)) for f in files]
+        record["left_out"] = left_out
+        (staging / PROVENANCE).write_text(json.dumps(record, indent=1, default=str) + "\n")
     return dest / PROVENANCE

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ def _fake_run(run_dir: Path) -> None:
         "seed-0/pca/basis.npy": "x",
         "seed-0/pca/basis.npy.json": "{}",  # record of a file a reference does not keep
         "seed-0/landscape/shard-000.csv": "point\n0\n",  # a piece of grid.csv
+        "toy/gamma--0.5/checks.csv": "check\n",  # a piece of toy/checks.csv
         "seed-0/trajectories/main.npy": "x",
         "seed-0/main/segment-0002/state.pt.json": "{}",
         "data/dataset.pt.json": "{}",
@@ -68,6 +70,8 @@ def test_package_keeps_results_only_and_records_provenance(tmp_path: Path) -> No
     _fake_run(run_dir)
     (run_dir / "logs/main_segment-0002.log").write_text(
         "x INFO lrdecay: job ended after 12.5 s; peak memory 300 MB\n")
+    (run_dir / "logs/toy_checks--0.5.log").write_text(  # a negative gamma in the job's name
+        "x INFO lrdecay: job ended after 1.0 s; peak memory 100 MB\n")
     (run_dir / "seed-1/logs").mkdir(parents=True)
     (run_dir / "seed-1/logs/main_segment-0002.log").write_text(
         "x INFO lrdecay: job ended after 7.5 s; peak memory 500 MB\n")
@@ -83,12 +87,15 @@ def test_package_keeps_results_only_and_records_provenance(tmp_path: Path) -> No
     assert record["command"] == "snakemake --cores 8" and record["wall_s"] == 20.0
     assert record["config_hash"] == config_hash(config)
     assert record["stages"] == {"main_segment": {"jobs": 2, "wall_s": 20.0, "longest_s": 12.5,
-                                                 "peak_mb": 500}}
+                                                 "peak_mb": 500},
+                                "toy_checks": {"jobs": 1, "wall_s": 1.0, "longest_s": 1.0,
+                                               "peak_mb": 100}}
     assert record["files"] == [k for k in kept if k != "provenance.json"]
     assert len(record["left_out"]) == 1
     assert record["left_out"][0].startswith("seed-0/landscape/surface.csv.gz (")
     assert record["left_out"][0].endswith(f"> {reference.MAX_FILE_BYTES} even compressed)")
-    assert record["torch"] and record["commit"] and record["device"]
+    assert record["torch"] and record["device"]
+    assert re.fullmatch(r"[0-9a-f]{40}( \(with uncommitted changes\))?", record["commit"])
 
 
 def test_unfinished_run_leaves_the_old_reference_whole(tmp_path: Path) -> None:
@@ -100,6 +107,22 @@ def test_unfinished_run_leaves_the_old_reference_whole(tmp_path: Path) -> None:
         reference.package(load_tiny(tmp_path), run_dir, dest, "second")
     assert json.loads((dest / "provenance.json").read_text())["command"] == "first"
     assert (dest / "claims.csv").exists()
+
+
+def test_failure_while_packaging_leaves_the_old_reference_and_no_partial_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir, dest = tmp_path / "run", tmp_path / "refs" / "authors"
+    _fake_run(run_dir)
+    reference.package(load_tiny(tmp_path), run_dir, dest, "first")
+
+    def broken(*args: object) -> dict:
+        raise RuntimeError("provenance failed")
+
+    monkeypatch.setattr(reference, "provenance", broken)
+    with pytest.raises(RuntimeError, match="provenance failed"):
+        reference.package(load_tiny(tmp_path), run_dir, dest, "second")
+    assert json.loads((dest / "provenance.json").read_text())["command"] == "first"
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["authors"]
 
 
 def test_reference_command_reports_an_unfinished_run(tmp_path: Path,
