@@ -11,6 +11,18 @@ TOY_CATEGORY = "Toy model (Section 3)"
 TOY_FIGURE_PNGS = ["fig4_png", "norm_png", "phases_png", "decay_png"]  # of toy_figures
 
 
+def toy_mem_mb(rule):
+    """mem_mb resource of a toy rule's jobs, by attempt (lrdecay.resources.toy_mem_mb)."""
+    return lambda wildcards, attempt: lrdecay.resources.toy_mem_mb(
+        config, rule, attempt
+    )
+
+
+def toy_runtime(rule):
+    """runtime resource (minutes) of a toy rule's jobs, by attempt."""
+    return lambda wildcards, attempt: lrdecay.resources.toy_runtime(rule, attempt)
+
+
 wildcard_constraints:
     gamma=r"-?[0-9.]+(e-?[0-9]+)?",
 
@@ -27,12 +39,8 @@ rule toy_checks:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=lambda wildcards, attempt: lrdecay.resources.toy_mem_mb(
-            config, "toy_checks", attempt
-        ),
-        runtime=lambda wildcards, attempt: lrdecay.resources.toy_runtime(
-            "toy_checks", attempt
-        ),
+        mem_mb=toy_mem_mb("toy_checks"),
+        runtime=toy_runtime("toy_checks"),
         gpu=0,
     params:
         toy=TOY_PARAMS,
@@ -55,12 +63,8 @@ rule toy_table:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=lambda wildcards, attempt: lrdecay.resources.toy_mem_mb(
-            config, "toy_table", attempt
-        ),
-        runtime=lambda wildcards, attempt: lrdecay.resources.toy_runtime(
-            "toy_table", attempt
-        ),
+        mem_mb=toy_mem_mb("toy_table"),
+        runtime=toy_runtime("toy_table"),
         gpu=0,
     script:
         "../scripts/toy_table.py"
@@ -80,12 +84,8 @@ rule toy_figure3:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=lambda wildcards, attempt: lrdecay.resources.toy_mem_mb(
-            config, "toy_figure3", attempt
-        ),
-        runtime=lambda wildcards, attempt: lrdecay.resources.toy_runtime(
-            "toy_figure3", attempt
-        ),
+        mem_mb=toy_mem_mb("toy_figure3"),
+        runtime=toy_runtime("toy_figure3"),
         gpu=0,
     params:
         toy=TOY_PARAMS,
@@ -127,12 +127,8 @@ rule toy_figures:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=lambda wildcards, attempt: lrdecay.resources.toy_mem_mb(
-            config, "toy_figures", attempt
-        ),
-        runtime=lambda wildcards, attempt: lrdecay.resources.toy_runtime(
-            "toy_figures", attempt
-        ),
+        mem_mb=toy_mem_mb("toy_figures"),
+        runtime=toy_runtime("toy_figures"),
         gpu=0,
     params:
         toy=TOY_PARAMS,
