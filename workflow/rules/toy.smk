@@ -11,18 +11,6 @@ TOY_CATEGORY = "Toy model (Section 3)"
 TOY_FIGURE_PNGS = ["fig4_png", "norm_png", "phases_png", "decay_png"]  # of toy_figures
 
 
-def toy_mem_mb(rule):
-    """mem_mb resource of a toy rule's jobs, by attempt (lrdecay.resources.toy_mem_mb)."""
-    return lambda wildcards, attempt: lrdecay.resources.toy_mem_mb(
-        config, rule, attempt
-    )
-
-
-def toy_runtime(rule):
-    """runtime resource (minutes) of a toy rule's jobs, by attempt."""
-    return lambda wildcards, attempt: lrdecay.resources.toy_runtime(rule, attempt)
-
-
 wildcard_constraints:
     gamma=r"-?[0-9.]+(e-?[0-9]+)?",
 
