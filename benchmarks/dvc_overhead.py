@@ -2,16 +2,16 @@
 
     .venv/bin/python -m benchmarks.dvc_overhead [--reps 3] [--cores 2] [--serial] [--quick]
 
-DVC runs one stage per Snakemake job, one after another, each as its own `snakemake` process, so
-every job pays Snakemake's start-up (parsing the Snakefile, validating the config, building a
-one-job DAG) where a plain `snakemake --cores N` run pays it once and runs independent jobs side
-by side. Each repetition builds the tiny study of tests/test_dvc.py (config/tiny.yaml with fewer
-jobs) from scratch in fresh copies of this working tree: `snakemake --cores N` in one, `dvc repro`
-(after generating and committing its dvc.yaml, not timed) in another, and with --serial
-`snakemake --cores 1` in a third, which separates the two costs: DVC's per-stage start-ups
-(dvc repro vs --cores 1) and running one job at a time (--cores 1 vs --cores N). The order of
-the tools rotates between repetitions. --quick builds the quick preset (config.yaml) instead,
-whose jobs are longer, so the same per-stage cost weighs less.
+DVC runs its stages one after another, each as its own `snakemake` process (one job, or a rule's
+sibling jobs of one seed side by side), so every stage pays Snakemake's start-up (parsing the
+Snakefile, validating the config, building the stage's DAG) where a plain `snakemake --cores N` run
+pays it once and runs every independent job side by side. Each repetition builds the tiny study of
+tests/test_dvc.py (config/tiny.yaml with fewer jobs) from scratch in fresh copies of this working
+tree: `snakemake --cores N` in one, `dvc repro` (after generating and committing its dvc.yaml, not
+timed) in another, and with --serial `snakemake --cores 1` in a third, which separates the two
+costs: DVC's per-stage start-ups (dvc repro vs --cores 1) and running one job at a time (--cores 1
+vs --cores N). The order of the tools rotates between repetitions. --quick builds the quick preset
+(config.yaml) instead, whose jobs are longer, so the same per-stage cost weighs less.
 
 For each run it records the wall time and the CPU time of every process it started (user +
 system, children included): on a machine shared with other work the wall time follows the load,

@@ -111,7 +111,7 @@ def test_snakemake_dag_access(tmp_path: Path) -> None:
     assert [job.stage for job in jobs] == ["make-0", "step-0", "step-1"], where  # not `all`
     make, first, second = jobs
     assert make == dvcgen.Job(
-        rule="make", wildcards=("0",), inputs=(), outputs=("out/a-0.txt",),
+        rule="make", wildcards=("0",), wildcard_names=("n",), inputs=(), outputs=("out/a-0.txt",),
         params={"size": 3}, script=tmp_path.resolve() / "scripts" / "make.py",
         snakefile=tmp_path.resolve() / "Snakefile", input_names=(), ancient_inputs=(),
     ), where
@@ -120,6 +120,42 @@ def test_snakemake_dag_access(tmp_path: Path) -> None:
     assert (second.inputs, second.ancient_inputs) == (("out/b-0.txt",), ("out/b-0.txt",)), where
     unflagged, _ = dvcgen._snakemake_jobs(tmp_path, ["config.yaml"], {})
     assert unflagged[2].ancient_inputs == (), where
+
+
+def _job(rule: str, names: tuple[str, ...], values: tuple[str, ...], inputs: tuple[str, ...],
+         output: str) -> dvcgen.Job:
+    return dvcgen.Job(rule=rule, wildcards=values, wildcard_names=names, inputs=inputs,
+                      outputs=(output,), params={}, script=None, snakefile=Path("Snakefile"),
+                      input_names=(), ancient_inputs=())
+
+
+def test_sibling_jobs_share_a_stage_per_seed_and_chains_do_not() -> None:
+    """stage_groups: a rule's jobs within one seed (or with no seed) are one stage, whatever their
+    other wildcards; seeds never share a stage (adding a seed must leave the others' stages as
+    they are); a rule that feeds itself keeps a stage per job (one failing segment must not
+    cost the finished ones); stages come producers first although the listing is by name."""
+    jobs = [
+        _job("zeta", (), (), (), "z.txt"),
+        *[_job("seg", ("seed", "end"), (s, e), (f"s{s}-{p}",) if p else ("z.txt",), f"s{s}-{e}")
+          for s in ("0", "1") for p, e in (("", "a"), ("a", "b"))],
+        *[_job("group", ("seed", "group"), (s, g), (f"s{s}-{seg}",), f"g{s}-{g}")
+          for s in ("0", "1") for g, seg in (("000", "a"), ("001", "b"))],
+        *[_job("toy", ("gamma",), (g,), (), f"toy-{g}") for g in ("0.5", "2")],
+    ]
+    groups = dvcgen.stage_groups(jobs)
+    members = {name: [job.outputs[0] for job in group] for name, group in groups.items()}
+    assert members == {
+        "seg-0-a": ["s0-a"], "seg-1-a": ["s1-a"], "seg-0-b": ["s0-b"], "seg-1-b": ["s1-b"],
+        "group-0": ["g0-000", "g0-001"], "group-1": ["g1-000", "g1-001"],
+        "toy": ["toy-0.5", "toy-2"], "zeta": ["z.txt"],
+    }
+    order = list(groups)
+    assert order.index("zeta") < order.index("seg-0-a") < order.index("seg-0-b") < order.index(
+        "group-0"), order
+    # the command runs every job of the stage, and lets siblings finish when one fails
+    cmd = dvcgen.command(groups["group-0"], ["config.yaml"], ())
+    assert cmd.split()[1:3] == ["g0-000", "g0-001"] and "--keep-going" in cmd
+    assert "--keep-going" not in dvcgen.command(groups["seg-0-b"], ["config.yaml"], ())
 
 
 def test_stages_own_disjoint_outputs_and_mirror_jobs() -> None:
@@ -145,6 +181,11 @@ def test_stages_own_disjoint_outputs_and_mirror_jobs() -> None:
         assert upstream or stamp in stage["deps"], name
         rule = name.split("-")[0]
         assert f"--allowed-rules {rule}" in stage["cmd"]
+    # a seed's sibling jobs share one stage, which runs them all (in one Snakemake call)
+    assert stages["subpath_group-0"]["outs"] == [
+        "results/quick/seed-0/subpaths/group-000", "results/quick/seed-0/subpaths/group-001"]
+    assert stages["subpath_group-0"]["cmd"].split()[1:3] == stages["subpath_group-0"]["outs"]
+    assert len(stages["toy_checks"]["outs"]) == 4 * 3  # 3 gammas, 4 files each
     first_segment = next(name for name in stages if name.startswith("main_segment-")
                          and not name.endswith("-0000"))
     assert "--consider-ancient main_segment=data,previous" in stages[first_segment]["cmd"]
@@ -209,6 +250,9 @@ def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
     origin = tmp_path / "origin"
     working_tree_copy(origin)
     run = tiny_config(origin)
+    config = yaml.safe_load((origin / "config.yaml").read_text())
+    config["toy"]["gammas"] = [1.0, 2.0]  # a stage of two sibling jobs (toy_checks)
+    (origin / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     shutil.rmtree(origin / ".snakemake", ignore_errors=True)
     sh(origin, "git", "init", "-q", "-b", "main")
     sh(origin, "python", "-m", "lrdecay.dvcgen")
@@ -225,6 +269,11 @@ def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
     sh(tmp_path, "git", "clone", "-q", str(origin), str(first))
     built = sh(first, "dvc", "repro")
     assert ran_stages(built) == stages
+    # one Snakemake run of jobs per stage (the check stage's DAG builds leave empty logs), both
+    # gammas in the toy one
+    job_runs = [log for log in snakemake_runs(first) if "steps (100%) done" in log.read_text()]
+    assert len(job_runs) == len(stages) - 1
+    assert "toy_checks" in stages and built.count("2 of 2 steps (100%) done") == 1, built
     assert "WARNING" not in built, [line for line in built.splitlines() if "WARNING" in line]
     metrics = sh(first, "dvc", "metrics", "show")  # the headline numbers, as DVC users read them
     assert "pca.pc1_pc2_variance_ratio" in metrics and "decay_timing.decay_at_0002" in metrics
