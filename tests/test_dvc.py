@@ -336,6 +336,27 @@ def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
     assert ran_stages(repro) == {stage}
     assert "1 of 1 steps (100%) done" in repro, repro
 
+    # 4b. One job of a shared stage fails: its sibling still finishes (--keep-going); rerunning
+    #     the stage's command runs only the failed job, and `dvc commit` records the stage
+    #     (README's recipe), with the same numbers as before (the toy checks are seeded).
+    script = second / "workflow" / "scripts" / "toy_checks.py"
+    original = script.read_text()
+    script.write_text(original + "\nif snakemake.wildcards.gamma == '2':  # noqa: F821\n"
+                      "    raise SystemExit('planted failure')\n")
+    proc = subprocess.run(["dvc", "repro", "--single-item", "toy_checks"], cwd=second,
+                          env=env(second), capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "planted failure" in proc.stdout + proc.stderr
+    assert "1 of 2 steps (50%) done" in proc.stdout + proc.stderr
+    finished = run_dir / "toy" / "gamma-1" / "checks.csv"
+    assert finished.is_file() and not (run_dir / "toy" / "gamma-2" / "checks.csv").exists()
+    finished_at = finished.stat().st_mtime_ns
+    script.write_text(original)
+    rerun = sh(second, *yaml.safe_load((second / "dvc.yaml").read_text())["stages"][
+        "toy_checks"]["cmd"].split())
+    assert "1 of 1 steps (100%) done" in rerun and finished.stat().st_mtime_ns == finished_at
+    sh(second, "dvc", "commit", "--force", "toy_checks")
+    assert changed_stages(second) == set()
+
     # 5. A config change that alters the DAG (one more landscape shard) stops `dvc repro` before
     #    any Snakemake job, with the command to run; `dvc status` shows the check stage changed.
     config = yaml.safe_load((second / "config.yaml").read_text())
