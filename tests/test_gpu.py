@@ -17,8 +17,8 @@ import pytest
 
 from lrdecay import gpu
 from lrdecay.gpu import device_slot
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 ALLOCATION_VARS = ("CUDA_VISIBLE_DEVICES", *gpu.SLURM_GPU_VARS)
 
 

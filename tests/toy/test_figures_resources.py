@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
@@ -15,8 +14,7 @@ from lrdecay import config as lrconfig
 from lrdecay import resources
 from lrdecay.figures import COLUMN_WIDTH
 from lrdecay.toy import figures
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO, TINY
 
 
 @pytest.fixture
@@ -68,8 +66,7 @@ def test_toy_pdfs_are_byte_stable(tmp_path) -> None:
 
 
 def toy_config(**toy: object) -> dict:
-    return lrconfig.load(REPO / "config.yaml", REPO / "config" / "tiny.yaml",
-                         overrides={"toy": toy} if toy else None)
+    return lrconfig.load(REPO / "config.yaml", TINY, overrides={"toy": toy} if toy else None)
 
 
 def test_toy_requests_follow_the_config_and_grow_on_retry() -> None:
@@ -95,7 +92,7 @@ print(json.dumps({"peak": logs.peak_memory_mb()}))
 
 def test_toy_checks_request_covers_its_measured_peak(tmp_path) -> None:
     """toy_checks on the tiny preset, in a fresh process (peak RSS is per process)."""
-    files = [str(REPO / "config.yaml"), str(REPO / "config" / "tiny.yaml")]
+    files = [str(REPO / "config.yaml"), str(TINY)]
     out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(tmp_path), *files],
                          capture_output=True, text=True, check=True, cwd=REPO, timeout=300)
     peak = json.loads(out.stdout.strip().splitlines()[-1])["peak"]
