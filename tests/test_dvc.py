@@ -20,7 +20,7 @@ import yaml
 
 from lrdecay import dvcgen
 
-# The shared tiny preset with fewer jobs (every job is one DVC stage, i.e. one Snakemake start),
+# The shared tiny preset with fewer jobs (every DVC stage is one Snakemake start: fewer is faster),
 # and the helpers that copy this checkout and run commands in the copy: tests/conftest.py.
 from tests.conftest import REPO, sh, working_tree_copy
 from tests.conftest import checkout_env as env
