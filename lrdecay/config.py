@@ -25,6 +25,7 @@ from lrdecay.plan import (  # noqa: F401
     TRAINING_SECTIONS,
     Plan,
     canonical,
+    engine_run,
     for_seed,
     job_config,
     job_params,

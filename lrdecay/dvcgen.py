@@ -96,10 +96,8 @@ HEADER = """\
 
 # Rule params that are computed from config rather than copied from it: param name -> sections.
 # A training-type job's seed comes from its {seed} wildcard, so it is in the stage's paths (and a
-# new seed is a new stage); engine_run holds the engine settings that change no number
-# (lrdecay.plan.job_params): neither is a DVC param.
-DERIVED_PARAMS: dict[str, tuple[str, ...]] = {"n_shards": ("landscape",), "seed": (),
-                                              "engine_run": ()}
+# new seed is a new stage): not a DVC param.
+DERIVED_PARAMS: dict[str, tuple[str, ...]] = {"n_shards": ("landscape",), "seed": ()}
 
 # lrdecay.io writes a checksum record `<file>.json` beside every checkpoint and array it saves and
 # verifies it on reading, so a pulled file without its record is unusable. The rules declare

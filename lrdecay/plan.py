@@ -48,28 +48,37 @@ def canonical(value: Any) -> Any:
 
 
 def job_params(config: dict, seed: int, sections: tuple[str, ...] = ()) -> dict:
-    """What a training-type job reads, as its rule's params: the training sections (and
-    `sections`) of the seed's config, the engine split into settings that change numbers
-    (`engine`: a rerun trigger, dvc.yaml params) and those that do not (`engine_run`), and the
-    run folder (`layout`). :func:`job_config` rebuilds the job's config from them."""
+    """What a training-type job reads, as its rule's params (each a rerun trigger): the training
+    sections (and `sections`) of the seed's config, the engine settings that change numbers
+    (`engine`, also dvc.yaml params), and the run folder (`layout`). The settings of how to run
+    (:func:`engine_run`) are not params, so changing them reruns nothing.
+    :func:`job_config` rebuilds the job's config from both."""
     seeded = for_seed(config, seed)
-    engine = seeded["engine"]
     return canonical({
         "seed": seeded["seed"],
         "training": {key: seeded[key] for key in (*TRAINING_SECTIONS, *sections) if key != "seed"},
-        "engine": {key: engine[key] for key in NUMERIC_ENGINE_KEYS},
-        "engine_run": {key: value for key, value in engine.items()
-                       if key not in NUMERIC_ENGINE_KEYS},
+        "engine": {key: seeded["engine"][key] for key in NUMERIC_ENGINE_KEYS},
         "layout": {key: seeded[key] for key in ("output_dir", "run_name")},
     })
 
 
-def job_config(params: Any) -> dict:
-    """A job's config rebuilt from its rule's params (:func:`job_params`): jobs read their params,
-    never the whole Snakemake config, so what they depend on is what their rule declares."""
+def engine_run(config: dict) -> dict:
+    """The engine settings of how to run, not what to compute (threads, checkpoint interval,
+    cuDNN algorithm search; like --cores, threads change only the last digits on CPU). A job
+    reads them from the run's config, the one thing a job script may read from it
+    (tests/test_workflow.py checks), so moving to a machine with more cores does not rerun days
+    of training."""
+    return {key: value for key, value in config["engine"].items()
+            if key not in NUMERIC_ENGINE_KEYS}
+
+
+def job_config(params: Any, run: dict | None = None) -> dict:
+    """A job's config rebuilt from its rule's params (:func:`job_params`) and the run settings
+    (:func:`engine_run`): jobs never read the rest of the Snakemake config, so what changes their
+    numbers is what their rule declares."""
     params = dict(params.items())  # a dict, or Snakemake's params (a named list)
     return {**params.get("layout", {}), **params["training"], "seed": int(params["seed"]),
-            "engine": {**params.get("engine_run", {}), **params["engine"]}}
+            "engine": {**(run or {}), **params["engine"]}}
 
 
 def training_hash(config: dict) -> str:

@@ -76,9 +76,14 @@ def test_a_seeds_jobs_depend_on_that_seed_alone(tmp_path: Path) -> None:
     three = lrconfig.load(TINY, overrides={"output_dir": str(tmp_path), "seeds": [2, 0, 5]})
     assert lrconfig.job_params(one, 0) == lrconfig.job_params(three, 0)
     assert lrconfig.job_params(three, 5)["seed"] == 5
-    job = lrconfig.job_config(lrconfig.job_params(three, 5))
+    job = lrconfig.job_config(lrconfig.job_params(three, 5), lrconfig.engine_run(three))
     assert job["seed"] == 5 and "seeds" not in job
     assert job["engine"] == three["engine"] and job["model"] == three["model"]
+    # the run settings are no params (no rerun trigger), the numeric ones are
+    params = lrconfig.job_params(three, 5)
+    assert set(params) == {"seed", "training", "engine", "layout"}
+    assert set(params["engine"]) == set(lrconfig.NUMERIC_ENGINE_KEYS)
+    assert set(lrconfig.engine_run(three)) == {"threads", "checkpoint_seconds", "cudnn_benchmark"}
     hashes = {s: lrconfig.training_hash(lrconfig.for_seed(three, s)) for s in (2, 0, 5)}
     assert hashes[0] == lrconfig.training_hash(lrconfig.for_seed(one, 0))
     assert len(set(hashes.values())) == 3

@@ -22,11 +22,14 @@ from lrdecay import io, resources
 from .conftest import REPO, TINY, working_tree_copy
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 600,
-              seeds: str = "[0]") -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, timeout: int = 600, seeds: str = "[0]",
+              **config: str) -> subprocess.CompletedProcess:
+    """Snakemake on the tiny preset in `workdir`; `config` items are more --config overrides."""
+    overrides = [f"{key}={value}" for key, value in config.items()]
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
                "--directory", str(workdir), "--configfile", str(TINY),
-               "--config", f"output_dir={workdir / 'results'}", f"seeds={seeds}", *args]
+               "--config", f"output_dir={workdir / 'results'}", f"seeds={seeds}", *overrides,
+               *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
@@ -363,9 +366,10 @@ def test_conda_env_lists_every_imported_package() -> None:
 
 
 def test_job_scripts_read_only_what_their_rule_declares() -> None:
-    """Scripts read params, input, output, log, wildcards and threads, never the whole config:
-    a setting a job read from `snakemake.config` would change its numbers without being a
-    param, so neither Snakemake nor DVC would rerun it."""
+    """Scripts read params, input, output, log, wildcards and threads, and from the whole config
+    only the run settings (`plan.engine_run(snakemake.config)`): any other setting a job read from
+    `snakemake.config` would change its numbers without being a param, so neither Snakemake nor
+    DVC would rerun it."""
     allowed = {"params", "input", "output", "log", "wildcards", "threads", "rule", "resources"}
     for path in sorted((REPO / "workflow" / "scripts").glob("*.py")):
         tree = ast.parse(path.read_text())
@@ -374,9 +378,28 @@ def test_job_scripts_read_only_what_their_rule_declares() -> None:
                                    and isinstance(node.value, ast.Name)
                                    and node.value.id == "snakemake"
                                    for target in node.targets if isinstance(target, ast.Name)}
-        read = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
-                and isinstance(node.value, ast.Name) and node.value.id in aliases}
+        reads = [node for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                 and isinstance(node.value, ast.Name) and node.value.id in aliases]
+        run_settings = {id(arg) for node in ast.walk(tree) if isinstance(node, ast.Call)
+                        and isinstance(node.func, ast.Attribute)
+                        and node.func.attr == "engine_run" for arg in node.args}
+        read = {node.attr for node in reads if id(node) not in run_settings}
         assert read <= allowed, f"{path.name} reads snakemake.{sorted(read - allowed)}"
+
+
+def test_run_settings_rerun_no_job(tiny_run: Path) -> None:
+    """Threads, checkpoint interval and cuDNN algorithm search say how to run, not what to
+    compute (lrdecay.plan.engine_run): with Snakemake's default rerun triggers (params
+    included), a run with other values has nothing to do. Were they params, this would retrain
+    every path."""
+    result = snakemake(tiny_run.parent.parent, "-n", "--cores", "1", seeds=SEEDS,
+                       engine="{checkpoint_seconds: 7, threads: 1, cudnn_benchmark: false}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Nothing to be done" in result.stdout + result.stderr, jobs_run(result.stdout)
+    # a setting that changes numbers still reruns training (the trigger works)
+    result = snakemake(tiny_run.parent.parent, "-n", "--cores", "1", seeds=SEEDS,
+                       engine="{channels_last: false}")
+    assert {"main_segment", "subpath_group"} <= {rule for rule, _ in jobs_run(result.stdout)}
 
 
 @pytest.mark.parametrize("device", ["cuda", "cpu"])

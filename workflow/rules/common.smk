@@ -100,8 +100,9 @@ def toy_runtime(rule):
 
 # What a training-type job reads, as its params (lrdecay.plan.job_params): the training
 # sections (lrdecay.plan.TRAINING_SECTIONS, a change reruns the job), the numeric engine
-# settings, the other engine settings and the run folder; the seed comes from the wildcard.
-# Jobs rebuild their config from these (lrdecay.plan.job_config), never from the whole config.
+# settings and the run folder; the seed comes from the wildcard. Jobs rebuild their config from
+# these (lrdecay.plan.job_config) plus the run settings (lrdecay.plan.engine_run), which are no
+# params: threads or checkpoint interval rerun nothing.
 JOB = lrdecay.plan.job_params(config, FIRST_SEED)
 LANDSCAPE_JOB = lrdecay.plan.job_params(config, FIRST_SEED, sections=("landscape",))
 

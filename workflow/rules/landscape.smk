@@ -24,7 +24,6 @@ rule landscape_shard:
         seed=seed_of,
         training=LANDSCAPE_JOB["training"],  # the training sections and landscape
         engine=LANDSCAPE_JOB["engine"],
-        engine_run=LANDSCAPE_JOB["engine_run"],
         layout=LANDSCAPE_JOB["layout"],
     script:
         "../scripts/landscape_shard.py"

@@ -23,7 +23,6 @@ rule main_segment:
         seed=seed_of,
         training=JOB["training"],
         engine=JOB["engine"],
-        engine_run=JOB["engine_run"],
         layout=JOB["layout"],
     script:
         "../scripts/main_segment.py"
@@ -49,7 +48,6 @@ rule subpath_group:
         seed=seed_of,
         training=JOB["training"],
         engine=JOB["engine"],
-        engine_run=JOB["engine_run"],
         layout=JOB["layout"],
     script:
         "../scripts/subpath_group.py"

@@ -4,7 +4,8 @@ from lrdecay import gpu, lock, logs, plan, train
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
-cfg = plan.job_config(sm.params)  # the seed's config, from what the rule declares
+# the seed's config, from what the rule declares (and how to run it)
+cfg = plan.job_config(sm.params, plan.engine_run(sm.config))
 # One copy of this job at a time: one left running by a killed Snakemake is named, not raced.
 with (lock.job(plan.Plan(cfg).run_dir, f"{sm.rule}-seed-{cfg['seed']}-{sm.wildcards.end}"),
       gpu.device_slot(cfg["device"])):
