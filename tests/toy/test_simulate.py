@@ -67,6 +67,7 @@ def test_effective_ode_stays_on_manifold_and_decreases_norm(inst):
     assert inst.distance_to_M_residual(ode["w"]).max() < 1e-10
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # the message alone, no numpy overflow noise
 def test_divergence_gives_a_clear_message(inst):
     with pytest.raises(simulate.StepSizeTooLargeError, match="toy.eta_large = 5.0"):
         simulate.sgd(inst, np.tile(3 * inst.w_dagger, (2, 1)), 5.0, 0.0, 200, 1,
