@@ -172,7 +172,7 @@ def _snakemake_jobs(
             )
             dag, config = _snakemake_dag(workflow_api)
             jobs = [_as_job(job) for job in dag.jobs if not job.rule.norun]  # not `all`
-    return _toposorted(jobs), config
+    return [group[0] for group in _dag_ordered({j.stage: [j] for j in jobs}).values()], config
 
 
 def _snakemake_dag(workflow_api: Any) -> tuple[Any, dict]:
@@ -214,16 +214,19 @@ def _as_job(job: Any) -> Job:
     )
 
 
-def _toposorted(jobs: list[Job]) -> list[Job]:
-    """Jobs in DAG order (producers first), ties by stage name, so dvc.yaml reads top-down."""
-    producer = {out: job for job in jobs for out in job.outputs}
-    done: list[Job] = []
-    pending = sorted(jobs, key=lambda j: j.stage)
+def _dag_ordered(units: dict[str, list[Job]]) -> dict[str, list[Job]]:
+    """`units` (name -> jobs) in DAG order: producers first, ties by name, so dvc.yaml reads
+    top-down."""
+    owner = {out: name for name, group in units.items() for job in group for out in job.outputs}
+    ordered: dict[str, list[Job]] = {}
+    pending = sorted(units)
     while pending:
-        ready = [j for j in pending if all(producer.get(f) in (None, *done) for f in j.inputs)]
-        done += ready
-        pending = [j for j in pending if j not in ready]
-    return done
+        ready = [name for name in pending
+                 if all(owner.get(f) in (None, name, *ordered)
+                        for job in units[name] for f in job.inputs)]
+        ordered.update((name, units[name]) for name in ready)
+        pending = [name for name in pending if name not in ready]
+    return ordered
 
 
 def _module_file(repo: Path, module: str) -> Path | None:
@@ -341,16 +344,7 @@ def stage_groups(jobs: list[Job]) -> dict[str, list[Job]]:
                     if key in KEEP_APART]
             name = "-".join([job.rule, *kept])
         groups.setdefault(name, []).append(job)
-    owner = {out: name for name, group in groups.items() for job in group for out in job.outputs}
-    ordered: dict[str, list[Job]] = {}
-    pending = sorted(groups)
-    while pending:
-        ready = [name for name in pending
-                 if all(owner.get(f) in (None, name, *ordered)
-                        for job in groups[name] for f in job.inputs)]
-        ordered.update((name, groups[name]) for name in ready)
-        pending = [name for name in pending if name not in ready]
-    return ordered
+    return _dag_ordered(groups)
 
 
 def command(jobs: list[Job], configfiles: list[str], ancient: Iterable[str]) -> str:
