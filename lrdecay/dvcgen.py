@@ -150,8 +150,9 @@ SNAKEMAKE_TESTED = "9.x (9.27.1)"
 def _snakemake_jobs(
     repo: Path, configfiles: list[str], consider_ancient: dict[str, set[str]]
 ) -> tuple[list[Job], dict]:
-    """Every job of the full DAG of `repo`'s Snakefile (as if every output were missing), in DAG
-    order, and the config Snakemake merged from `configfiles`."""
+    """Every job of the full DAG of `repo`'s Snakefile (as if every output were missing), by stage
+    name (a fixed order; stage_groups puts the stages in DAG order), and the config Snakemake
+    merged from `configfiles`."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.enums import Quietness
     from snakemake.settings.types import (
@@ -172,7 +173,7 @@ def _snakemake_jobs(
             )
             dag, config = _snakemake_dag(workflow_api)
             jobs = [_as_job(job) for job in dag.jobs if not job.rule.norun]  # not `all`
-    return [group[0] for group in _dag_ordered({j.stage: [j] for j in jobs}).values()], config
+    return sorted(jobs, key=lambda job: job.stage), config  # stage_groups orders the stages
 
 
 def _snakemake_dag(workflow_api: Any) -> tuple[Any, dict]:
@@ -212,21 +213,6 @@ def _as_job(job: Any) -> Job:
         input_names=tuple(job.input.keys()),
         ancient_inputs=tuple(str(f) for f in job.input if is_flagged(f, "ancient")),
     )
-
-
-def _dag_ordered(units: dict[str, list[Job]]) -> dict[str, list[Job]]:
-    """`units` (name -> jobs) in DAG order: producers first, ties by name, so dvc.yaml reads
-    top-down."""
-    owner = {out: name for name, group in units.items() for job in group for out in job.outputs}
-    ordered: dict[str, list[Job]] = {}
-    pending = sorted(units)
-    while pending:
-        ready = [name for name in pending
-                 if all(owner.get(f) in (None, name, *ordered)
-                        for job in units[name] for f in job.inputs)]
-        ordered.update((name, units[name]) for name in ready)
-        pending = [name for name in pending if name not in ready]
-    return ordered
 
 
 def _module_file(repo: Path, module: str) -> Path | None:
@@ -344,7 +330,16 @@ def stage_groups(jobs: list[Job]) -> dict[str, list[Job]]:
                     if key in KEEP_APART]
             name = "-".join([job.rule, *kept])
         groups.setdefault(name, []).append(job)
-    return _dag_ordered(groups)
+    owner = {out: name for name, group in groups.items() for job in group for out in job.outputs}
+    ordered: dict[str, list[Job]] = {}
+    pending = sorted(groups)
+    while pending:
+        ready = [name for name in pending
+                 if all(owner.get(f) in (None, name, *ordered)
+                        for job in groups[name] for f in job.inputs)]
+        ordered.update((name, groups[name]) for name in ready)
+        pending = [name for name in pending if name not in ready]
+    return ordered
 
 
 def command(jobs: list[Job], configfiles: list[str], ancient: Iterable[str]) -> str:
@@ -400,7 +395,8 @@ def _check_stage(repo: Path, configfiles: list[str], stamp: str) -> dict:
     depends on what shapes the DAG: the config files, the rules and the code that validates and
     plans the config (lrdecay.config and its imports), and this generator."""
     extra = [f for f in configfiles if f != DEFAULT_CONFIG]
-    code = {*code_files(repo, repo / "lrdecay" / "config.py"), *code_files(repo, Path(__file__))}
+    code = {*code_files(repo, repo / "lrdecay" / "config.py"),
+            *code_files(repo, repo / "lrdecay" / "dvcgen.py")}
     return {
         "desc": "Check that this pipeline matches the Snakemake DAG of the config (else: the "
         "command to regenerate it)",
