@@ -18,8 +18,12 @@ from typing import Any
 import jsonschema
 import yaml
 
+from lrdecay import resources
+
 # Defined apart for job code, re-exported here (see lrdecay.basics and lrdecay.plan).
 from lrdecay.basics import ConfigError, config_hash  # noqa: F401
+from lrdecay.data import DATASETS
+from lrdecay.models import MODELS
 from lrdecay.plan import (  # noqa: F401
     NUMERIC_ENGINE_KEYS,
     TRAINING_SECTIONS,
@@ -31,6 +35,7 @@ from lrdecay.plan import (  # noqa: F401
     job_params,
     training_hash,
 )
+from lrdecay.toy.instance import check_toy_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout (config.yaml, config/)
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"  # package data: works when installed
@@ -198,9 +203,6 @@ def _fill_defaults(schema: dict, instance: dict) -> None:
 
 def registered_names() -> dict[tuple[str, ...], list[str]]:
     """Allowed values of the config keys that name a registry entry (models, datasets)."""
-    from lrdecay.data import DATASETS
-    from lrdecay.models import MODELS
-
     return {("model", "name"): list(MODELS), ("data", "name"): list(DATASETS)}
 
 
@@ -235,8 +237,6 @@ def validate(config: dict) -> dict:
     the command line call it too, so a bad value stops the run with a message instead of
     failing deep inside training.
     """
-    from lrdecay.toy.instance import check_toy_config  # it imports this module
-
     if not isinstance(config, dict):
         raise ConfigError(f"the configuration must be a mapping of keys, not {config!r}")
     if "seed" in config:  # the key before seeds replicated the study
@@ -297,8 +297,6 @@ def check_semantics(config: dict) -> None:
             f"config key schedule.last_branch_epoch = {last}: must be >= "
             f"schedule.first_branch_epoch = {sched['first_branch_epoch']}"
         )
-    from lrdecay.data import DATASETS
-    from lrdecay.models import MODELS
 
     data = config["data"]
     dataset = DATASETS[data["name"]]
@@ -400,8 +398,6 @@ def landscape_memory_bytes(plan: Plan) -> int:
     """Rough peak memory of one landscape shard job: what lrdecay.resources gives the job
     (model, PCA basis, dataset, an evaluation batch), plus the grid table and result rows,
     which grow with the number of points."""
-    from lrdecay import resources  # it imports this module
-
     job_mb = resources.JobCosts(plan.config, gpu=False).mem_mb("landscape_shard")
     points_per_shard = math.ceil(plan.grid_points / plan.n_shards)
     return (job_mb * 2**20 + plan.grid_points * LANDSCAPE_BYTES_PER_GRID_POINT

@@ -104,13 +104,8 @@ def decay_timing(table: pd.DataFrame) -> plt.Figure:
     """Final test loss against the decay epoch; the main path is the 'train longer' control.
 
     `table` is the run's decay_timing.csv (lrdecay.analysis.aggregate_decay_timing: per branch
-    epoch and quantity the mean across seeds and its 95 % interval), drawn as lines with bands;
-    one seed's table (a column per quantity) is drawn as it is, without bands.
+    epoch and quantity the mean across seeds and its 95 % interval), drawn as lines with bands.
     """
-    if "quantity" not in table:
-        from lrdecay.analysis import aggregate_decay_timing
-
-        table = aggregate_decay_timing({0: table})
     fig, ax = _figure(3.0)
     n_seeds = int(table["n_seeds"].max())
     with plt.rc_context(STYLE):

@@ -17,9 +17,11 @@ import math
 from dataclasses import dataclass
 
 from lrdecay import models
-from lrdecay.config import Plan
 from lrdecay.data import DATASETS, DatasetSpec
+from lrdecay.plan import Plan
 
+# Jobs that run on the GPU where there is one (the rules whose resources say gpu=GPU).
+GPU_RULES = ("main_segment", "subpath_group", "landscape_shard")
 # Resident memory of a job before it does any work: Python with torch, numpy, pandas and
 # scikit-learn imported (measured 550-650 MB on Linux x86-64, torch 2.x CPU build).
 BASE_MB = 800
@@ -29,8 +31,7 @@ LIGHT_BASE_MB = 200
 # PCA's scikit-learn and LAPACK workspace on top: the incremental fit of 661 x 60 010 snapshots
 # peaked at 857 MB where its modelled blocks come to 585 MB.
 PCA_BASE_MB = 400
-TORCH_RULES = ("prepare_data", "main_segment", "subpath_group", "landscape_shard",
-               "landscape_gather", "landscape_surface")
+TORCH_RULES = (*GPU_RULES, "prepare_data", "landscape_gather", "landscape_surface")
 # Host memory a job adds once it has created a CUDA context (driver, cuBLAS/cuDNN handles).
 CUDA_MB = 3000
 # Multiplier over the sum of the known terms: allocator slack, temporary copies we do not model.
@@ -190,8 +191,6 @@ class JobCosts:
         minutes = OVERHEAD_MIN + TIME_SAFETY * self._work_minutes(rule)
         return int(math.ceil(minutes)) * 2 ** (attempt - 1)
 
-
-GPU_RULES = ("main_segment", "subpath_group", "landscape_shard")
 
 
 def toy_mem_mb(config: dict, rule: str, attempt: int = 1) -> int:

@@ -106,7 +106,7 @@ def test_figure2_legend_off_the_contours_and_axes_give_the_variance() -> None:
 
 def test_figures_are_one_column_wide_and_use_mathtext() -> None:
     metrics, _, _, _ = _tables()
-    timing = analysis.decay_timing_table(metrics)
+    timing = analysis.aggregate_decay_timing({0: analysis.decay_timing_table(metrics)})
     for fig in (figures.learning_curves(metrics),
                 figures.subpath_contour(metrics, "test_loss", "test loss"),
                 figures.decay_timing(timing)):

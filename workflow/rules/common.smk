@@ -160,13 +160,3 @@ def first_seed(path):
 def every_seed(path):
     """`path`, a rule's output pattern with {seed}, for each seed in order."""
     return expand(path, seed=SEEDS)
-
-
-FIGURES = [
-    "fig1a_learning_curves",
-    "fig1b_subpath_train_loss",
-    "fig1c_subpath_test_loss",
-    "fig1d_decay_timing",
-    "fig2a_landscape_train",
-    "fig2b_landscape_test",
-]
