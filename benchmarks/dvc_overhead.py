@@ -68,7 +68,6 @@ def fresh_copy(dest: Path, quick: bool = False) -> None:
     working_tree_copy(dest)
     if not quick:
         tiny_config(dest)
-    shutil.rmtree(dest / ".snakemake", ignore_errors=True)
     run(dest, "git", "init", "-q", "-b", "main")
 
 

@@ -276,12 +276,20 @@ def working_tree_copy(dest: Path) -> None:
         shutil.copy2(src, target, follow_symlinks=False)
 
 
+def edit_config_yaml(repo: Path, *updates: dict, **sections: object) -> dict:
+    """Merge `updates` and `sections` into `repo`'s config.yaml (nested keys as Snakemake merges
+    config files: the rest of a section stays); the new config."""
+    path = repo / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    for update in (*updates, sections):
+        lrconfig._deep_update(config, update)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return config
+
+
 def make_config_yaml_tiny(repo: Path) -> Path:
     """Rewrite `repo`'s config.yaml as the tiny study with fewer jobs (as Snakemake would merge
     config/tiny.yaml over it); the study's run folder."""
-    path = repo / "config.yaml"
-    config = yaml.safe_load(path.read_text())
-    lrconfig._deep_update(config, yaml.safe_load((repo / TINY.relative_to(REPO)).read_text()))
-    lrconfig._deep_update(config, FEWER_JOBS)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    tiny = yaml.safe_load((repo / TINY.relative_to(REPO)).read_text())
+    config = edit_config_yaml(repo, tiny, FEWER_JOBS)
     return Path(config["output_dir"]) / config["run_name"]

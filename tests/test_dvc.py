@@ -8,10 +8,10 @@ own Snakemake job although `dvc pull` left mtimes in an arbitrary order.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,9 +22,16 @@ from lrdecay import dvcgen
 
 # The shared tiny preset with fewer jobs (every DVC stage is one Snakemake start: fewer is faster),
 # and the helpers that copy this checkout and run commands in the copy: tests/conftest.py.
-from tests.conftest import REPO, sh, working_tree_copy
+from tests.conftest import REPO, edit_config_yaml, sh, working_tree_copy
 from tests.conftest import checkout_env as env
 from tests.conftest import make_config_yaml_tiny as tiny_config
+
+
+@functools.cache
+def generated(*extra: str) -> dict:
+    """dvcgen.generate for this checkout with config.yaml and `extra` (built once per module:
+    each builds the Snakemake DAG twice); callers only read it."""
+    return dvcgen.generate(REPO, list(extra))
 
 
 def ran_stages(repro_output: str) -> set[str]:
@@ -45,7 +52,7 @@ def test_dvc_yaml_is_generated_from_the_dag(preset: str | None) -> None:
     path = dvcgen.pipeline_path(["config.yaml", *extra],
                                 dvcgen.run_name(REPO, ["config.yaml", *extra]))
     assert path == (Path("pipelines/authors/dvc.yaml") if preset else Path("dvc.yaml"))
-    content = dvcgen.generate(REPO, extra)
+    content = generated(*extra)
     assert (REPO / path).read_text() == dvcgen.render(content), (
         f"{path} is out of date with the Snakemake DAG: run `python -m lrdecay.dvcgen"
         f"{' --configfile ' + preset if preset else ''}`"
@@ -160,7 +167,7 @@ def test_sibling_jobs_share_a_stage_per_seed_and_chains_do_not() -> None:
 
 def test_stages_own_disjoint_outputs_and_mirror_jobs() -> None:
     """No output (or folder around one) has two owners; figures come from figure stages only."""
-    stages = dvcgen.generate(REPO)["stages"]
+    stages = generated()["stages"]
     outs = [(name, out) for name, stage in stages.items()
             for out in stage.get("outs", []) + stage.get("metrics", [])]
     for i, (name, out) in enumerate(outs):
@@ -227,7 +234,7 @@ def test_a_code_change_reruns_only_the_stages_that_run_it() -> None:
     """The generated deps name a module only in the stages whose jobs import it (the quick
     preset's pipeline: `dvc status` reports exactly these stages after an edit, as the slow test
     shows for the vmap code)."""
-    stages = dvcgen.generate(REPO)["stages"]
+    stages = generated()["stages"]
 
     def rerun_by(path: str) -> set[str]:
         assert (REPO / path).is_file(), path
@@ -250,10 +257,7 @@ def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
     origin = tmp_path / "origin"
     working_tree_copy(origin)
     run = tiny_config(origin)
-    config = yaml.safe_load((origin / "config.yaml").read_text())
-    config["toy"]["gammas"] = [1.0, 2.0]  # a stage of two sibling jobs (toy_checks)
-    (origin / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    shutil.rmtree(origin / ".snakemake", ignore_errors=True)
+    edit_config_yaml(origin, toy={"gammas": [1.0, 2.0]})  # a stage of two sibling jobs
     sh(origin, "git", "init", "-q", "-b", "main")
     sh(origin, "python", "-m", "lrdecay.dvcgen")
     sh(origin, "git", "add", "-A")
@@ -359,9 +363,7 @@ def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
 
     # 5. A config change that alters the DAG (one more landscape shard) stops `dvc repro` before
     #    any Snakemake job, with the command to run; `dvc status` shows the check stage changed.
-    config = yaml.safe_load((second / "config.yaml").read_text())
-    config["landscape"]["shards"] = 2
-    (second / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    edit_config_yaml(second, landscape={"shards": 2})
     assert dvcgen.CHECK_STAGE in sh(second, "dvc", "status", "dvc.yaml")
     proc = subprocess.run(["dvc", "repro"], cwd=second, env=env(second), capture_output=True,
                           text=True, timeout=600)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -31,7 +30,6 @@ def test_report_has_every_figure_and_table(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     working_tree_copy(repo)
     make_config_yaml_tiny(repo)
-    shutil.rmtree(repo / ".snakemake", ignore_errors=True)
     sh(repo, "snakemake", "--cores", "2")
     listing = sh(repo, "snakemake", "--summary").splitlines()
     outputs = {line.split("\t")[0] for line in listing if line.startswith("results/")}

@@ -19,17 +19,17 @@ import yaml
 from lrdecay import config as lrconfig
 from lrdecay import io, resources
 
-from .conftest import REPO, TINY, working_tree_copy
+from .conftest import REPO, TINY, edit_config_yaml, sh, working_tree_copy
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 600, seeds: str = "[0]",
+def snakemake(workdir: Path, *args: str, timeout: int = 600,
               **config: str) -> subprocess.CompletedProcess:
-    """Snakemake on the tiny preset in `workdir`; `config` items are more --config overrides."""
+    """Snakemake on the tiny preset (one seed) in `workdir`; `config` items are more --config
+    overrides (e.g. seeds=SEEDS)."""
     overrides = [f"{key}={value}" for key, value in config.items()]
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
                "--directory", str(workdir), "--configfile", str(TINY),
-               "--config", f"output_dir={workdir / 'results'}", f"seeds={seeds}", *overrides,
-               *args]
+               "--config", f"output_dir={workdir / 'results'}", *overrides, *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
@@ -91,17 +91,13 @@ def test_adding_a_seed_changes_no_dvc_stage_of_the_other_seeds(tmp_path: Path) -
     every seed change. A seed-0 job with the seed list as a param would list `seeds` here."""
     repo = tmp_path / "repo"
     working_tree_copy(repo)
-    env = {**os.environ, "PYTHONPATH": str(repo)}
 
     def stages() -> dict:
-        subprocess.run([sys.executable, "-m", "lrdecay.dvcgen"], cwd=repo, env=env, check=True,
-                       capture_output=True, timeout=600)
+        sh(repo, "python", "-m", "lrdecay.dvcgen")
         return yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
 
     before = stages()
-    config = yaml.safe_load((repo / "config.yaml").read_text())
-    config["seeds"] = [0, 1]
-    (repo / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    edit_config_yaml(repo, seeds=[0, 1])
     after = stages()
     per_seed = [name for name in before if re.match(r"[a-z_]+-0(-|$)", name)]
     assert {name.split("-")[0] for name in per_seed} >= {
