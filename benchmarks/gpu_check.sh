@@ -18,12 +18,7 @@ PY=${PYTHON:-python3}
 TINY=${GPU_CHECK_TINY:-0}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-if [ -d .whl ] && ! $PY -c "import snakemake" 2>/dev/null; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/lrdecay-site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/lrdecay-site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+source benchmarks/device_env.sh || exit 1
 if [ "$TINY" = 1 ]; then  # a CPU runs the tiny sizes slower than an H100 the real ones
     BENCH=(--smoke --device cpu) DAG=(--tiny) LIMITS=(600 900 900)
 else

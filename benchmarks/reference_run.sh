@@ -24,12 +24,7 @@ CORES=${CORES:-16}
 NAME=${NAME:-authors}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-if [ -d .whl ] && ! $PY -c "import snakemake" 2>/dev/null; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/lrdecay-site .whl/*.whl
-    export PYTHONPATH=/tmp/lrdecay-site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+source benchmarks/device_env.sh || exit 1
 SETS=("$@")
 if [ "$DATA" != none ]; then
     SETS+=("data.root=$(realpath "$DATA")")
@@ -40,7 +35,7 @@ $PY - "$PRESET" "$CONFIG" "${SETS[@]}" <<'EOF'
 import sys, yaml
 from lrdecay import cli
 preset, out, *sets = sys.argv[1:]
-config = cli._load_config([preset], sets)  # validated: a bad reduction stops here, not hours in
+config = cli.load_config([preset], sets)  # validated: a bad reduction stops here, not hours in
 with open(out, "w") as f:
     yaml.safe_dump(config, f, sort_keys=False)
 print(f"config: {preset} + {sets or 'no reductions'} -> {out}")

@@ -21,8 +21,9 @@ from lrdecay import io
 log = logging.getLogger(__name__)
 
 
-def _load_config(paths: list[str], sets: list[str]) -> dict:
-    """Each file in order (the schema's defaults fill the rest), then KEY=VALUE overrides."""
+def load_config(paths: list[str], sets: list[str]) -> dict:
+    """Each file in order (the schema's defaults fill the rest), then KEY=VALUE overrides, validated
+    (also for benchmarks/reference_run.sh: a bad reduction stops before hours of work)."""
     import yaml
 
     overrides: dict = {}
@@ -132,7 +133,7 @@ def measure_seconds(config: dict, size: dict, steps: int = 5) -> dict:
 
 def describe(args: argparse.Namespace) -> int:
     """Print the plan of a config: jobs, model-epochs, storage and a projected time."""
-    config = _load_config(args.config, args.set)
+    config = load_config(args.config, args.set)
     size = study_size(config)
     lines = [
         f"run folder         {size['run_dir']}",
@@ -174,7 +175,7 @@ def prepare_data(args: argparse.Namespace) -> int:
     """Write the run's dataset file (the subset, labels and statistics) to --out."""
     from lrdecay import data
 
-    config = _load_config(args.config, args.set)
+    config = load_config(args.config, args.set)
     data.prepare(config["data"], config["data"]["seed"], args.out)
     print(f"wrote {args.out}")
     return 0
@@ -215,7 +216,7 @@ def landscape_command(args: argparse.Namespace) -> int:
     """Evaluate the loss on the config's grid in the plane of a PCA basis; one CSV row a point."""
     from lrdecay import landscape
 
-    config = _load_config(args.config, args.set)
+    config = load_config(args.config, args.set)
     config = lrconfig.for_seed(config, config["seeds"][0])  # a training job's config
     landscape.evaluate_shard(config, args.data, args.basis, args.coordinates, 0, 1, args.out,
                              config["device"], config["engine"]["threads"])
@@ -289,7 +290,7 @@ def parser() -> argparse.ArgumentParser:
 def reference_command(args: argparse.Namespace) -> int:
     from lrdecay import reference
 
-    config = _load_config(args.config, args.set)
+    config = load_config(args.config, args.set)
     written = reference.package(config, lrconfig.Plan(config).run_dir, args.dest,
                                 args.run_command, args.wall_s)
     print(f"wrote {written.parent} ({len(list(written.parent.rglob('*')))} files)")
