@@ -20,6 +20,7 @@ from lrdecay import models
 from lrdecay.data import DATASETS, DatasetSpec
 from lrdecay.plan import Plan
 
+TOY_PREFIX = "toy_"  # the Section 3 toy model's rules (toy.smk): their own cost model, below
 # Jobs that run on the GPU where there is one (the rules whose resources say gpu=GPU).
 GPU_RULES = ("main_segment", "subpath_group", "landscape_shard")
 # Resident memory of a job before it does any work: Python with torch, numpy, pandas and
@@ -161,6 +162,8 @@ class JobCosts:
 
     def mem_mb(self, rule: str, attempt: int = 1) -> int:
         """Memory to request for a job of `rule`, in MB; grows with each retry."""
+        if rule.startswith(TOY_PREFIX):
+            return toy_mem_mb(self.config, rule, attempt)
         cuda = CUDA_MB if self.gpu and rule in GPU_RULES else 0
         base = (BASE_MB if rule in TORCH_RULES else PCA_BASE_MB if rule == "pca"
                 else LIGHT_BASE_MB)
@@ -188,6 +191,8 @@ class JobCosts:
 
     def runtime(self, rule: str, attempt: int = 1) -> int:
         """Wall-clock minutes to request for a job of `rule`; doubles with each retry."""
+        if rule.startswith(TOY_PREFIX):
+            return toy_runtime(rule, attempt)
         minutes = OVERHEAD_MIN + TIME_SAFETY * self._work_minutes(rule)
         return int(math.ceil(minutes)) * 2 ** (attempt - 1)
 

@@ -86,18 +86,6 @@ def runtime(rule):
     return lambda wildcards, attempt: COSTS.runtime(rule, attempt)
 
 
-def toy_mem_mb(rule):
-    """mem_mb resource of a toy rule's jobs, by attempt (lrdecay.resources.toy_mem_mb)."""
-    return lambda wildcards, attempt: lrdecay.resources.toy_mem_mb(
-        config, rule, attempt
-    )
-
-
-def toy_runtime(rule):
-    """runtime resource (minutes) of a toy rule's jobs, by attempt."""
-    return lambda wildcards, attempt: lrdecay.resources.toy_runtime(rule, attempt)
-
-
 # What a training-type job reads, as its params (lrdecay.plan.job_params): the training
 # sections (lrdecay.plan.TRAINING_SECTIONS, a change reruns the job), the numeric engine
 # settings and the run folder; the seed comes from the wildcard. Jobs rebuild their config from

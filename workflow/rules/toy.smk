@@ -27,8 +27,8 @@ rule toy_checks:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=toy_mem_mb("toy_checks"),
-        runtime=toy_runtime("toy_checks"),
+        mem_mb=mem_mb("toy_checks"),
+        runtime=runtime("toy_checks"),
         gpu=0,
     params:
         toy=TOY_PARAMS,
@@ -51,8 +51,8 @@ rule toy_table:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=toy_mem_mb("toy_table"),
-        runtime=toy_runtime("toy_table"),
+        mem_mb=mem_mb("toy_table"),
+        runtime=runtime("toy_table"),
         gpu=0,
     script:
         "../scripts/toy_table.py"
@@ -72,8 +72,8 @@ rule toy_figure3:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=toy_mem_mb("toy_figure3"),
-        runtime=toy_runtime("toy_figure3"),
+        mem_mb=mem_mb("toy_figure3"),
+        runtime=runtime("toy_figure3"),
         gpu=0,
     params:
         toy=TOY_PARAMS,
@@ -115,8 +115,8 @@ rule toy_figures:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=toy_mem_mb("toy_figures"),
-        runtime=toy_runtime("toy_figures"),
+        mem_mb=mem_mb("toy_figures"),
+        runtime=runtime("toy_figures"),
         gpu=0,
     params:
         toy=TOY_PARAMS,
