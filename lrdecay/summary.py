@@ -64,13 +64,12 @@ def summarise(decay_timing: pd.DataFrame, variance: pd.DataFrame | Sequence[pd.D
     return out
 
 
-def write(decay_timing: str | Path, variance: str | Path | Sequence[str | Path],
+def write(decay_timing: str | Path, variance: Sequence[str | Path],
           toy_checks: str | Path | None, out_path: str | Path,
           claims: str | Path | None = None) -> dict:
-    """Read the result tables (`variance`: one PCA table, or each seed's), write the summary
-    atomically (stable key order and formatting)."""
-    paths = [variance] if isinstance(variance, str | Path) else list(variance)
-    summary = summarise(pd.read_csv(decay_timing), [pd.read_csv(p) for p in paths],
+    """Read the result tables (`variance`: each seed's PCA table), write the summary atomically
+    (stable key order and formatting)."""
+    summary = summarise(pd.read_csv(decay_timing), [pd.read_csv(p) for p in variance],
                         pd.read_csv(toy_checks) if toy_checks else None,
                         pd.read_csv(claims) if claims else None)
     io.write_text(out_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
