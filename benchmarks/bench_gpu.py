@@ -177,10 +177,12 @@ def project_studies(report: Report, inputs: dict[str, dict[str, float]]) -> None
     for preset, times in inputs.items():
         result = project(study_shape(preset), **times)
         report.out["projection"][preset] = result
-        report.log(f"{preset} study: {result['model_epochs']:,} model-epochs (with per-epoch "
-                   f"evaluation): main {times['main_epoch_s']:.3f}s/epoch, subpaths "
+        report.log(f"{preset} study: {result['model_epochs']:,} model-epochs over "
+                   f"{result['seeds']} seed(s) (with per-epoch evaluation): main "
+                   f"{times['main_epoch_s']:.3f}s/epoch, subpaths "
                    f"{times['subpath_model_epoch_s']:.3f}s/model-epoch -> "
-                   f"{result['total_min']:.1f} min")
+                   f"{result['per_seed_min']:.1f} min per seed, {result['total_min']:.1f} min "
+                   f"in all")
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lrdecay import config as lrconfig
-from lrdecay import data, io, models
+from lrdecay import data, io, models, plan
 from lrdecay.engine import Trainer, loss_function
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,8 +22,9 @@ VGG11_TRAIN_GFLOP = 0.92  # per 32x32 image, forward + backward (the issue's fig
 def engine_config(model: str, batch_size: int, augment: bool, dropout: float, loss: str,
                   momentum: float, weight_decay: float, eval_batch: int, train_metric: str,
                   **engine: object) -> dict:
-    """A validated config for benchmarking (paths unused: the data is built in memory)."""
-    return lrconfig.validate({
+    """A validated config for benchmarking, as one seed's job sees it (the engine's training hash
+    reads `seed`; paths unused: the data is built in memory)."""
+    return plan.for_seed(lrconfig.validate({
         "output_dir": "/tmp/lrdecay-bench", "device": "cpu",
         "data": {"name": "cifar10", "augment": augment},
         "model": {"name": model, "dropout": dropout}, "loss": loss,
@@ -31,7 +32,7 @@ def engine_config(model: str, batch_size: int, augment: bool, dropout: float, lo
                       "weight_decay": weight_decay},
         "metrics": {"eval_batch_size": eval_batch, "train_metric": train_metric},
         "engine": dict(engine),
-    })
+    }), seed=0)
 
 
 def write_dataset(path: Path, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,

@@ -17,21 +17,28 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def study_shape(preset: str) -> dict:
-    """Main epochs, number of subpaths, subpath epochs and K of a preset (config/<preset>.yaml)."""
+    """Main epochs, number of subpaths, subpath epochs, K and the number of seeds of a preset
+    (config/<preset>.yaml): each seed runs the whole study again."""
     config = lrconfig.load(REPO / "config" / f"{preset}.yaml")
     plan = lrconfig.Plan(config)
     sched = config["schedule"]
     return {"main_epochs": sched["main_epochs"], "subpaths": len(plan.branch_epochs),
-            "subpath_epochs": sched["subpath_epochs"], "k": sched["subpaths_per_job"]}
+            "subpath_epochs": sched["subpath_epochs"], "k": sched["subpaths_per_job"],
+            "seeds": len(plan.seeds)}
 
 
 def project(shape: dict, main_epoch_s: float, subpath_model_epoch_s: float) -> dict:
-    """Wall seconds: main path sequential + every subpath model-epoch at the batched rate."""
+    """Wall seconds on one device: per seed, the main path sequential + every subpath model-epoch
+    at the batched rate; the seeds one after another (`seeds` of `shape`, 1 if absent)."""
+    seeds = shape.get("seeds", 1)
     main = shape["main_epochs"] * main_epoch_s
     subpaths = shape["subpaths"] * shape["subpath_epochs"] * subpath_model_epoch_s
     model_epochs = shape["main_epochs"] + shape["subpaths"] * shape["subpath_epochs"]
-    return {"model_epochs": model_epochs, "main_s": main, "subpaths_s": subpaths,
-            "total_s": main + subpaths, "total_min": (main + subpaths) / 60}
+    per_seed = main + subpaths
+    return {"seeds": seeds, "model_epochs_per_seed": model_epochs,
+            "model_epochs": model_epochs * seeds, "main_s": main, "subpaths_s": subpaths,
+            "per_seed_s": per_seed, "per_seed_min": per_seed / 60,
+            "total_s": per_seed * seeds, "total_min": per_seed * seeds / 60}
 
 
 def main() -> None:
@@ -39,8 +46,9 @@ def main() -> None:
     for preset, times in measured["projection_inputs"].items():
         result = project(study_shape(preset), times["main_epoch_s"],
                          times["subpath_model_epoch_s"])
-        print(f"{preset}: {result['model_epochs']} model-epochs, main {result['main_s'] / 60:.1f}"
-              f" min + subpaths {result['subpaths_s'] / 60:.1f} min = "
+        print(f"{preset}: {result['model_epochs']} model-epochs over {result['seeds']} seed(s);"
+              f" per seed main {result['main_s'] / 60:.1f} min + subpaths "
+              f"{result['subpaths_s'] / 60:.1f} min = {result['per_seed_min']:.1f} min; all seeds "
               f"{result['total_min']:.1f} min")
 
 
