@@ -2,7 +2,9 @@
 
 Section 2 of the paper makes five claims about the neural-network runs. Each becomes a row of
 `claims.csv` with the measured value, a 95 % interval, the paper's value where one is printed, and
-a verdict (supported, contradicted or inconclusive) decided by the rule written in the row.
+a verdict (supported, contradicted or inconclusive) on the claim as the paper states it,
+decided by the rule written in the row (where the paper claims that decay timing has little
+effect, a strong trend contradicts it).
 Intervals are bootstrapped over seeds; with one seed, over the units inside the run (branch points
 or subpaths), and the row says which.
 """
@@ -158,6 +160,22 @@ def _sign_verdict(m: dict, want: str) -> str:
     return "inconclusive"
 
 
+WEAK_TREND = 0.5  # |Spearman rho| below this is no strong monotone trend
+
+
+def _no_trend_verdict(m: dict, bound: float) -> str:
+    """supported when the interval lies inside (-bound, bound); contradicted when it lies
+    wholly beyond one of them (a strong trend either way); no interval: inconclusive."""
+    low, high = m["ci_low"], m["ci_high"]
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "inconclusive"
+    if -bound < low and high < bound:
+        return "supported"
+    if high <= -bound or low >= bound:
+        return "contradicted"
+    return "inconclusive"
+
+
 def _threshold_verdict(m: dict, threshold: float, want: str) -> str:
     """Interval (or, with no interval, the value) wholly above/below `threshold`."""
     low, high = m["ci_low"], m["ci_high"]
@@ -186,17 +204,19 @@ def _slope(units: list) -> float:
 
 
 def equal_budget_losses(metrics: pd.DataFrame) -> tuple[int | None, pd.DataFrame]:
-    """Test loss of every subpath at the last total epoch that all of them reach.
+    """Test loss of every decayed subpath at the last total epoch that all of them reach.
 
     Later branches have trained fewer epochs after the decay at that epoch, but every subpath
     has had the same total training: a lower loss for later decay there is not "more training".
+    A subpath at 0 epochs after decay is the undecayed main path at its branch point, so it is
+    left out: the comparison is between decayed points only.
     """
     sub = metrics[metrics["path"] == "subpath"]
     if sub.empty:
         return None, pd.DataFrame(columns=["branch_epoch", "test_loss"])
     common = int(sub.groupby("branch_epoch")["epoch"].max().min())
-    at = sub[sub["epoch"] == common][["branch_epoch", "test_loss"]]
-    return common, at.sort_values("branch_epoch", ignore_index=True)
+    at = sub[(sub["epoch"] == common) & (sub["epochs_after_decay"] > 0)]
+    return common, at[["branch_epoch", "test_loss"]].sort_values("branch_epoch", ignore_index=True)
 
 
 def trend_table(timings: dict[int, pd.DataFrame], seed: int = 0) -> pd.DataFrame:
@@ -257,18 +277,25 @@ def claims_table(metrics: dict[int, pd.DataFrame], variance: dict[int, pd.DataFr
                      "interval_over": m["interval_over"], "paper_value": paper,
                      "verdict": verdict, "rule": rule})
 
-    for column, claim, paper in [
-        ("subpath_final_test_loss", "later decay gives a lower final test loss",
-         "lower for later decay (Fig. 1c)"),
-        ("subpath_final_train_loss", "later decay gives a lower final train loss",
-         "small impact, 'seemingly chaotic' (Fig. 1b)"),
-    ]:
-        m = _over_seeds_or_units({s: _trend_units(t, column) for s, t in timings.items()},
-                                 _rho, seed, "branch points")
-        row(claim, f"Spearman rho of {column} against the decay epoch", m, paper,
-            _sign_verdict(m, "negative"),
-            "supported if the 95 % interval of rho lies below 0, contradicted if above 0, "
-            "otherwise inconclusive")
+    column = "subpath_final_test_loss"
+    m = _over_seeds_or_units({s: _trend_units(t, column) for s, t in timings.items()}, _rho,
+                             seed, "branch points")
+    row("later decay gives a lower final test loss",
+        f"Spearman rho of {column} against the decay epoch", m,
+        "lower for later decay (Fig. 1c)", _sign_verdict(m, "negative"),
+        "supported if the 95 % interval of rho lies below 0, contradicted if above 0, "
+        "otherwise inconclusive")
+
+    # The paper's claim here is the absence of a trend: a strong one contradicts it.
+    column = "subpath_final_train_loss"
+    m = _over_seeds_or_units({s: _trend_units(t, column) for s, t in timings.items()}, _rho,
+                             seed, "branch points")
+    row("decay timing has little effect on the final train loss",
+        f"Spearman rho of {column} against the decay epoch", m,
+        "small impact, 'seemingly chaotic' (Fig. 1b)", _no_trend_verdict(m, WEAK_TREND),
+        f"supported if the 95 % interval of rho lies inside (-{WEAK_TREND}, {WEAK_TREND}) (no "
+        f"strong monotone trend), contradicted if it lies wholly beyond -{WEAK_TREND} or "
+        f"+{WEAK_TREND} (a strong trend), otherwise inconclusive")
 
     budgets = {s: equal_budget_losses(mt) for s, mt in metrics.items()}
     epochs = sorted({e for e, _ in budgets.values() if e is not None})
@@ -276,10 +303,13 @@ def claims_table(metrics: dict[int, pd.DataFrame], variance: dict[int, pd.DataFr
         {s: _trend_units(t, "test_loss") for s, (_, t) in budgets.items()}, _rho, seed,
         "branch points")
     row("the benefit is more than 'more training'",
-        f"Spearman rho of test loss against the decay epoch at equal total epoch {epochs}", m,
+        f"Spearman rho of test loss against the decay epoch at equal total epoch {epochs}, "
+        "decayed subpaths only (one at 0 epochs after decay is the undecayed main path: left "
+        "out)", m,
         "not measured in the paper", _sign_verdict(m, "negative"),
-        "every subpath compared at the same total epoch (the last one all reach): supported if "
-        "the 95 % interval of rho lies below 0, contradicted if above 0, otherwise inconclusive")
+        "the decayed subpaths compared at the same total epoch (the last one all reach): "
+        "supported if the 95 % interval of rho lies below 0, contradicted if above 0, "
+        "otherwise inconclusive")
 
     m = _over_seeds_or_units(
         {s: [float(v.loc[v["component"] == 2, "cumulative_ratio"].iloc[0])]
@@ -309,11 +339,48 @@ def claims_table(metrics: dict[int, pd.DataFrame], variance: dict[int, pd.DataFr
     return pd.DataFrame(rows)
 
 
+def rounded(value: float, digits: int = 3) -> str:
+    """`digits` significant digits for reading (-0.9999999999999999 -> -1); NaN as a dash."""
+    return f"{value:.{digits}g}" if np.isfinite(value) else "-"
+
+
+def readable_claims(table: pd.DataFrame) -> pd.DataFrame:
+    """The claims table for reading: values and intervals rounded to 3 significant digits
+    (claims.csv keeps them exact)."""
+    return pd.DataFrame({
+        "claim": table["claim"], "paper": table["paper_value"],
+        "value": [rounded(v) for v in table["value"]],
+        "95 % interval": [f"[{rounded(lo)}, {rounded(hi)}]" if np.isfinite(lo) else "-"
+                          for lo, hi in zip(table["ci_low"], table["ci_high"], strict=True)],
+        "interval over": table["interval_over"], "verdict": table["verdict"],
+    })
+
+
+def claims_markdown(table: pd.DataFrame) -> str:
+    """The rounded claims table as a Markdown table (README, logs)."""
+    readable = readable_claims(table)
+    lines = ["| " + " | ".join(readable.columns) + " |", "|" + "---|" * readable.shape[1]]
+    lines += ["| " + " | ".join(str(v).replace("|", "/") for v in row) + " |"
+              for row in readable.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def claims_html(table: pd.DataFrame) -> str:
+    """The rounded claims table as a small HTML page (the Snakemake report shows it)."""
+    body = readable_claims(table).to_html(index=False, border=0)
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>claims</title>"
+            "<style>td,th{padding:2px 8px;text-align:left;vertical-align:top}</style></head>"
+            "<body><p>Rounded to 3 significant digits; claims.csv holds the exact values and "
+            f"the rule of each verdict.</p>\n{body}\n</body></html>\n")
+
+
 def write_claims(seeds: Sequence[int], metrics: Sequence[str | Path],
                  variance: Sequence[str | Path], coordinates: Sequence[str | Path],
-                 out_claims: str | Path, out_trends: str | Path) -> pd.DataFrame:
-    """Read each seed's tables (in the order of `seeds`), write claims.csv and trends.csv; log
-    each verdict. The first seed seeds the bootstrap."""
+                 out_claims: str | Path, out_trends: str | Path,
+                 out_readable: str | Path | None = None) -> pd.DataFrame:
+    """Read each seed's tables (in the order of `seeds`), write claims.csv and trends.csv (and
+    the rounded claims table as HTML at `out_readable`); log each verdict. The first seed seeds
+    the bootstrap."""
     def read(paths: Sequence[str | Path]) -> dict[int, pd.DataFrame]:
         return {s: pd.read_csv(p) for s, p in zip(seeds, paths, strict=True)}
 
@@ -322,9 +389,12 @@ def write_claims(seeds: Sequence[int], metrics: Sequence[str | Path],
     table = claims_table(frames["metrics"], frames["variance"], frames["coordinates"],
                          seed=seeds[0])
     io.write_csv(out_claims, table)
+    if out_readable is not None:
+        io.write_text(out_readable, claims_html(table))
     timings = {s: decay_timing_table(m) for s, m in frames["metrics"].items()}
     io.write_csv(out_trends, trend_table(timings, seeds[0]))
     for row in table.itertuples(index=False):
         log.info("%s: %s (value %.4g, 95 %% interval [%.4g, %.4g] over %s)", row.claim,
                  row.verdict, row.value, row.ci_low, row.ci_high, row.interval_over)
+    log.info("claims, rounded:\n%s", claims_markdown(table))
     return table

@@ -1,6 +1,7 @@
 """The run's headline numbers as one JSON file, so `dvc metrics show` / `dvc metrics diff` compare
 runs and commits: decay timing and PCA explained variance (means across seeds), the Section 2
-claims' verdicts and the toy checks' verdicts.
+claims' verdicts (each on the paper's claim as the paper states it, so a dashboard counting
+supported claims counts agreement with the paper) and the toy checks' verdicts.
 
 DVC reads metrics only from JSON, YAML or TOML, not from the CSV tables that hold the results;
 this file repeats their key columns (the tables stay the source).
@@ -51,7 +52,7 @@ def summarise(decay_timing: pd.DataFrame, variance: pd.DataFrame | Sequence[pd.D
     ratios = pd.concat(tables).groupby("component")["explained_variance_ratio"].mean().tolist()
     out["pca"] = {f"pc{i}_variance_ratio": _number(r) for i, r in enumerate(ratios, start=1)}
     out["pca"]["pc1_pc2_variance_ratio"] = _number(sum(ratios[:2]))
-    if claims is not None:  # verdict 1 supported, 0 inconclusive, -1 contradicted
+    if claims is not None:  # on the paper's claim as stated: 1 holds, 0 inconclusive, -1 not
         out["claims"] = {row.claim: {"value": _number(row.value),
                                      "verdict": VERDICT_CODE[row.verdict]}
                          for row in claims.itertuples(index=False)}

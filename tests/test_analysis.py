@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrdecay import analysis, data, subpaths, train, trajectories
+from lrdecay import analysis, data, subpaths, summary, train, trajectories
 from lrdecay import config as lrconfig
 from tests.conftest import load_tiny
 
@@ -162,3 +162,68 @@ def test_too_few_branch_points_or_seeds_give_no_interval_and_no_verdict() -> Non
     assert "too few for an interval" in row["interval_over"]
     two = claims(-0.05, 2).loc["later decay gives a lower final test loss"]
     assert two["verdict"] == "inconclusive" and "need 3" in two["interval_over"]
+
+
+def _train_trend_claims(final_train: list[float], seeds: int = 3) -> pd.DataFrame:
+    """Claims of `seeds` runs whose subpaths end at `final_train` (one per branch point)."""
+    runs = {s: study(-0.05, s, n_branches=len(final_train)) for s in range(seeds)}
+    for r in runs.values():
+        m = r["metrics"]
+        ends = m[m["path"] == "subpath"].groupby("branch_epoch")["epoch"].idxmax()
+        m.loc[ends.to_numpy(), "train_loss"] = final_train
+    return analysis.claims_table({s: r["metrics"] for s, r in runs.items()},
+                                 {s: r["variance"] for s, r in runs.items()},
+                                 {s: r["coordinates"] for s, r in runs.items()}).set_index("claim")
+
+
+def test_train_loss_row_is_the_papers_claim_of_little_effect_and_summary_follows() -> None:
+    """The paper says decay timing has little effect on the train loss: a strong monotone trend
+    contradicts it (verdict -1 in summary.json), no trend supports it (+1)."""
+    claim = "decay timing has little effect on the final train loss"
+    strong = _train_trend_claims([0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    assert strong.loc[claim, "value"] == pytest.approx(-1.0)
+    assert strong.loc[claim, "verdict"] == "contradicted"
+    assert "small impact" in strong.loc[claim, "paper_value"]
+    flat = _train_trend_claims([0.3, 0.5, 0.1, 0.7, 0.8, 0.2, 0.6, 0.4])  # rho = 0.19
+    assert abs(flat.loc[claim, "value"]) < analysis.WEAK_TREND
+    assert flat.loc[claim, "verdict"] == "supported"
+    variance = study(0.0, 0)["variance"]
+    for table, code in [(strong, -1), (flat, 1)]:
+        out = summary.summarise(pd.DataFrame(columns=["branch_epoch"]), variance,
+                                claims=table.reset_index())
+        assert out["claims"][claim]["verdict"] == code
+
+
+def test_more_than_more_training_compares_decayed_points_only() -> None:
+    """Branch 5 is at 0 epochs after decay at the common epoch 5: the undecayed main path."""
+    metrics = metrics_frame([1.0] * 20, {2: [0.9, 0.8, 0.7, 0.6], 4: [0.5, 0.4, 0.3, 0.2],
+                                         5: [0.95, 0.1, 0.1, 0.1]})
+    epoch, table = analysis.equal_budget_losses(metrics)
+    assert epoch == 5
+    assert table["branch_epoch"].tolist() == [2, 4] and table["test_loss"].tolist() == [0.6, 0.4]
+    row = claims(-0.05, 1).loc["the benefit is more than 'more training'"]
+    assert "decayed subpaths only" in row["measure"]
+
+
+def test_claims_read_rounded_while_the_csv_stays_exact(tmp_path: Path) -> None:
+    table = pd.DataFrame({"claim": ["a"], "paper_value": ["yes"], "value": [-0.9999999999999999],
+                          "ci_low": [-1.0000000000000002], "ci_high": [0.123456789],
+                          "interval_over": ["seeds (n = 3)"], "verdict": ["supported"]})
+    text = analysis.claims_markdown(table)
+    assert "| a | yes | -1 | [-1, 0.123] | seeds (n = 3) | supported |" in text
+    assert "0.9999" not in text and "0.9999" not in analysis.claims_html(table)
+    assert analysis.rounded(float("nan")) == "-"
+    runs = {s: study(-0.05, s) for s in range(1)}
+    written = analysis.write_claims(
+        [0], *[[_csv(tmp_path, f"{k}.csv", runs[0][k])] for k in
+               ("metrics", "variance", "coordinates")],
+        tmp_path / "claims.csv", tmp_path / "trends.csv", tmp_path / "claims.html")
+    back = pd.read_csv(tmp_path / "claims.csv")
+    assert back["value"].tolist() == pytest.approx(written["value"].tolist(), rel=1e-15,
+                                                   nan_ok=True)
+    assert "<table" in (tmp_path / "claims.html").read_text()
+
+
+def _csv(folder: Path, name: str, frame: pd.DataFrame) -> Path:
+    frame.to_csv(folder / name, index=False)
+    return folder / name

@@ -18,6 +18,11 @@ rule claims:
             caption="../report/trends.rst",
             category="Tables",
         ),
+        readable=report(
+            f"{RUN_DIR}/claims.html",
+            caption="../report/claims_readable.rst",
+            category="Tables",
+        ),
     log:
         f"{RUN_DIR}/logs/claims.log",
     conda:

@@ -6,4 +6,4 @@ from lrdecay import analysis, logs
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
 analysis.write_claims(sm.params.seeds, sm.input.metrics, sm.input.variance, sm.input.coordinates,
-                      sm.output.claims, sm.output.trends)
+                      sm.output.claims, sm.output.trends, sm.output.readable)
