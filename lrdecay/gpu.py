@@ -107,14 +107,14 @@ def lock_dir() -> Path:
 def _try_lock(path: Path) -> int | None:
     """Open and exclusively flock ``path`` without blocking; the fd, or None if held elsewhere."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # a link: ELOOP
         writable = True
         try:  # the umask may have narrowed 0o666; other users' jobs must open it too
             os.fchmod(fd, 0o666)
         except OSError:
             pass
     except PermissionError:  # another user's lock file without write access: flock needs none
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         writable = False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

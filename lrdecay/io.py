@@ -5,6 +5,10 @@ corrupt file is reported with its path and the fix instead of a traceback from i
 Resume states carry their record inside the same file (`save_state`), so one rename commits
 state and record together and a kill at any instant leaves the previous or the new pair.
 Files renamed into place get the mode the umask gives a new file, as if written directly.
+No work file is written, filled in place, published or recorded through a symbolic link that
+lrdecay did not make (it makes none): `guard` refuses one, naming it, wherever a work file is
+opened for writing, so a link planted in a shared work folder cannot redirect a write onto a
+file outside the run. A full disk is reported with the path that could not be written.
 torch is imported on use, not with the module: the Snakefile and the DVC stages' DAG check import
 this module in every Snakemake start, where importing torch would cost seconds.
 """
@@ -12,6 +16,7 @@ this module in every Snakemake start, where importing torch would cost seconds.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -31,6 +36,14 @@ class CorruptFileError(RuntimeError):
     """A checkpoint or array on disk is missing, truncated or does not match its checksum."""
 
 
+class UnsafePathError(RuntimeError):
+    """A work file would be reached through a symbolic link that lrdecay did not make."""
+
+
+class WriteError(OSError):
+    """A file could not be written (full disk, quota, read-only file system); names the path."""
+
+
 STATE_MAGIC = b"lrdecay-state 1\n"  # first line of a resume state; the record is the second
 
 # Called with the final path right before and right after a temporary file is renamed onto it:
@@ -47,6 +60,112 @@ def rerun_fix(path: str | Path) -> str:
     folder = Path(path).parent
     return (f"delete the folder {folder} (the output of the job that wrote it) and rerun the "
             f"same command; Snakemake then reruns that job (or: snakemake --force {folder})")
+
+
+def guard(path: str | Path, root: str | Path | None = None) -> Path:
+    """`path`, after checking that neither it nor a folder between `root` and it is a symbolic
+    link; else UnsafePathError naming the link and the fix.
+
+    lrdecay never makes links inside a run folder, so one found there was planted (work folders
+    on shared cluster file systems are often writable by others), and opening, filling or
+    hard-linking through it would write onto, or publish, whatever it points at. `root` is the
+    run folder (or another folder the caller owns whole); what lies above it (output_dir may
+    itself be a link to scratch space) is the user's choice and not checked. Without `root`
+    only `path` itself is checked. Parts that do not exist yet are fine: lrdecay makes them.
+    """
+    path = Path(path)
+    chain = [path]
+    if root is not None:
+        try:
+            parts = path.relative_to(root).parts
+        except ValueError:
+            parts = ()
+        chain = [Path(root).joinpath(*parts[:i]) for i in range(1, len(parts) + 1)] or chain
+    for part in chain:  # outermost first: a linked folder is named before what lies in it
+        if part.is_symlink():
+            try:
+                target = os.readlink(part)
+            except OSError:
+                target = "?"
+            raise UnsafePathError(
+                f"{part} is a symbolic link (to {target}) that lrdecay did not make; it never "
+                "writes or publishes a work file through one, since the link could point the "
+                "write at any file outside the run. Fix: delete the link (rm "
+                f"{part}) and rerun the same command (what belonged there is then made anew)."
+            )
+    return path
+
+
+def find_links(root: str | Path, limit: int = 5) -> list[Path]:
+    """Up to `limit` symbolic links inside the folder `root` (not followed), in walk order."""
+    found: list[Path] = []
+    if not Path(root).is_dir():  # the run folder itself may be a link (to scratch space)
+        return found
+    for folder, dirs, files in os.walk(root):
+        for name in sorted(dirs) + sorted(files):
+            if os.path.islink(os.path.join(folder, name)):
+                found.append(Path(folder) / name)
+                if len(found) >= limit:
+                    return found
+    return found
+
+
+def check_no_links(root: str | Path) -> None:
+    """Refuse a run folder that holds a symbolic link anywhere inside (before any job runs)."""
+    links = find_links(root)
+    if links:
+        guard(links[0])  # raises UnsafePathError with the fix
+
+
+def write_error(err: OSError, path: str | Path) -> WriteError:
+    """`err` (raised while writing `path`) as a WriteError that names the path and the fix."""
+    why = {errno.ENOSPC: "the file system is full", errno.EDQUOT: "the disk quota is used up",
+           errno.EROFS: "the file system is mounted read-only"}.get(err.errno, err.strerror)
+    fix = ("free space there (df -h shows it) and rerun the same command; nothing half-written "
+           "was kept" if err.errno in (errno.ENOSPC, errno.EDQUOT) else
+           "point output_dir at a writable folder (or remount it read-write) and rerun")
+    return WriteError(err.errno, f"cannot write {path}: {why} ({err.strerror}). Fix: {fix}")
+
+
+@contextlib.contextmanager
+def _naming_write_errors(path: Path) -> Iterator[None]:
+    """Re-raise a full disk, quota or read-only error as a WriteError naming `path`."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise write_error(err, path) from err
+        raise
+
+
+def open_memmap(path: str | Path, mode: str, root: str | Path | None = None,
+                **kwargs: Any) -> np.memmap:
+    """np.lib.format.open_memmap through `guard` (it follows links), with the space of a new
+    array reserved at once: a full disk fails here naming the file, not later inside the
+    mapping (where it would kill the process with SIGBUS)."""
+    path = guard(path, root)
+    with _naming_write_errors(path):
+        array = np.lib.format.open_memmap(path, mode=mode, **kwargs)
+        if mode == "w+" and array.size:
+            with open(path, "rb+") as handle:
+                os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+    return array
+
+
+def link(source: str | Path, target: str | Path, root: str | Path | None = None) -> None:
+    """Publish a finished work file: hard-link it (free, and the work copy stays intact until
+    the output is in place), or copy it where links are not possible. Neither the source nor
+    the target may be a symbolic link (a hard link to one would publish the link itself)."""
+    source, target = guard(source, root), guard(target)
+    with _naming_write_errors(target):
+        try:
+            target.hardlink_to(source)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                raise
+            shutil.copy2(source, target, follow_symlinks=False)
 
 
 def _umask() -> int:
@@ -73,18 +192,21 @@ def sha256(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def atomic_path(path: str | Path, root: str | Path | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+    `path` (and, with `root`, the folders below it) must not be a symbolic link (`guard`)."""
+    path = guard(path, root)
+    with _naming_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a result file follows the umask
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as handle:
-            os.fsync(handle.fileno())
+        with _naming_write_errors(path):
+            yield tmp_path
+            with open(tmp_path, "rb+") as handle:
+                os.fsync(handle.fileno())
         _hook("before", path)
         os.replace(tmp_path, path)
         _hook("after", path)
@@ -93,14 +215,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside `path` that replaces `path` whole when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+def atomic_dir(path: str | Path, root: str | Path | None = None) -> Iterator[Path]:
+    """Yield a temporary folder beside `path` that replaces `path` whole when the block succeeds.
+    `path` (and, with `root`, the folders below it) must not be a symbolic link (`guard`)."""
+    path = guard(path, root)
+    with _naming_write_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     try:
-        yield tmp
+        with _naming_write_errors(path):
+            yield tmp
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -244,8 +369,8 @@ def save_array(path: str | Path, array: np.ndarray, meta: dict) -> None:
 
 
 def record_array(path: str | Path, meta: dict) -> None:
-    """Write the sidecar of a .npy filled in place (e.g. through np.lib.format.open_memmap)."""
-    array = np.load(path, mmap_mode="r")
+    """Write the sidecar of a .npy filled in place (through `open_memmap`)."""
+    array = np.load(guard(path), mmap_mode="r")
     _record(Path(path), {"shape": list(array.shape), "dtype": str(array.dtype), **meta})
 
 

@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from lrdecay import io
+
 RUN_LOCK = ".lock"
 JOB_LOCKS = ".locks"
 
@@ -46,16 +48,17 @@ def _holder(handle: IO[str]) -> tuple[str, str]:
         return "a process that is starting up", "PID"
 
 
-def acquire(path: str | Path, what: str, fix: str) -> IO[str]:
+def acquire(path: str | Path, what: str, fix: str, root: str | Path | None = None) -> IO[str]:
     """Take the exclusive lock `path` without waiting and record this process in it.
 
     Returns the open file: the lock lasts until it is closed or this process ends.
     Raises LockHeld naming the holder, and `fix` with {pid} filled in, when another process
     has it.
     """
-    path = Path(path)
+    path = io.guard(path, root)  # a planted link would have us truncate the file it points at
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")  # noqa: SIM115 (the caller owns it for as long as it holds the lock)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666)
+    handle = open(fd, "a+")  # noqa: SIM115 (the caller owns it for as long as it holds the lock)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -91,7 +94,7 @@ def job(run_dir: str | Path, name: str) -> Iterator[None]:
     handle = acquire(
         Path(run_dir) / JOB_LOCKS / f"{name}.lock", f"job {name}",
         "It is probably left over from a Snakemake that was killed: wait for it to finish or "
-        "stop it (kill {pid}), then rerun.",
+        "stop it (kill {pid}), then rerun.", root=run_dir,
     )
     try:
         yield

@@ -138,7 +138,7 @@ def package(config: dict, run_dir: str | Path, dest: str | Path, command: str,
         files = []
         for relative in kept:
             (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-            files.append(_copy(run_dir / relative, staging / relative))
+            files.append(_copy(io.guard(run_dir / relative, run_dir), staging / relative))
         for name in [f for f in files if f.stat().st_size > MAX_FILE_BYTES]:
             left_out.append(f"{name.relative_to(staging)} ({name.stat().st_size} bytes > "
                             f"{MAX_FILE_BYTES} even compressed)")

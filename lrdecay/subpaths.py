@@ -44,9 +44,10 @@ def run_subpath_group(config: dict, data_path: str, group: int, out_dir: str, de
     """
     plan, trainer = train.setup(config, data_path, device_name, threads)
     sub_epochs = config["schedule"]["subpath_epochs"]
-    group_work = train.keyed_work(plan.resume_dir, f"subpath-group-{group:03d}", trainer.hash)
+    group_work = train.keyed_work(plan.resume_dir, f"subpath-group-{group:03d}", trainer.hash,
+                                  plan.run_dir)
     branches = plan.subpath_groups[group]
-    works = {b: group_work / f"branch-{b:04d}" for b in branches}
+    works = {b: io.guard(group_work / f"branch-{b:04d}", plan.run_dir) for b in branches}
     todo = [b for b in branches if not (works[b] / "metrics.csv").exists()]
     for b in sorted(set(branches) - set(todo)):
         log.info("branch %d already finished with this config (training hash %s) in %s",
@@ -66,19 +67,19 @@ def run_subpath_group(config: dict, data_path: str, group: int, out_dir: str, de
         failures += train.PathsRun(
             trainer, [branch_spec(config, b) for b in batch], batch, sub_epochs,
             [works[b] for b in batch], [plan.branch_state(b) for b in batch],
-            state_dir / train.STATE_NAME, new_stepper=make_stepper,
+            state_dir / train.STATE_NAME, new_stepper=make_stepper, root=plan.run_dir,
         ).run()
     if failures:
         raise train.DivergenceError(
             "; ".join(failures) + f". The group's other subpaths finished and are kept in "
             f"{group_work}; a rerun retrains only the failed ones."
         )
-    with io.atomic_dir(out_dir) as tmp:
+    with io.atomic_dir(out_dir, root=plan.run_dir) as tmp:
         frames = []
         for branch in branches:
-            frames.append(pd.read_csv(works[branch] / "metrics.csv"))
+            frames.append(pd.read_csv(io.guard(works[branch] / "metrics.csv")))
             for suffix in ("", ".json"):
-                train.link(works[branch] / f"snapshots.npy{suffix}",
-                           tmp / f"branch-{branch:04d}.npy{suffix}")
+                io.link(works[branch] / f"snapshots.npy{suffix}",
+                        tmp / f"branch-{branch:04d}.npy{suffix}", plan.run_dir)
         io.write_csv(tmp / "metrics.csv", pd.concat(frames, ignore_index=True))
     train.remove_work(group_work)

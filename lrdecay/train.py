@@ -56,13 +56,15 @@ def main_spec(config: dict) -> PathSpec:
     return PathSpec("main", None, config["optimizer"]["main_lr"])
 
 
-def keyed_work(resume_dir: Path, name: str, cfg_hash: str) -> Path:
+def keyed_work(resume_dir: Path, name: str, cfg_hash: str, root: Path | None = None) -> Path:
     """<resume>/<name>/<training hash>: the only partial state this config may resume from.
 
     Anything else under <resume>/<name> (another config's partial or finished paths) is moved to
-    <resume>/set-aside/ with a warning, never reused and never deleted.
+    <resume>/set-aside/ with a warning, never reused and never deleted. No folder of it below
+    `root` (the run folder) may be a symbolic link (lrdecay.io.guard).
     """
-    folder = resume_dir / name
+    folder = io.guard(resume_dir / name, root)
+    io.guard(folder / cfg_hash)
     if folder.is_dir():
         for other in sorted(folder.iterdir()):
             if other.name == cfg_hash:
@@ -89,7 +91,7 @@ def reopen_snapshots(path: Path, shape: tuple[int, ...], dtype: str) -> np.memma
     """The resume folder's snapshot array opened for writing, or None (with a warning) if it is
     truncated or not the expected shape, in which case the path restarts instead of crashing."""
     try:
-        array = np.lib.format.open_memmap(path, mode="r+")
+        array = io.open_memmap(path, mode="r+")
     except (OSError, ValueError) as err:
         log.warning("resume snapshots %s are unreadable (%s); starting afresh", path, err)
         return None
@@ -114,7 +116,8 @@ class PathsRun:
     snapshots.npy (+ sidecar), state.pt if `publish_state`, and, last, metrics.csv (which marks it
     done). `initial[i]` is a main-path checkpoint (None: the freshly built model). `branch_points`
     (K = 1) are the epochs whose full state is saved as branch-XXXX.pt for subpaths. The resume
-    state is `state_path`.
+    state is `state_path`. Nothing below `root` (the run folder) on the way to a work file may
+    be a symbolic link (lrdecay.io.guard).
     """
 
     trainer: Trainer
@@ -130,6 +133,7 @@ class PathsRun:
     # (trainer, K, lr) -> the engine of K paths. One model here; the subpath groups pass
     # lrdecay.stacked.make_stepper, so this module never imports the vmap code.
     new_stepper: Callable[[Trainer, int, float], Stepper] = single_stepper
+    root: Path | None = None
 
     def run(self) -> list[str]:
         """Train; return the divergence messages of the paths that failed (others finished)."""
@@ -138,9 +142,9 @@ class PathsRun:
         every, dtype = cfg["trajectory"]["every_epochs"], cfg["trajectory"]["dtype"]
         snaps = [snapshot_epochs(s, s + self.length, every, self.snapshot_start)
                  for s in self.starts]
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        io.guard(self.state_path, self.root).parent.mkdir(parents=True, exist_ok=True)
         for work in self.works:
-            work.mkdir(parents=True, exist_ok=True)
+            io.guard(work, self.root).mkdir(parents=True, exist_ok=True)
         stepper = self.new_stepper(trainer, k, self.specs[0].lr)
         generators = [torch.Generator(device=device).manual_seed(cfg["seed"] * 7919
                                                                   + s.seed_offset)
@@ -166,13 +170,15 @@ class PathsRun:
             log.info("%s: resumed at epoch %s from %s", self._label(),
                      "/".join(str(self.starts[i] + t) for i in active), self.state_path)
         else:
-            stepper.load_initial(self.initial, io.rerun_fix)
+            # distance_from_start: a subpath from its branch point, the main path from epoch 0
+            stepper.load_initial(self.initial, io.rerun_fix,
+                                 from_init=self.specs[0].branch_epoch is None)
             torch.manual_seed(cfg["seed"] * 7919 + self.specs[0].seed_offset)  # dropout stream
             active, t, failures = list(range(k)), 0, []
             rows = {i: [] for i in range(k)}
             for i in active:
-                memmaps[i] = np.lib.format.open_memmap(
-                    self.works[i] / "snapshots.npy", mode="w+", dtype=dtype, shape=shapes[i])
+                memmaps[i] = io.open_memmap(self.works[i] / "snapshots.npy", mode="w+",
+                                            dtype=dtype, shape=shapes[i])
             if self.snapshot_start:
                 values, flat = stepper.evaluate(None), stepper.flat().cpu().numpy()
                 for i in active:
@@ -233,7 +239,7 @@ class PathsRun:
                 io.save_checkpoint(self.works[i] / "state.pt", state,
                                    meta={"config_hash": trainer.hash,
                                          "settings": trainer.settings})
-            frame = pd.DataFrame(rows[i], columns=METRIC_COLUMNS)
+            frame = pd.DataFrame(rows[i], columns=METRIC_COLUMNS + stepper.layer_columns)
             io.write_csv(self.works[i] / "metrics.csv", frame)  # last: marks the path done
         self.state_path.unlink(missing_ok=True)
         return failures
@@ -300,14 +306,6 @@ class PathsRun:
                  row["train_loss"], row["test_loss"], row["test_acc"], elapsed, eta)
 
 
-def link(source: Path, target: Path) -> None:
-    """Hard-link (free, and the resume copy stays intact until the output is in place)."""
-    try:
-        target.hardlink_to(source)
-    except OSError:
-        shutil.copy2(source, target)
-
-
 def setup(config: dict, data_path: str, device_name: str,
            threads: int | None) -> tuple[Plan, Trainer]:
     plan = Plan(config)
@@ -321,7 +319,7 @@ def run_main_segment(config: dict, data_path: str, end: int, out_dir: str, devic
                      threads: int | None = None) -> None:
     """Train the main path over the segment ending at `end` (end 0: initialise and evaluate)."""
     plan, trainer = setup(config, data_path, device_name, threads)
-    work = keyed_work(plan.resume_dir, f"main-segment-{end:04d}", trainer.hash)
+    work = keyed_work(plan.resume_dir, f"main-segment-{end:04d}", trainer.hash, plan.run_dir)
     if end == 0:
         start, initial, branches = 0, None, ()
     else:
@@ -330,13 +328,14 @@ def run_main_segment(config: dict, data_path: str, end: int, out_dir: str, devic
         branches = tuple(b for b in plan.branches_in_segment(end) if b != end)
     failures = PathsRun(trainer, [main_spec(config)], [start], end - start, [work], [initial],
                         work / STATE_NAME, snapshot_start=end == 0, branch_points=branches,
-                        publish_state=True).run()
+                        publish_state=True, root=plan.run_dir).run()
     if failures:
         raise DivergenceError(failures[0])
     keep = ["state.pt", "metrics.csv", "snapshots.npy"] + [f"branch-{b:04d}.pt" for b in branches]
-    with io.atomic_dir(out_dir) as tmp:  # publish the finished files and their sidecars
+    # publish the finished files and their sidecars
+    with io.atomic_dir(out_dir, root=plan.run_dir) as tmp:
         for name in keep:
             for suffix in ("", ".json"):
-                if (work / f"{name}{suffix}").exists():
-                    link(work / f"{name}{suffix}", tmp / f"{name}{suffix}")
+                if (work / f"{name}{suffix}").exists() or (work / f"{name}{suffix}").is_symlink():
+                    io.link(work / f"{name}{suffix}", tmp / f"{name}{suffix}", plan.run_dir)
     remove_work(work)

@@ -28,9 +28,8 @@ def gather_main(segment_dirs: list[str | Path], out_path: str | Path) -> None:
     total = sum(len(array) for array, _ in parts)
     out_path = Path(out_path)
     with io.atomic_path(out_path) as tmp:
-        merged = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=parts[0][0].dtype, shape=(total, parts[0][0].shape[1])
-        )
+        merged = io.open_memmap(tmp, mode="w+", dtype=parts[0][0].dtype,
+                                shape=(total, parts[0][0].shape[1]))
         row = 0
         for array, _ in parts:  # chunk by chunk: never more than one segment in memory
             merged[row : row + len(array)] = array

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from lrdecay import config as lrconfig
-from lrdecay import data, lock
+from lrdecay import data, io, lock
 
-from .conftest import CIFAR_SMALL, REPO, TINY, write_cifar_bin, write_cifar_py
+from .conftest import CIFAR_SMALL, REPO, TINY, load_tiny, train_all, write_cifar_bin, write_cifar_py
 
 # (id, YAML over config/tiny.yaml as a second config file (None: the file is missing), fragment)
 CONFIG_ROWS = [
@@ -279,3 +279,91 @@ def test_training_job_refuses_a_live_copy(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert f"job main_segment-seed-0-0000 is in use by pid {holder.pid}" in output
     assert not (run_dir / "seed-0" / "main" / "segment-0000").exists()
+
+
+# -- symbolic links planted in work folders (a shared file system: others can write there) ------
+# (id, the link, relative to the seed folder ({hash}: the training hash; '../': the run folder),
+# whether it points at a victim folder rather than a file)
+LINK_ROWS = [
+    ("resume snapshots of a main segment", ".resume/main-segment-0003/{hash}/snapshots.npy", False),
+    ("resume snapshots of a subpath", ".resume/subpath-group-000/{hash}/branch-0002/snapshots.npy",
+     False),
+    ("resume state", ".resume/main-segment-0003/{hash}/resume.pt", False),
+    ("resume folder of a job", ".resume/main-segment-0006", True),
+    ("resume folder of a config", ".resume/main-segment-0003/{hash}", True),
+    ("the resume root", ".resume", True),
+    ("a branch state in the resume folder", ".resume/main-segment-0003/{hash}/branch-0002.pt",
+     False),
+    ("folder of the published segments", "main", True),
+    ("run lock", "../.lock", False),
+    ("job lock", "../.locks/main_segment-seed-0-0003.lock", False),
+]
+
+
+def _plant(tmp_path: Path, run_seed: Path, relative: str, folder: bool) -> tuple[Path, Path]:
+    """A victim outside the run (a file, or a folder holding files named as lrdecay's) and a
+    link to it at `relative`; (link, victim)."""
+    victim = tmp_path / "victim"
+    if folder:
+        victim.mkdir()
+        for name in ("snapshots.npy", "resume.pt", "state.pt", "metrics.csv", "segment-0003"):
+            (victim / name).write_bytes(b"precious " + name.encode())
+    else:
+        victim.write_bytes(b"precious bytes that lrdecay must never touch\n")
+    link = Path(os.path.normpath(run_seed / relative))
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(victim, target_is_directory=folder)
+    return link, victim
+
+
+def _snapshot(victim: Path) -> dict[str, bytes]:
+    files = [victim] if victim.is_file() else sorted(p for p in victim.rglob("*"))
+    return {str(p): p.read_bytes() if p.is_file() else b"<folder>" for p in files}
+
+
+@pytest.mark.parametrize(("relative", "folder"), [row[1:] for row in LINK_ROWS],
+                         ids=[row[0] for row in LINK_ROWS])
+def test_a_planted_link_is_refused_and_its_target_untouched(tmp_path: Path, relative: str,
+                                                            folder: bool) -> None:
+    config = load_tiny(tmp_path)
+    seed_dir = lrconfig.Plan(config).seed_dir()
+    link, victim = _plant(tmp_path, seed_dir,
+                          relative.replace("{hash}", lrconfig.training_hash(config)), folder)
+    before = _snapshot(victim)
+    with pytest.raises(io.UnsafePathError) as info:
+        if relative.startswith("../"):  # the locks: taken by Snakemake and by each training job
+            with lock.job(seed_dir.parent, "main_segment-seed-0-0003"):
+                lock.hold_run(seed_dir.parent).close()
+        else:
+            train_all(config)
+    message = str(info.value)
+    assert f"{link} is a symbolic link" in message, message
+    assert f"Fix: delete the link (rm {link})" in message
+    assert _snapshot(victim) == before  # not a byte written through the link
+    assert not list(tmp_path.glob("victim/.*"))  # nor a temporary file beside its target
+
+
+def test_no_work_file_is_opened_beside_the_guard() -> None:
+    """The openers that follow links (numpy's memmap, hard links) are called in lrdecay.io only,
+    behind its guard."""
+    for path in (REPO / "lrdecay").rglob("*.py"):
+        if path.name == "io.py":
+            continue
+        text = path.read_text()
+        for call in ("open_memmap(", "hardlink_to(", "os.link("):
+            used = call in text.replace("io.open_memmap(", "")
+            assert not used, f"{path.relative_to(REPO)} calls {call} outside lrdecay.io's guard"
+
+
+def test_snakemake_refuses_a_run_folder_holding_a_link(tmp_path: Path) -> None:
+    """Before any job, even a dry run: a link anywhere inside the run folder is named."""
+    run_dir = tmp_path / "results" / "tiny"
+    link, victim = _plant(tmp_path, run_dir / "seed-0", "pca", folder=True)
+    before = _snapshot(victim)
+    result = snakemake(tmp_path, "--configfile", str(TINY), "--config",
+                       f"output_dir={run_dir.parent}")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"{link} is a symbolic link (to {victim})" in output, output[-2000:]
+    assert "Traceback" not in output
+    assert _snapshot(victim) == before

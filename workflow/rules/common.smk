@@ -9,6 +9,7 @@ sys.path.insert(0, workflow.basedir)
 from snakemake.utils import min_version
 
 import lrdecay.config
+import lrdecay.io
 import lrdecay.lock
 import lrdecay.plan
 
@@ -20,7 +21,10 @@ try:
     # The one validation path (as lrdecay.config.load): the schemas in lrdecay/schemas/ with
     # readable errors and their defaults, cross-field rules, the toy model's rules.
     lrdecay.config.validate(config)
-except lrdecay.config.ConfigError as err:
+    # No symbolic link inside the run folder: lrdecay makes none, and a planted one could turn
+    # a job's write onto a file outside the run (each job's writes check again: lrdecay.io.guard).
+    lrdecay.io.check_no_links(lrdecay.plan.Plan(config).run_dir)
+except (lrdecay.config.ConfigError, lrdecay.io.UnsafePathError) as err:
     raise WorkflowError(str(err)) from None
 RUN_LOCKS = []  # the run folder's lock, held until Snakemake exits (lrdecay.lock)
 
