@@ -1,9 +1,20 @@
 import os
+import sys
 
 # lrdecay: the whole study of Ren, Ma & Ying (AISTATS 2024) as one DAG.
 # Stages: data -> per seed (seeds: [...]): main-path segments -> subpath groups -> metrics and
 # trajectories -> PCA -> landscape shards (first seed) -> across seeds: figures, claims, summary
 # and report; plus the Section 3 toy model. Layout: lrdecay.plan.Plan.
+
+
+sys.path.insert(0, workflow.basedir)  # this checkout's package, even if not installed
+import lrdecay.config
+
+# config.yaml read strictly before Snakemake loads it: a YTE template there would run code.
+try:
+    lrdecay.config.check_files([os.path.join(workflow.basedir, "config.yaml")])
+except lrdecay.config.ConfigError as err:
+    raise WorkflowError(str(err)) from None
 
 
 configfile: os.path.join(workflow.basedir, "config.yaml")  # the quick preset, wherever snakemake runs

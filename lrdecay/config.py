@@ -88,6 +88,10 @@ def _describe(error: jsonschema.ValidationError, schema_name: str, prefix: str =
     return f"config key {key} = {error.instance!r}: {allowed or error.message}"
 
 
+# A top-level key that makes Snakemake evaluate a config file as a YTE template (Python code).
+YTE_KEY = "__use_yte__"
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A YAML loader that refuses a key given twice in one mapping (PyYAML keeps the last one)."""
 
@@ -124,12 +128,21 @@ def read_yaml(path: str | Path) -> dict:
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys, not "
                           f"{type(loaded).__name__}")
+    if YTE_KEY in loaded:
+        raise ConfigError(
+            f"config file {path} sets {YTE_KEY}: it is a YTE template, whose ?-expressions are "
+            "Python code that Snakemake runs when it loads the file (before lrdecay can read "
+            "it, even on a dry run), so it can run any command. lrdecay refuses such files: "
+            f"delete the {YTE_KEY} key and write plain values (and check what the file may "
+            "already have run)."
+        )
     return loaded
 
 
 def check_files(paths: Any) -> None:
-    """Read each existing config file strictly (duplicate keys, YAML errors) for Snakemake,
-    whose own loader keeps the last of two equal keys without a word."""
+    """Read each existing config file strictly (duplicate keys, YAML errors, YTE templates) for
+    Snakemake, whose own loader keeps the last of two equal keys without a word and runs a YTE
+    template's code."""
     for path in paths:
         if Path(path).is_file():
             read_yaml(path)

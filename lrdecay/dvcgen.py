@@ -74,6 +74,7 @@ from typing import Any
 
 import yaml
 
+from lrdecay.config import ConfigError, check_files, read_yaml
 from lrdecay.io import write_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -378,8 +379,7 @@ def run_name(repo: Path, configfiles: list[str]) -> str:
     """The run name the merged config files give (the last file that sets it wins)."""
     name = ""
     for file in configfiles:
-        with open(repo / file) as handle:
-            name = (yaml.safe_load(handle) or {}).get("run_name", name)
+        name = read_yaml(repo / file).get("run_name", name)
     return name
 
 
@@ -418,11 +418,7 @@ def _has_key(tree: Any, path: list[str]) -> bool:
 
 def _config_trees(repo: Path, configfiles: list[str]) -> dict[str, Any]:
     """Each config file as written (not merged), read once for every stage's params."""
-    trees = {}
-    for name in configfiles:
-        with open(repo / name) as handle:
-            trees[name] = yaml.safe_load(handle) or {}
-    return trees
+    return {name: read_yaml(repo / name) for name in configfiles}
 
 
 def _params_entry(trees: dict[str, Any], sections: list[str]) -> list[dict]:
@@ -511,6 +507,8 @@ def _plots(run_dir: Path, owners: dict[str, str]) -> list[dict]:
 def generate(repo: Path = REPO_ROOT, configfiles: list[str] | None = None) -> dict:
     """The content of dvc.yaml for the workflow in `repo` with the given config files."""
     configfiles = [DEFAULT_CONFIG, *[f for f in (configfiles or []) if f != DEFAULT_CONFIG]]
+    # Strictly, before Snakemake loads them: it would run a YTE template's code (check_files).
+    check_files([repo / f for f in configfiles])
     jobs, config, ancient = _pinned_jobs(repo, configfiles)
     run_dir = Path(config["output_dir"]) / config["run_name"]
     stamp = str(run_dir / DAG_STAMP)
@@ -550,7 +548,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stamp", help="with --check: write this file when the check passes")
     args = parser.parse_args(argv)
     repo = args.repo.resolve()
-    text = render(generate(repo, args.configfile))
+    try:
+        text = render(generate(repo, args.configfile))
+    except ConfigError as err:
+        print(f"python -m lrdecay.dvcgen: {err} No stage has run.", file=sys.stderr)
+        return 2
     configfiles = [DEFAULT_CONFIG, *args.configfile]
     path = pipeline_path(configfiles, run_name(repo, configfiles))
     target = repo / path

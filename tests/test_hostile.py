@@ -21,7 +21,16 @@ import pytest
 from lrdecay import config as lrconfig
 from lrdecay import data, io, lock
 
-from .conftest import CIFAR_SMALL, REPO, TINY, load_tiny, train_all, write_cifar_bin, write_cifar_py
+from .conftest import (
+    CIFAR_SMALL,
+    REPO,
+    TINY,
+    load_tiny,
+    train_all,
+    working_tree_copy,
+    write_cifar_bin,
+    write_cifar_py,
+)
 
 # (id, YAML over config/tiny.yaml as a second config file (None: the file is missing), fragment)
 CONFIG_ROWS = [
@@ -80,6 +89,9 @@ CONFIG_ROWS = [
     ("not YAML", "optimizer: [unclosed", "is not valid YAML"),
     ("not a mapping", "- 1\n- 2", "must hold a mapping of keys, not list"),
     ("missing file", None, "missing.yaml does not exist"),
+    ("YTE template", "__use_yte__: true\nrun_name: ?'tiny'",
+     "missing.yaml sets __use_yte__: it is a YTE template, whose ?-expressions are Python code"),
+    ("YTE template switched off", "__use_yte__: false", "sets __use_yte__"),
 ]
 
 
@@ -150,6 +162,9 @@ CLI_ROWS = [
     ("unknown toy key", ["--config", "toy={gamas: [1.0]}"], "config key toy.gamas: unknown key"),
     ("duplicate key in --configfile", ["--configfile", str(TINY), "{tmp}/dup.yaml"],
      "dup.yaml: key 'seed' appears twice"),
+    # Snakemake has run the template's code by then (README says so); lrdecay still refuses it
+    ("YTE template as --configfile", ["--configfile", str(TINY), "{tmp}/yte.yaml"],
+     "yte.yaml sets __use_yte__: it is a YTE template"),
 ]
 
 
@@ -171,6 +186,7 @@ def test_bad_cli_input_stops_before_any_job(tmp_path: Path, args: list[str],
                                             fragment: str) -> None:
     (tmp_path / "a-file").write_text("not a folder\n")
     (tmp_path / "dup.yaml").write_text(f"output_dir: {tmp_path}/results\nseed: 1\nseed: 2\n")
+    (tmp_path / "yte.yaml").write_text(f"__use_yte__: true\noutput_dir: ?'{tmp_path}/results'\n")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     if args[0] == "--config":  # the preset, outputs in the test's folder, then the row's values
         args = ["--configfile", str(TINY), "--config", f"output_dir={tmp_path}/results", *args[1:]]
@@ -367,3 +383,36 @@ def test_snakemake_refuses_a_run_folder_holding_a_link(tmp_path: Path) -> None:
     assert f"{link} is a symbolic link (to {victim})" in output, output[-2000:]
     assert "Traceback" not in output
     assert _snapshot(victim) == before
+
+
+YTE_CODE = ("__use_yte__: true\n"
+            "run_name: ?__import__('pathlib').Path('{marker}').touch() or 'tiny'\n")
+# (id, how the template reaches lrdecay first: a command in {repo} (a copy of this checkout
+# whose config.yaml is the template), fragment)
+YTE_ROWS = [
+    ("config.yaml of a snakemake run", ["-m", "snakemake", "-n", "--cores", "1"],
+     "config.yaml sets __use_yte__"),
+    ("the DVC pipeline's check stage", ["-m", "lrdecay.dvcgen", "--check"],
+     "config.yaml sets __use_yte__: it is a YTE template"),
+    ("an lrdecay command", ["-m", "lrdecay.cli", "describe", "--no-measure", "config.yaml"],
+     "lrdecay describe: config file config.yaml sets __use_yte__"),
+]
+
+
+@pytest.mark.parametrize(("command", "fragment"), [row[1:] for row in YTE_ROWS],
+                         ids=[row[0] for row in YTE_ROWS])
+def test_a_yte_config_file_runs_no_code(tmp_path: Path, command: list[str],
+                                        fragment: str) -> None:
+    """Where lrdecay reads a config file before Snakemake does, a YTE template is refused
+    before its code can run (a --configfile is loaded by Snakemake first: the CLI row above)."""
+    repo = tmp_path / "repo"
+    working_tree_copy(repo)
+    marker = tmp_path / "MARKER"
+    (repo / "config.yaml").write_text(YTE_CODE.format(marker=marker))
+    result = subprocess.run([sys.executable, *command], cwd=repo, capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "PYTHONPATH": str(repo)})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert fragment in output, output[-2000:]
+    assert "Traceback" not in output, output[-2000:]
+    assert not marker.exists(), "the template's code ran"

@@ -1,10 +1,7 @@
 # Config validation and the helpers that turn config into file lists (one place, no lambdas
 # scattered through rules). lrdecay.plan.Plan is the single source of epochs, jobs and layout.
-import sys
+# The Snakefile put this checkout's package first on sys.path.
 from shutil import which
-
-# import the package from this checkout even if not installed
-sys.path.insert(0, workflow.basedir)
 
 from snakemake.utils import min_version
 
