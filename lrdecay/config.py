@@ -55,8 +55,20 @@ LANDSCAPE_BYTES_PER_GRID_POINT = 40
 LANDSCAPE_BYTES_PER_SHARD_POINT = 800
 
 
+MAX_SHOWN = 200  # characters of a value (or key) a message shows; longer ones are cut
+
+
+def _short(text: Any) -> str:
+    """`text` (str() of it) for a message: cut to MAX_SHOWN characters, saying how long it was, so
+    a megabyte-long value does not come back whole."""
+    text = str(text)
+    if len(text) <= MAX_SHOWN:
+        return text
+    return f"{text[:MAX_SHOWN - 40]}... ({len(text):,} characters)"
+
+
 def _key_path(path: Any) -> str:
-    return ".".join(str(p) for p in path) or "<top level>"
+    return _short(".".join(str(p) for p in path) or "<top level>")
 
 
 def _describe(error: jsonschema.ValidationError, schema_name: str, prefix: str = "") -> str:
@@ -85,11 +97,15 @@ def _describe(error: jsonschema.ValidationError, schema_name: str, prefix: str =
     allowed = KEY_HINTS.get(key, allowed) if rule in ("pattern", "maxLength") else allowed
     if key.startswith("landscape.points") and rule == "minimum":
         allowed = "a grid needs at least 2 points a side"
-    return f"config key {key} = {error.instance!r}: {allowed or error.message}"
+    return f"config key {key} = {_short(repr(error.instance))}: {allowed or _short(error.message)}"
 
 
 # A top-level key that makes Snakemake evaluate a config file as a YTE template (Python code).
 YTE_KEY = "__use_yte__"
+# Values a config may hold, counted with every YAML alias expanded: every preset holds a few
+# hundred, while a 'billion laughs' of nested aliases expands a few lines to billions, which the
+# schema check would walk for hours.
+MAX_CONFIG_VALUES = 10_000
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -109,13 +125,56 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _expanded_size(node: yaml.Node, path: Path, memo: dict[int, int],
+                   open_nodes: set[int]) -> int:
+    """Values `node` holds with its aliases expanded (each shared node is counted once per use,
+    computed once); a node that contains itself is a ConfigError."""
+    if id(node) in memo:
+        return memo[id(node)]
+    if id(node) in open_nodes:
+        raise ConfigError(f"config file {path}: the YAML alias at line {node.start_mark.line + 1} "
+                          "refers to a value that contains it (an endless value); write the "
+                          "values out")
+    open_nodes.add(id(node))
+    children: list = []
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    size = 1 + sum(_expanded_size(child, path, memo, open_nodes) for child in children)
+    open_nodes.discard(id(node))
+    memo[id(node)] = size
+    return size
+
+
+def _load_bounded(handle: Any, path: Path) -> Any:
+    """yaml.load with _UniqueKeyLoader, refusing a document whose aliases expand it beyond
+    MAX_CONFIG_VALUES values (checked on the node graph, before anything is built)."""
+    loader = _UniqueKeyLoader(handle)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, path, {}, set())
+        if size > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"config file {path} holds {size:,} values once its YAML aliases (*name) are "
+                f"expanded, more than the {MAX_CONFIG_VALUES:,} a config may hold (a nest of "
+                "aliases that repeats a list many times, a 'billion laughs'); write the values "
+                "out instead of aliasing them"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path) -> dict:
-    """A config or schema file as a dict; a missing file, bad YAML or a duplicate key is a
-    ConfigError that names the file."""
+    """A config or schema file as a dict; a missing file, bad YAML, a duplicate key, aliases
+    that expand beyond MAX_CONFIG_VALUES or a YTE template is a ConfigError naming the file."""
     path = Path(path)
     try:
         with open(path) as handle:
-            loaded = yaml.load(handle, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+            loaded = _load_bounded(handle, path)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist (full path: {path.resolve()})") \
             from None
@@ -123,6 +182,9 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file {path} is a folder, not a YAML file") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests its values too deeply to read (thousands "
+                          "of levels); a config is a few levels deep") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -194,6 +256,27 @@ def coerce(schema: dict, value: Any) -> Any:
     return value
 
 
+def _check_size(config: dict) -> None:
+    """At most MAX_CONFIG_VALUES values, counted by walking (and stopping once over): what a
+    --config value or a caller's dict holds, aliases or not, before the schema walks it."""
+    count = 0
+    for key, value in config.items():
+        todo = [value]
+        while todo:
+            item = todo.pop()
+            count += 1
+            if count > MAX_CONFIG_VALUES:
+                raise ConfigError(
+                    f"config key {_short(key)} holds too many values: the configuration may "
+                    f"hold {MAX_CONFIG_VALUES:,} in all (a YAML alias that repeats a list many "
+                    "times?); give it a short list"
+                )
+            if isinstance(item, dict):
+                todo.extend(item.values())
+            elif isinstance(item, list | tuple):
+                todo.extend(item)
+
+
 def _non_finite(value: Any, path: tuple = ()) -> list[str]:
     """Keys holding NaN or an infinity (JSON Schema's bounds let both through)."""
     if isinstance(value, dict):
@@ -258,6 +341,7 @@ def validate(config: dict) -> dict:
             f"(the study runs once per seed); use seeds: [{config['seed']}] (or --config "
             f"'seeds=[{config['seed']}]')"
         )
+    _check_size(config)
     _check_against(SCHEMA_PATH, config)
     _check_against(TOY_SCHEMA_PATH, config["toy"], prefix="toy")
     non_finite = _non_finite(config)
@@ -273,12 +357,13 @@ def check_paths(config: dict) -> None:
     """The run folder must be creatable: no file where a folder of the output path should be."""
     name = config["run_name"]
     if name.strip() != name or Path(name).name != name:  # the schema's pattern lets "x\n" through
-        raise ConfigError(f"config key run_name = {name!r}: {KEY_HINTS['run_name']}")
+        raise ConfigError(f"config key run_name = {_short(repr(name))}: {KEY_HINTS['run_name']}")
     run_dir = Path(config["output_dir"]) / name
     for folder in [run_dir, *run_dir.parents]:
         if folder.exists() and not folder.is_dir():
             raise ConfigError(
-                f"config key output_dir = {config['output_dir']!r}: {folder} is a file, but "
+                f"config key output_dir = {_short(repr(config['output_dir']))}: {folder} is a "
+                "file, but "
                 f"outputs go into the folder {run_dir}/. Set output_dir to a folder (or move the "
                 "file away)."
             )

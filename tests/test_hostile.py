@@ -32,6 +32,13 @@ from .conftest import (
     write_cifar_py,
 )
 
+# A 'billion laughs': nine levels of aliases, each repeating the one below ten times.
+BOMB = "{key}: &l9 [" + ", ".join(["&l8 [" + ", ".join(
+    ["&l7 [" + ", ".join(["&l6 [" + ", ".join(["&l5 [" + ", ".join(["&l4 [" + ", ".join(
+        ["&l3 [" + ", ".join(["&l2 [" + ", ".join(["&l1 [" + ", ".join(["1"] * 10) + "]"]
+                                                   + ["*l1"] * 9) + "]"] + ["*l2"] * 9) + "]"]
+         + ["*l3"] * 9) + "]"] + ["*l4"] * 9) + "]"] + ["*l5"] * 9) + "]"] + ["*l6"] * 9) + "]"]
+    + ["*l7"] * 9) + "]"] + ["*l8"] * 9) + "]"
 # (id, YAML over config/tiny.yaml as a second config file (None: the file is missing), fragment)
 CONFIG_ROWS = [
     ("main_lr nan", "optimizer: {main_lr: .nan}",
@@ -72,7 +79,10 @@ CONFIG_ROWS = [
     ("run_name ..", "run_name: '..'", "config key run_name = '..': must be one folder name"),
     ("run_name .", "run_name: '.'", "config key run_name = '.': must be one folder name"),
     ("run_name slash", "run_name: a/b", "config key run_name = 'a/b': must be one folder name"),
-    ("run_name 300 chars", "run_name: " + "r" * 300, "rrr': must be one folder name"),
+    ("run_name 300 chars", "run_name: " + "r" * 300,
+     "config key run_name = 'rrrr"),
+    ("run_name 300 chars, cut", "run_name: " + "r" * 300,
+     "rrr... (302 characters): must be one folder name"),
     ("run_name newline", 'run_name: "x\\n"', "config key run_name = 'x\\n': must be one folder"),
     ("unknown toy key", "toy: {gamas: [1.0]}",
      "config key toy.gamas: unknown key (the allowed keys are seed, gammas"),
@@ -89,6 +99,21 @@ CONFIG_ROWS = [
     ("not YAML", "optimizer: [unclosed", "is not valid YAML"),
     ("not a mapping", "- 1\n- 2", "must hold a mapping of keys, not list"),
     ("missing file", None, "missing.yaml does not exist"),
+    ("alias bomb in seeds", BOMB.format(key="seeds"),
+     "bomb.yaml holds 1,111,111,113 values once its YAML aliases (*name) are expanded, more "
+     "than the 10,000 a config may hold"),
+    ("alias bomb in model.hidden", "model:\n  " + BOMB.format(key="hidden").replace("\n", "\n  "),
+     "values once its YAML aliases (*name) are expanded"),
+    ("alias of itself", "seeds: &s [1, *s]", "refers to a value that contains it"),
+    ("nested too deeply", "seeds: " + "[" * 5000 + "]" * 5000, "nests its values too deeply"),
+    ("5000 seeds", f"seeds: {list(range(5000))}",
+     "config key seeds = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10"),
+    ("5000 seeds bounded", f"seeds: {list(range(5000))}",
+     "... (28,890 characters): takes at most 100 items"),
+    ("101 hidden layers", f"model: {{hidden: {[8] * 101}}}",
+     "config key model.hidden = [8, 8, 8"),
+    ("toy gammas repeated", "toy: {gammas: [1.0, 1.0]}",
+     "config key toy.gammas = [1.0, 1.0]: must not list a value twice"),
     ("YTE template", "__use_yte__: true\nrun_name: ?'tiny'",
      "missing.yaml sets __use_yte__: it is a YTE template, whose ?-expressions are Python code"),
     ("YTE template switched off", "__use_yte__: false", "sets __use_yte__"),
@@ -101,7 +126,7 @@ def test_bad_config_is_named(tmp_path: Path, text: str | None, fragment: str) ->
     (tmp_path / "a-file").write_text("not a folder\n")
     base = tmp_path / "base.yaml"
     base.write_text(f"output_dir: {tmp_path}/results\n")
-    bad = tmp_path / "missing.yaml"
+    bad = tmp_path / ("bomb.yaml" if "&l9" in (text or "") else "missing.yaml")
     if text is not None:
         bad.write_text(text.replace("{tmp}", str(tmp_path)) + "\n")
     with pytest.raises(lrconfig.ConfigError) as info:
@@ -162,6 +187,9 @@ CLI_ROWS = [
     ("unknown toy key", ["--config", "toy={gamas: [1.0]}"], "config key toy.gamas: unknown key"),
     ("duplicate key in --configfile", ["--configfile", str(TINY), "{tmp}/dup.yaml"],
      "dup.yaml: key 'seed' appears twice"),
+    ("alias bomb in --configfile", ["--configfile", str(TINY), "{tmp}/bomb.yaml"],
+     "bomb.yaml holds 1,111,111,113 values once its YAML aliases (*name) are expanded"),
+    ("5000 seeds", ["--config", f"seeds={list(range(5000))}"], "takes at most 100 items"),
     # Snakemake has run the template's code by then (README says so); lrdecay still refuses it
     ("YTE template as --configfile", ["--configfile", str(TINY), "{tmp}/yte.yaml"],
      "yte.yaml sets __use_yte__: it is a YTE template"),
@@ -186,6 +214,7 @@ def test_bad_cli_input_stops_before_any_job(tmp_path: Path, args: list[str],
                                             fragment: str) -> None:
     (tmp_path / "a-file").write_text("not a folder\n")
     (tmp_path / "dup.yaml").write_text(f"output_dir: {tmp_path}/results\nseed: 1\nseed: 2\n")
+    (tmp_path / "bomb.yaml").write_text(BOMB.format(key="seeds") + "\n")
     (tmp_path / "yte.yaml").write_text(f"__use_yte__: true\noutput_dir: ?'{tmp_path}/results'\n")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     if args[0] == "--config":  # the preset, outputs in the test's folder, then the row's values
