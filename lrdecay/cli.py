@@ -8,6 +8,7 @@ already have, the prepared dataset, and `describe` to see what a config will cos
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import time
@@ -21,6 +22,10 @@ from lrdecay import io
 log = logging.getLogger(__name__)
 
 
+class CommandError(ValueError):
+    """A command's arguments or files cannot be used; the message says why and what to pass."""
+
+
 def load_config(paths: list[str], sets: list[str]) -> dict:
     """Each file in order (the schema's defaults fill the rest), then KEY=VALUE overrides, validated
     (also for benchmarks/reference_run.sh: a bad reduction stops before hours of work)."""
@@ -30,8 +35,8 @@ def load_config(paths: list[str], sets: list[str]) -> dict:
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE, "
-                             "e.g. --set optimizer.main_lr=0.05")
+            raise CommandError(f"--set {lrconfig._short(repr(item))}: expected KEY=VALUE, "
+                               "e.g. --set optimizer.main_lr=0.05")
         node = overrides
         *parents, leaf = key.split(".")
         for part in parents:
@@ -185,9 +190,14 @@ def _trajectory(path: Path, index: int) -> tuple[np.ndarray, dict]:
     """A verified trajectory with its sidecar, or a plain .npy with epochs numbered 0..n-1."""
     if path.with_name(path.name + ".json").exists():
         return io.load_array(path, fix=f"check {path} and its checksum record {path.name}.json")
-    array = np.load(path, mmap_mode="r")
+    try:
+        array = np.load(io.guard(path), mmap_mode="r")
+    except (ValueError, EOFError) as err:  # not a .npy file (a pickle is refused, not loaded)
+        raise CommandError(f"{path} is not a .npy array ({err}). Fix: pass .npy files whose "
+                           "rows are flattened parameters") from None
     if array.ndim != 2:
-        raise SystemExit(f"{path}: expected (n_snapshots, n_params), got shape {array.shape}")
+        raise CommandError(f"{path}: expected (n_snapshots, n_params), got shape {array.shape}. "
+                           "Fix: pass one row per snapshot (array.reshape(len(array), -1))")
     log.warning("%s has no checksum record; its rows are taken as epochs 0..%d", path,
                 len(array) - 1)
     return array, {"epochs": list(range(len(array))), "branch_epoch": None if index == 0 else index}
@@ -200,8 +210,8 @@ def pca_command(args: argparse.Namespace) -> int:
     trajectories = [_trajectory(Path(p), i) for i, p in enumerate(args.trajectories)]
     widths = {t.shape[1] for t, _ in trajectories}
     if len(widths) != 1:
-        raise SystemExit(f"trajectories have different parameter counts {sorted(widths)}: "
-                         "they must come from one architecture")
+        raise CommandError(f"trajectories have different parameter counts {sorted(widths)}: "
+                           "they must come from one architecture")
     out = Path(args.out)
     pca_config = {"n_components": args.components, "method": args.method,
                   "chunk_rows": args.chunk_rows}
@@ -303,9 +313,33 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (lrconfig.ConfigError, io.CorruptFileError, FileNotFoundError) as err:
-        print(f"lrdecay {args.command}: {err}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 (lrdecay's own errors and the OS's: no traceback)
+        message = user_error(err)
+        if message is None:
+            raise  # a bug: the traceback is what its report needs
+        print(f"lrdecay {args.command}: {message}", file=sys.stderr)
         return 2
+
+
+def user_error(err: BaseException) -> str | None:
+    """The message of an error a user acts on (lrdecay's own errors name the problem and the
+    fix; the OS's name the file, with a fix added here), or None for anything else (a bug)."""
+    if isinstance(err, OSError) and not type(err).__module__.startswith("lrdecay"):
+        where = f"{err.filename}" if err.filename is not None else "a file"
+        fixes = {
+            errno.ELOOP: "a symbolic link on that path leads back to itself: delete it",
+            errno.ENOSPC: "free space there (df -h) and rerun the same command",
+            errno.EROFS: "the file system is read-only: write somewhere else (--out)",
+            errno.EACCES: "no permission: check the path's owner and mode",
+            errno.ENOENT: "check the path",
+        }
+        fix = fixes.get(err.errno, "check the path")
+        return f"{where}: {err.strerror or err}. Fix: {fix}"
+    if isinstance(err, lrconfig.ConfigError | io.CorruptFileError | io.UnsafePathError):
+        return str(err)
+    if type(err).__module__.startswith("lrdecay."):  # DataError, LockHeld, DegeneratePCAError...
+        return str(err)
+    return None
 
 
 if __name__ == "__main__":

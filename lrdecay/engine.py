@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrdecay import io, models
+from lrdecay.basics import ConfigError
 from lrdecay.data import DeviceData
 from lrdecay.plan import NUMERIC_ENGINE_KEYS, training_hash
 
@@ -52,7 +53,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config device: cuda, but torch sees no CUDA device; use cpu or auto")
+        raise ConfigError("config key device = cuda, but torch sees no CUDA device on this "
+                          "machine; use device: cpu or auto, or run where a GPU is")
     return torch.device(name)
 
 

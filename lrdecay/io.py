@@ -43,6 +43,9 @@ class UnsafePathError(RuntimeError):
 class WriteError(OSError):
     """A file could not be written (full disk, quota, read-only file system); names the path."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 STATE_MAGIC = b"lrdecay-state 1\n"  # first line of a resume state; the record is the second
 

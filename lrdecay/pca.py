@@ -76,6 +76,51 @@ def _fit(trajectories: Trajectories, n_components: int, method: str,
                      model.explained_variance_ratio_)
 
 
+class DegeneratePCAError(ValueError):
+    """The snapshots cannot give the principal components asked for (the message says why)."""
+
+
+def check_snapshots(trajectories: Trajectories, n_components: int) -> None:
+    """Before fitting: enough snapshots for `n_components` components with variance (centring
+    takes one: n snapshots span at most n - 1 directions)."""
+    rows = sum(len(array) for array, _ in trajectories)
+    if rows < n_components + 1:
+        raise DegeneratePCAError(
+            f"PCA of {rows} snapshot(s) for {n_components} components: {rows} snapshots span at "
+            f"most {max(rows - 1, 0)} direction(s) once centred, fewer snapshots than "
+            f"components. Fix: give at least {n_components + 1} snapshots (save them more often: "
+            "trajectory.every_epochs, or pass more trajectory files) or ask for fewer components "
+            "(pca.n_components, lrdecay pca --components)"
+        )
+
+
+# A component whose variance is below this fraction of PC1's is taken for rounding noise.
+ZERO_VARIANCE = 1e-12
+
+
+def check_fit(result: PCAResult, rows: int) -> None:
+    """After fitting: every component carries variance, so no ratio is NaN and the PC1-PC2
+    plane (and any further axis) is a direction the snapshots really move along."""
+    variance = np.asarray(result.explained_variance, dtype=np.float64)
+    ratio = np.asarray(result.explained_variance_ratio, dtype=np.float64)
+    top = float(variance[0]) if variance.size and np.isfinite(variance[0]) else 0.0
+    if top <= 0 or not np.isfinite(ratio).all():
+        raise DegeneratePCAError(
+            f"PCA of {rows} snapshots: all of them are identical, so there is no variance to "
+            "explain (every ratio would be NaN). Fix: check that these are a training run's "
+            "snapshots at different epochs (the learning rate moves the parameters, the files "
+            "are not copies of one snapshot)"
+        )
+    flat = [i + 1 for i, v in enumerate(variance) if not v > ZERO_VARIANCE * top]
+    if flat:
+        raise DegeneratePCAError(
+            f"PCA of {rows} snapshots: they vary along only {flat[0] - 1} direction(s), so "
+            f"component(s) {flat} carry no variance. Fix: ask for {flat[0] - 1} component(s) "
+            "at most (pca.n_components, lrdecay pca --components; Figure 2 needs 2), or give "
+            "snapshots that move in more directions"
+        )
+
+
 def run(files: list[Path], pca_config: dict, out_variance: str | Path, out_coords: str | Path,
         out_basis: str | Path, config_hash: str) -> PCAResult:
     """Fit, then write the explained-variance table, every snapshot's coordinates, the basis."""
@@ -86,9 +131,12 @@ def run(files: list[Path], pca_config: dict, out_variance: str | Path, out_coord
 def run_on(trajectories: Trajectories, pca_config: dict, out_variance: str | Path,
            out_coords: str | Path, out_basis: str | Path, config_hash: str) -> PCAResult:
     """`run` over trajectories already opened: (array (n_snapshots, n_params), sidecar) pairs,
-    the main path first (`lrdecay pca` passes files that have no checksum record)."""
+    the main path first (`lrdecay pca` passes files that have no checksum record). Degenerate
+    snapshots (too few, identical) stop with DegeneratePCAError before anything is written."""
+    check_snapshots(trajectories, pca_config["n_components"])
     result = _fit(trajectories, pca_config["n_components"], pca_config["method"],
                   pca_config["chunk_rows"])
+    check_fit(result, sum(len(array) for array, _ in trajectories))
     k = len(result.components)
     io.write_csv(out_variance, pd.DataFrame({
         "component": np.arange(1, k + 1),

@@ -445,3 +445,47 @@ def test_a_yte_config_file_runs_no_code(tmp_path: Path, command: list[str],
     assert fragment in output, output[-2000:]
     assert "Traceback" not in output, output[-2000:]
     assert not marker.exists(), "the template's code ran"
+
+
+# -- degenerate PCA: stops naming the cause and the fix, writes nothing (never a NaN ratio) ------
+_LINE = np.outer(np.arange(12.0), np.linspace(-1, 1, 30))
+# (id, the snapshots of one trajectory, components, method, fragment)
+PCA_ROWS = [
+    ("one snapshot", np.ones((1, 30)), 5, "exact", "fewer snapshots than components"),
+    ("as many snapshots as components", _RNG.normal(size=(5, 30)), 5, "exact",
+     "5 snapshots span at most 4 direction(s) once centred, fewer snapshots than components"),
+    ("identical snapshots", np.ones((12, 30)), 5, "exact",
+     "all of them are identical, so there is no variance to explain"),
+    ("identical snapshots, incremental", np.ones((12, 30)), 5, "incremental",
+     "all of them are identical, so there is no variance to explain"),
+    ("snapshots on a line", _LINE, 5, "exact", "they vary along only 1 direction(s)"),
+]
+
+
+@pytest.mark.parametrize(("rows", "components", "method", "fragment"),
+                         [row[1:] for row in PCA_ROWS], ids=[row[0] for row in PCA_ROWS])
+def test_degenerate_pca_stops_in_the_command_and_the_job(tmp_path: Path, capsys,
+                                                          rows: np.ndarray, components: int,
+                                                          method: str, fragment: str) -> None:
+    from lrdecay import cli, pca
+
+    plain = tmp_path / "main.npy"
+    np.save(plain, rows.astype(np.float32))
+    code = cli.main(["pca", str(plain), "--components", str(components), "--method", method,
+                     "--out", str(tmp_path / "cli")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"lrdecay pca: PCA of {len(rows)} snapshot" in err and fragment in err, err
+    assert "Fix:" in err and "Traceback" not in err and "explain nan" not in err
+    assert not (tmp_path / "cli").exists()
+
+    # the pipeline's pca job (workflow/scripts/pca.py) calls pca.run on checksummed files
+    recorded = tmp_path / "job" / "main.npy"
+    io.save_array(recorded, rows.astype(np.float32),
+                  {"epochs": list(range(len(rows))), "branch_epoch": None})
+    out = tmp_path / "job" / "pca"
+    with pytest.raises(pca.DegeneratePCAError, match="Fix:") as info:
+        pca.run([recorded], {"n_components": components, "method": method, "chunk_rows": 512},
+                out / "explained_variance.csv", out / "coordinates.csv", out / "basis.npy", "h")
+    assert fragment in str(info.value)
+    assert not out.exists()
