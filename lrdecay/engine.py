@@ -29,7 +29,38 @@ from lrdecay.plan import NUMERIC_ENGINE_KEYS, training_hash
 METRIC_COLUMNS = [
     "path", "branch_epoch", "epoch", "epochs_after_decay", "lr",
     "train_loss", "train_acc", "test_loss", "test_acc", "train_metric",
-]
+    "param_norm", "distance_from_start",
+]  # then one norm column per layer (layer_norm_columns), which depend on the model
+EVAL_KEYS = ["train_loss", "train_acc", "test_loss", "test_acc"]
+LAYER_NORM_PREFIX = "norm."
+
+
+def layer_slices(named_sizes: list[tuple[str, int]]) -> dict[str, list[slice]]:
+    """Layer name -> its slices of the flat parameter vector (named_parameters order): a layer's
+    weight and bias count together ("features.0.weight", "features.0.bias" -> "features.0")."""
+    layers: dict[str, list[slice]] = {}
+    start = 0
+    for name, size in named_sizes:
+        layers.setdefault(name.rpartition(".")[0] or name, []).append(slice(start, start + size))
+        start += size
+    return layers
+
+
+def layer_norm_columns(layers: dict[str, list[slice]]) -> list[str]:
+    """metrics.csv's per-layer norm columns, in layer order."""
+    return [LAYER_NORM_PREFIX + name for name in layers]
+
+
+def norm_values(flat: torch.Tensor, origin: torch.Tensor,
+                layers: dict[str, list[slice]]) -> torch.Tensor:
+    """(K, 2 + n_layers): each model's parameter L2 norm, its L2 distance from `origin` (where
+    its path started) and the L2 norm of each layer; flat and origin (K, n_params), left on the
+    device (the caller reads them back with the losses, one sync)."""
+    squares = flat.float().square()
+    per_layer = [torch.stack([squares[:, s].sum(1) for s in slices]).sum(0)
+                 for slices in layers.values()]
+    return torch.stack([squares.sum(1).sqrt(), (flat.float() - origin.float()).norm(dim=1),
+                        *[v.sqrt() for v in per_layer]], dim=1)
 
 
 class DivergenceError(RuntimeError):
@@ -201,18 +232,19 @@ class Trainer:
             correct += (logits.argmax(-1) == batch_labels).sum()
         return loss_sum / len(labels), correct.float() / len(labels)
 
-    def epoch_values(self, model: nn.Module, running: tuple | None) -> list[float]:
-        """[train_loss, train_acc, test_loss, test_acc], read back to the host (one sync)."""
+    def epoch_values(self, model: nn.Module, running: tuple | None) -> torch.Tensor:
+        """(4,) train_loss, train_acc, test_loss, test_acc, left on the device."""
         test = self.evaluate(model, self.data.test_x, self.data.test_y)
         if self.full_pass or running is None:
             train = self.evaluate(model, self.data.train_x, self.data.train_y)
         else:
             train = running
-        return torch.stack([train[0], train[1], test[0], test[1]]).tolist()
+        return torch.stack([train[0], train[1], test[0], test[1]])
 
     @staticmethod
-    def make_row(spec: PathSpec, epoch: int, values: list[float], full_pass: bool) -> dict:
-        """A metrics row from [train_loss, train_acc, test_loss, test_acc]."""
+    def make_row(spec: PathSpec, epoch: int, values: dict[str, float], full_pass: bool) -> dict:
+        """A metrics row from one model's values: the losses and accuracies (EVAL_KEYS), then
+        its norms (param_norm, distance_from_start, a norm.<layer> per layer)."""
         after = None if spec.branch_epoch is None else epoch - spec.branch_epoch
         return {
             "path": "main" if spec.branch_epoch is None else "subpath",
@@ -220,12 +252,19 @@ class Trainer:
             "epoch": epoch,
             "epochs_after_decay": after,
             "lr": spec.lr,
-            "train_loss": values[0],
-            "train_acc": values[1],
-            "test_loss": values[2],
-            "test_acc": values[3],
+            **{key: values[key] for key in EVAL_KEYS},
             "train_metric": "full_pass" if full_pass else "running",
+            **{key: value for key, value in values.items() if key not in EVAL_KEYS},
         }
+
+
+def named_values(losses: torch.Tensor, norms: torch.Tensor,
+                 columns: list[str]) -> list[dict[str, float]]:
+    """Per model, {column: value} from (K, 4) losses and (K, 2 + n_layers) norms: the one read
+    back to the host per epoch."""
+    names = EVAL_KEYS + METRIC_COLUMNS[-2:] + columns
+    return [dict(zip(names, row, strict=True))
+            for row in torch.cat([losses, norms.to(losses.dtype)], dim=1).tolist()]
 
 
 class Stepper(Protocol):
@@ -233,28 +272,37 @@ class Stepper(Protocol):
     lrdecay.stacked.StackedStepper (K > 1)."""
 
     n_params: int
+    layer_columns: list[str]
 
-    def load_initial(self, paths: list[Path | None], fix: Callable[[Path], str]) -> None: ...
+    def load_initial(self, paths: list[Path | None], fix: Callable[[Path], str],
+                     from_init: bool = False) -> None: ...
     def state(self) -> dict: ...
     def load_state(self, state: dict) -> None: ...
     def train_epoch(self, generators: list[torch.Generator]) -> tuple: ...
-    def evaluate(self, running: tuple | None) -> list[list[float]]: ...
+    def evaluate(self, running: tuple | None) -> list[dict[str, float]]: ...
     def flat(self) -> torch.Tensor: ...
     def keep(self, index: list[int]) -> None: ...
 
 
 class ModuleStepper:
     """K = 1: one nn.Module trained by torch.optim.SGD. Its state holds "model" and "optimizer",
-    the keys a later segment or a subpath loads from the main path's checkpoints."""
+    the keys a later segment or a subpath loads from the main path's checkpoints, and "origin",
+    the flat parameters its path started from (distance_from_start)."""
 
     def __init__(self, trainer: Trainer, lr: float):
         self.trainer, self.lr = trainer, lr
         self.model = trainer.build_model()
         self.optimizer = trainer.build_optimizer(self.model, lr)
         self.n_params = sum(p.numel() for p in self.model.parameters())
+        self.layers = layer_slices([(n, p.numel()) for n, p in self.model.named_parameters()])
+        self.layer_columns = layer_norm_columns(self.layers)
+        self.origin = self.flat()
 
-    def load_initial(self, paths: list[Path | None], fix: Callable[[Path], str]) -> None:
-        """Start from a saved main-path state (None: the freshly initialised model)."""
+    def load_initial(self, paths: list[Path | None], fix: Callable[[Path], str],
+                     from_init: bool = False) -> None:
+        """Start from a saved main-path state (None: the freshly initialised model). Distances
+        count from the loaded parameters (a subpath's branch point), or with `from_init` from
+        the freshly initialised model (a later segment of the main path)."""
         (path,) = paths
         if path is not None:
             state = io.load_checkpoint(path, fix=fix(path), map_location=self.trainer.device)
@@ -262,20 +310,26 @@ class ModuleStepper:
             self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr
+        if not from_init:
+            self.origin = self.flat()
 
     def state(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "origin": self.origin}
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.origin = state["origin"]
 
     def train_epoch(self, generators: list[torch.Generator]) -> tuple:
         (generator,) = generators
         return self.trainer.train_epoch(self.model, self.optimizer, generator)
 
-    def evaluate(self, running: tuple | None) -> list[list[float]]:
-        return [self.trainer.epoch_values(self.model, running)]
+    def evaluate(self, running: tuple | None) -> list[dict[str, float]]:
+        losses = self.trainer.epoch_values(self.model, running)[None]
+        norms = norm_values(self.flat(), self.origin, self.layers)
+        return named_values(losses, norms, self.layer_columns)
 
     def flat(self) -> torch.Tensor:
         return flat_parameters(self.model)[None]

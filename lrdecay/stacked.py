@@ -23,7 +23,14 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from lrdecay import io
-from lrdecay.engine import ModuleStepper, Trainer
+from lrdecay.engine import (
+    ModuleStepper,
+    Trainer,
+    layer_norm_columns,
+    layer_slices,
+    named_values,
+    norm_values,
+)
 
 EVAL_IMAGES_PER_CALL = 16384  # models x images in one vmapped eval call (bounds activation memory)
 
@@ -111,11 +118,19 @@ class StackedStepper:
         self.base = trainer.build_model()
         self.stacked = StackedModels(trainer, self.base)
         self.n_params = sum(p.numel() for p in self.base.parameters())
+        self.layers = layer_slices([(n, p.numel()) for n, p in self.base.named_parameters()])
+        self.layer_columns = layer_norm_columns(self.layers)
         self.params: dict[str, torch.Tensor] = {}
         self.buffers: dict[str, torch.Tensor] | None = None
+        self.origin = torch.empty(0)  # (K, n_params): where each path started
 
-    def load_initial(self, paths: list[Path | None], fix: Callable[[Path], str]) -> None:
-        """Stack each branch's main-path weights and momentum buffers along a new dim 0."""
+    def load_initial(self, paths: list[Path | None], fix: Callable[[Path], str],
+                     from_init: bool = False) -> None:
+        """Stack each branch's main-path weights and momentum buffers along a new dim 0;
+        distances count from them (K at once are subpaths: `from_init` is refused)."""
+        if from_init:
+            raise ValueError("K paths at once are subpaths, whose distances count from their "
+                             "branch points; train the main path with engine.ModuleStepper")
         per_model, per_buffer = [], []
         fresh = {k: v.detach().clone() for k, v in self.base.named_parameters()}
         for path in paths:
@@ -133,6 +148,7 @@ class StackedStepper:
                 for k, v in named.items()
             })
         self.params = {k: torch.stack([m[k] for m in per_model]) for k in per_model[0]}
+        self.origin = self.flat()
         if self.momentum == 0:
             self.buffers = None
             return
@@ -143,10 +159,11 @@ class StackedStepper:
         }
 
     def state(self) -> dict:
-        return {"params": self.params, "momentum": self.buffers}
+        return {"params": self.params, "momentum": self.buffers, "origin": self.origin}
 
     def load_state(self, state: dict) -> None:
         self.params, self.buffers = state["params"], state["momentum"]
+        self.origin = state["origin"]
 
     def train_epoch(self, generators: list[torch.Generator]) -> tuple:
         """One epoch for all K models; (K,) mean loss and accuracy, left on the device."""
@@ -168,15 +185,18 @@ class StackedStepper:
             correct += hits
         return loss_sum / n, correct.float() / n
 
-    def evaluate(self, running: tuple | None) -> list[list[float]]:
-        """[[train_loss, train_acc, test_loss, test_acc] per model]: the one sync per epoch."""
+    def evaluate(self, running: tuple | None) -> list[dict[str, float]]:
+        """Per model, its losses, accuracies and norms (engine.named_values): the one sync per
+        epoch."""
         data = self.trainer.data
         test = self.stacked.evaluate(self.params, data.test_x, data.test_y)
         if self.trainer.full_pass or running is None:
             train = self.stacked.evaluate(self.params, data.train_x, data.train_y)
         else:
             train = running
-        return torch.stack([train[0], train[1], test[0], test[1]], dim=1).tolist()
+        losses = torch.stack([train[0], train[1], test[0], test[1]], dim=1)
+        return named_values(losses, norm_values(self.flat(), self.origin, self.layers),
+                            self.layer_columns)
 
     def flat(self) -> torch.Tensor:
         return self.stacked.flat(self.params)
@@ -185,6 +205,7 @@ class StackedStepper:
         """Drop the models not in `index` (diverged ones); the others carry on unchanged."""
         rows = torch.tensor(index, device=self.trainer.device)
         self.params = {k: v.index_select(0, rows) for k, v in self.params.items()}
+        self.origin = self.origin.index_select(0, rows)
         if self.buffers is not None:
             self.buffers = {k: v.index_select(0, rows) for k, v in self.buffers.items()}
 
