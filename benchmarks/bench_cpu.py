@@ -2,13 +2,16 @@
 
 Baseline and engine are measured interleaved in the same run (the CPU may be shared), each
 repetition: data-only epoch (baseline, engine), then a training epoch (baseline, engine).
-Run: .venv/bin/python benchmarks/bench_cpu.py [--cifar ../shared/data/cifar10] [--reps 1]
+Run: .venv/bin/python -m benchmarks.bench_cpu [--cifar ../shared/data/cifar10] [--reps 1]
+     .venv/bin/python -m benchmarks.bench_cpu --synthetic 10 --steps 1   # the CPU twin CI runs
+With --out DIR it also writes DIR/bench_cpu.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 from pathlib import Path
@@ -25,6 +28,7 @@ from benchmarks.common import (
     engine_config,
     engine_data_epoch,
     median,
+    synthetic,
     timed,
     write_dataset,
 )
@@ -40,11 +44,18 @@ def main() -> None:
                         help="training steps per timed epoch (default: the whole epoch, 40)")
     parser.add_argument("--workers", type=int, default=2, help="baseline DataLoader workers")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--synthetic", type=int, default=None, metavar="PER_CLASS",
+                        help="random CIFAR-shaped images, PER_CLASS per class, instead of --cifar")
+    parser.add_argument("--out", type=Path, default=None, help="folder for bench_cpu.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
 
-    arrays = cifar_subset(args.cifar, per_class=500, test_per_class=100)
+    if args.synthetic:
+        arrays = synthetic(10 * args.synthetic, 10 * max(1, args.synthetic // 5))
+    else:
+        arrays = cifar_subset(args.cifar, per_class=500, test_per_class=100)
+    n_train = len(arrays[0])
     path = write_dataset(Path("/tmp/lrdecay-bench-cpu.pt"), *arrays)
     config = engine_config("vgg_small", 125, True, 0.5, "mse", 0.9, 1e-4, 2500, "running",
                            channels_last=True, batched_subpaths="sequential")
@@ -78,13 +89,24 @@ def main() -> None:
     cpu = platform.processor() or platform.machine()
     print(f"\n# CPU benchmark, {datetime.date.today()}, {cpu}, {os.cpu_count()} CPUs visible, "
           f"torch {torch.__version__}, {args.threads} threads")
-    print("vgg-small, 5,000 CIFAR-10 images, batch 125, crop+flip, momentum 0.9, wd 1e-4")
-    print(f"timed training steps per epoch: {steps} of {len(loader)} (epoch time scaled to 40)")
+    source = f"synthetic ({args.synthetic}/class)" if args.synthetic else "CIFAR-10"
+    print(f"vgg-small, {n_train:,} {source} images, batch 125, crop+flip, momentum 0.9, wd 1e-4")
+    print(f"timed training steps per epoch: {steps} of {len(loader)} (epoch time scaled to "
+          f"{len(loader)})")
     print("| | baseline (DataLoader, torchvision, .item() per step) | engine | ratio |")
     print("|---|---|---|---|")
     print(f"| data time per epoch (s) | {bd:.2f} | {ed:.3f} | {bd / ed:.1f}x |")
     print(f"| whole epoch (s) | {bt:.1f} | {et:.1f} | {bt / et:.2f}x |")
-    print(f"| images/s (training) | {5000 / bt:.0f} | {5000 / et:.0f} | |")
+    print(f"| images/s (training) | {n_train / bt:.0f} | {n_train / et:.0f} | |")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench_cpu.json").write_text(json.dumps({
+            "date": str(datetime.date.today()), "cpu": cpu, "torch": torch.__version__,
+            "threads": args.threads, "images": n_train, "source": source,
+            "steps_timed": steps, "steps_per_epoch": len(loader),
+            "data_epoch_s": {"baseline": bd, "engine": ed, "ratio": bd / ed},
+            "whole_epoch_s": {"baseline": bt, "engine": et, "ratio": bt / et},
+            "repetitions": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,11 @@ overhead + epochs x per-epoch time (GPU jobs run one at a time under --resources
 model, with the per-epoch times of bench_gpu.json when given (measured apart from this run),
 projects the shortened run itself, next to its measured wall time: the check of the projection.
 Writes dag_check.json and dag_outputs.tar.gz (figures, tables, every job's log) to --out.
+
+One seed (the preset runs three: the whole study's projection multiplies by them). The run folder
+is kept between calls, so a call cut by `--budget-s` (or by the device's time limit) resumes on
+the next call on a warm machine (`--fresh` starts over); dag_check.json is written before
+Snakemake starts and again at the end, with "complete" saying whether the DAG finished.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -48,7 +54,7 @@ def short_config(args: argparse.Namespace) -> dict:
     """The authors' preset with fewer epochs (tiny: also fewer images, K and branches, on CPU)."""
     sub = args.subpath_epochs
     overrides: dict = {
-        "run_name": "authors-short", "output_dir": str(args.work / "results"),
+        "run_name": "authors-short", "output_dir": str(args.work / "results"), "seeds": [0],
         "data": {"root": str(Path(args.data).resolve())},
         "schedule": {"first_branch_epoch": 10, "branch_interval": 1, "last_branch_epoch": 90,
                      "subpath_epochs": sub, "main_epochs": 90 + sub, "segment_epochs": 50},
@@ -70,8 +76,12 @@ def short_config(args: argparse.Namespace) -> dict:
     return lrconfig.load(REPO / "config" / "authors.yaml", overrides=overrides)
 
 
-def run_snakemake(config_path: Path, work: Path, cores: int, log: Path) -> float:
-    """Run the shortened study through Snakemake as a user would; its wall time in seconds."""
+def run_snakemake(config_path: Path, cores: int, log: Path, budget_s: float | None) -> tuple[
+        float, bool]:
+    """Run the shortened study through Snakemake as a user would: (wall seconds, finished).
+
+    With `budget_s`, Snakemake gets SIGTERM when it runs out (its jobs' resume states survive,
+    so the next call continues) and the measurement covers the jobs that finished."""
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
                "--directory", str(REPO), "--configfile", str(config_path),
                "--cores", str(cores), "--resources", "gpu=1", "--scheduler", "greedy",
@@ -81,18 +91,33 @@ def run_snakemake(config_path: Path, work: Path, cores: int, log: Path) -> float
     print("$", " ".join(command), flush=True)
     began = time.monotonic()
     with open(log, "w") as handle:
-        proc = subprocess.run(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=handle,
+                                stderr=subprocess.STDOUT)
+        try:
+            returncode = proc.wait(timeout=budget_s)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # Snakemake stops its jobs; their resume states are kept
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            print(f"snakemake stopped at the budget of {budget_s:.0f} s: measured what finished;"
+                  " the same command resumes the rest", flush=True)
+            return time.monotonic() - began, False
     wall = time.monotonic() - began
-    if proc.returncode != 0:
-        sys.exit(f"snakemake failed (exit {proc.returncode}); see {log}:\n"
+    if returncode != 0:
+        sys.exit(f"snakemake failed (exit {returncode}); see {log}:\n"
                  + "".join(log.read_text().splitlines(True)[-40:]))
-    return wall
+    return wall, True
 
 
 def job_walls(snakemake_log: Path) -> list[dict]:
     """[{rule, log, wall_s}] for every job, from the timestamps in Snakemake's own log."""
     jobs: dict[str, dict] = {}
     stamp, block = None, None
+    if not snakemake_log.is_file():
+        return []
     for line in snakemake_log.read_text().splitlines():
         if m := STAMP.match(line):
             stamp = datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y")
@@ -103,7 +128,7 @@ def job_walls(snakemake_log: Path) -> list[dict]:
         elif (m := JOB_ID.match(line)) and block is not None:
             jobs[m.group(1)] = block
             block = None
-        elif m := JOB_END.match(line):
+        elif (m := JOB_END.match(line)) and m.group(1) in jobs:
             job = jobs[m.group(1)]
             job["wall_s"] = (stamp - job["start"]).total_seconds()
     return [{"rule": j["rule"], "log": j["log"], "wall_s": j["wall_s"]}
@@ -141,7 +166,8 @@ def measure(walls: list[dict], config: dict) -> dict:
         if rule == "subpath_group" and epochs:
             plan, k = lrconfig.Plan(config), config["schedule"]["subpaths_per_job"]
             model_epochs = len(plan.branch_epochs) * config["schedule"]["subpath_epochs"]
-            epochs = model_epochs / k  # in epochs of K at once
+            # in epochs of K at once, over the groups that finished in this call
+            epochs = model_epochs / k * len(jobs) / len(plan.subpath_groups)
         out[rule] = {"jobs": len(jobs), "epochs": epochs,
                      "epoch_s": seconds / epochs if epochs else None,
                      "overhead_s": statistics.median(overheads) if overheads else None,
@@ -172,7 +198,8 @@ def study_jobs(config: dict) -> dict:
     """Training jobs and epochs of a study: what the projection multiplies."""
     plan = lrconfig.Plan(config)
     sched, every = config["schedule"], config["trajectory"]["every_epochs"]
-    return {"main_jobs": len(plan.segment_ends) + 1, "main_epochs": sched["main_epochs"],
+    return {"seeds": len(plan.seeds),
+            "main_jobs": len(plan.segment_ends) + 1, "main_epochs": sched["main_epochs"],
             "group_jobs": len(plan.subpath_groups),
             "group_epochs": len(plan.subpath_groups) * sched["subpath_epochs"],
             "k": sched["subpaths_per_job"], "grid_points": plan.grid_points,
@@ -183,12 +210,55 @@ def study_jobs(config: dict) -> dict:
 
 def project(shape: dict, main_epoch_s: float, group_epoch_s: float, main_overhead_s: float,
             group_overhead_s: float, other_s: float) -> dict:
-    """Serial sum over the study's GPU jobs, plus the other jobs' wall time."""
+    """Serial sum over one seed's GPU jobs plus its other jobs' wall time, and the same for all
+    of the study's seeds one after another on one device (`seeds` of `shape`)."""
     main = shape["main_jobs"] * main_overhead_s + shape["main_epochs"] * main_epoch_s
     groups = shape["group_jobs"] * group_overhead_s + shape["group_epochs"] * group_epoch_s
-    total = main + groups + other_s
-    return {"main_s": main, "groups_s": groups, "other_s": other_s, "total_s": total,
-            "total_min": total / 60}
+    per_seed = main + groups + other_s
+    seeds = shape["seeds"]
+    return {"seeds": seeds, "main_s": main, "groups_s": groups, "other_s": other_s,
+            "per_seed_s": per_seed, "per_seed_min": per_seed / 60,
+            "total_s": per_seed * seeds, "total_min": per_seed * seeds / 60}
+
+
+def write_json(path: Path, result: dict) -> None:
+    """Write dag_check.json atomically: a call cut at any moment leaves the previous complete
+    file or the new one, never half of one."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def report_lines(result: dict) -> list[str]:
+    """The human-readable summary of a (possibly partial) measurement."""
+    short, measured, wall = result["short_study"], result["measured"], result["snakemake_wall_s"]
+    main_m, group_m = measured["main_segment"], measured["subpath_group"]
+    done = "finished" if result["complete"] else "cut at its budget (rerun to resume)"
+    lines = [f"shortened authors' study (1 seed) through Snakemake: {done}, {wall:.0f} s wall"]
+    if main_m["epoch_s"] is None or group_m["epoch_s"] is None:
+        lines.append("  no finished main-path and subpath jobs in this call yet: no projection")
+        return lines
+    own = result["short_projected_from_run"]
+    lines += [f"  main path {main_m['epoch_s']:.3f} s/epoch, K={short['k']} group "
+              f"{group_m['epoch_s']:.3f} s/epoch ({group_m['epoch_s'] / short['k'] * 1000:.1f} ms"
+              f" per model-epoch); per-job overhead main {main_m['overhead_s']:.1f} s, group "
+              f"{group_m['overhead_s']:.1f} s; other jobs {own['other_s']:.0f} s",
+              f"  projected from the run's own rates: {own['total_s']:.0f} s "
+              f"({own['total_s'] / wall:.2f}x the measured wall)"]
+    if "short_projected_from_bench" in result:
+        lines.append(f"  projected from bench_gpu's per-epoch times: "
+                     f"{result['short_projected_from_bench']['total_s']:.0f} s "
+                     f"({result['projection_vs_measured']:.2f}x the measured wall; goal: within "
+                     f"0.8-1.2x)")
+    whole = result["authors_study_projected"]
+    full = whole["shape"]
+    lines.append(f"authors' whole study projected ({full['main_epochs']} main epochs, "
+                 f"{full['group_jobs']} groups x {full['group_epochs'] // full['group_jobs']} "
+                 f"epochs of K={full['k']}): {whole['per_seed_min']:.1f} min per seed (main "
+                 f"{whole['main_s'] / 60:.1f}, subpaths {whole['groups_s'] / 60:.1f}, other jobs "
+                 f"{whole['other_s'] / 60:.1f}; goal <= 10 min), {whole['total_min']:.1f} min for "
+                 f"its {whole['seeds']} seeds (goal <= 30 min)")
+    return lines
 
 
 def main() -> None:
@@ -200,6 +270,10 @@ def main() -> None:
     parser.add_argument("--bench", type=Path, default=None, help="bench_gpu.json of this device")
     parser.add_argument("--subpath-epochs", type=int, default=None)
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="stop Snakemake after this many seconds and measure what finished")
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete the previous call's run folder instead of resuming it")
     parser.add_argument("--tiny", action="store_true", help="CPU, tiny sizes: checks the script")
     args = parser.parse_args()
     if args.subpath_epochs is None:
@@ -210,66 +284,69 @@ def main() -> None:
     config_path = args.work / "authors-short.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     run_dir = lrconfig.Plan(config).run_dir
-    if run_dir.exists():
-        subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+    if args.fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    short = study_jobs(config)
+    full = study_jobs(lrconfig.load(REPO / "config" / "authors.yaml"))
+    json_path = args.out / "dag_check.json"
+    result: dict = {"device": config["device"], "tiny": args.tiny, "complete": False,
+                    "snakemake_wall_s": 0.0, "short_study": short, "authors_study": full,
+                    "settings": {k: config["engine"][k] for k in lrconfig.NUMERIC_ENGINE_KEYS}}
+    write_json(json_path, result)  # a call cut before the end still leaves its plan
 
     log = args.work / "snakemake.out"
-    wall = run_snakemake(config_path, args.work, args.cores, log)
-    smk_logs = sorted((REPO / ".snakemake" / "log").glob("*.snakemake.log"),
+    logs_before = set((REPO / ".snakemake" / "log").glob("*.snakemake.log"))
+    wall, complete = run_snakemake(config_path, args.cores, log, args.budget_s)
+    new_logs = sorted(set((REPO / ".snakemake" / "log").glob("*.snakemake.log")) - logs_before,
                       key=lambda p: p.stat().st_mtime)
-    walls = job_walls(smk_logs[-1])
+    smk_log = new_logs[-1] if new_logs else None
+    # Jobs finished by earlier calls on the same run folder count too (a resumed run): the
+    # measurements of every call are kept beside the run, by job log.
+    calls_path = args.work / "calls.json"
+    calls = json.loads(calls_path.read_text()) if calls_path.is_file() and not args.fresh \
+        else {"wall_s": [], "jobs": {}}
+    calls["wall_s"].append(wall)
+    calls["jobs"].update({job["log"] or f"{job['rule']}-{i}": job
+                          for i, job in enumerate(job_walls(smk_log) if smk_log else [])})
+    calls_path.write_text(json.dumps(calls, indent=2))
+    walls, wall = list(calls["jobs"].values()), sum(calls["wall_s"])
     measured = measure(walls, config)
-    short = study_jobs(config)
-    other = other_jobs_s(measured, short, short)
+    result.update(complete=complete, snakemake_wall_s=wall, calls=len(calls["wall_s"]),
+                  measured=measured)
     main_m, group_m = measured["main_segment"], measured["subpath_group"]
-    result = {"device": config["device"], "tiny": args.tiny, "snakemake_wall_s": wall,
-              "settings": {**{k: config["engine"][k] for k in lrconfig.NUMERIC_ENGINE_KEYS}},
-              "short_study": short, "measured": measured}
-
-    # The shortened run projected from its own per-epoch times and overheads (tests the model:
-    # serial GPU jobs, other jobs' walls added) and, if given, from bench_gpu's per-epoch times.
-    own = project(short, main_m["epoch_s"], group_m["epoch_s"], main_m["overhead_s"],
-                  group_m["overhead_s"], other)
-    result["short_projected_from_run"] = own
-    lines = [f"shortened authors' study through Snakemake: measured {wall:.0f} s wall",
-             f"  main path {main_m['epoch_s']:.3f} s/epoch, K={short['k']} group "
-             f"{group_m['epoch_s']:.3f} s/epoch ({group_m['epoch_s'] / short['k'] * 1000:.1f} ms "
-             f"per model-epoch); per-job overhead main {main_m['overhead_s']:.1f} s, group "
-             f"{group_m['overhead_s']:.1f} s; other jobs {other:.0f} s",
-             f"  projected from the run's own rates: {own['total_s']:.0f} s "
-             f"({own['total_s'] / wall:.2f}x the measured wall)"]
-    if args.bench and args.bench.exists():
-        inputs = json.loads(args.bench.read_text())["projection_inputs"]["authors"]
-        bench_main = inputs["main_epoch_s"]
-        bench_group = inputs["subpath_model_epoch_s"] * short["k"]
-        from_bench = project(short, bench_main, bench_group, main_m["overhead_s"],
-                             group_m["overhead_s"], other)
-        result["short_projected_from_bench"] = from_bench
-        agree = from_bench["total_s"] / wall
-        result["projection_vs_measured"] = agree
-        lines.append(f"  projected from bench_gpu's per-epoch times: {from_bench['total_s']:.0f} s"
-                     f" ({agree:.2f}x the measured wall; goal: within 0.8-1.2x)")
-    full = study_jobs(lrconfig.load(REPO / "config" / "authors.yaml"))
-    whole = project(full, main_m["epoch_s"], group_m["epoch_s"], main_m["overhead_s"],
-                    group_m["overhead_s"], other_jobs_s(measured, short, full))
-    result["authors_study_projected"] = {**whole, "shape": full}
-    lines.append(f"authors' whole study projected ({full['main_epochs']} main epochs, "
-                 f"{full['group_jobs']} groups x {full['group_epochs'] // full['group_jobs']} "
-                 f"epochs of K={full['k']}): {whole['total_min']:.1f} min (main "
-                 f"{whole['main_s'] / 60:.1f}, subpaths {whole['groups_s'] / 60:.1f}, other jobs "
-                 f"{whole['other_s'] / 60:.1f}; goal <= 10 min)")
-    print("\n".join(lines), flush=True)
-    result["report"] = lines
-    (args.out / "dag_check.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if main_m["epoch_s"] is not None and group_m["epoch_s"] is not None:
+        # The shortened run projected from its own per-epoch times and overheads (tests the
+        # model: serial GPU jobs, other jobs' walls added) and, if given, from bench_gpu's.
+        other = other_jobs_s(measured, short, short)
+        result["short_projected_from_run"] = project(
+            short, main_m["epoch_s"], group_m["epoch_s"], main_m["overhead_s"],
+            group_m["overhead_s"], other)
+        if args.bench and args.bench.exists():
+            inputs = json.loads(args.bench.read_text())["projection_inputs"]["authors"]
+            from_bench = project(short, inputs["main_epoch_s"],
+                                 inputs["subpath_model_epoch_s"] * short["k"],
+                                 main_m["overhead_s"], group_m["overhead_s"], other)
+            result["short_projected_from_bench"] = from_bench
+            result["projection_vs_measured"] = from_bench["total_s"] / wall
+        whole = project(full, main_m["epoch_s"], group_m["epoch_s"], main_m["overhead_s"],
+                        group_m["overhead_s"], other_jobs_s(measured, short, full))
+        result["authors_study_projected"] = {**whole, "shape": full}
+    result["report"] = report_lines(result)
+    print("\n".join(result["report"]), flush=True)
+    write_json(json_path, result)
     with tarfile.open(args.out / "dag_outputs.tar.gz", "w:gz") as tar:
-        for path in sorted(run_dir.rglob("*")):
+        for path in sorted(run_dir.rglob("*")) if run_dir.exists() else []:
             if path.is_file() and (path.suffix in (".png", ".pdf", ".log", ".json")
                                    or path.name in ("metrics.csv", "decay_timing.csv")) \
                     and ".resume" not in path.parts and path.parent.name != "group-000":
                 tar.add(path, arcname=str(path.relative_to(run_dir)))
-        tar.add(smk_logs[-1], arcname="snakemake.log")
+        if smk_log:
+            tar.add(smk_log, arcname="snakemake.log")
+        tar.add(log, arcname="snakemake.out")
         tar.add(config_path, arcname=config_path.name)
-    print(f"wrote {args.out / 'dag_check.json'} and {args.out / 'dag_outputs.tar.gz'}")
+    print(f"wrote {json_path} and {args.out / 'dag_outputs.tar.gz'}")
+    if not complete:
+        sys.exit(3)  # cut: the caller sees it, and the next call resumes
 
 
 if __name__ == "__main__":
