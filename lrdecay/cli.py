@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import math
+import os
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -82,13 +86,35 @@ def study_size(config: dict) -> dict:
     }
 
 
-def measure_seconds(config: dict, size: dict, steps: int = 5) -> dict:
+def median_seconds(run: Callable[[], None], min_reps: int = 5, budget_s: float = 10.0,
+                   max_reps: int = 100, min_timing_s: float = 0.05) -> tuple[float, float,
+                                                                             float, int]:
+    """(median, fastest, slowest, repeats) of `run`'s wall time per call: at least `min_reps`
+    timings, more while `budget_s` lasts, each of enough calls to last `min_timing_s` (a
+    millisecond step timed alone is mostly clock and scheduler noise). One timing is at the
+    mercy of whatever else the machine does (issue 23: 23 ms to 14.5 s per model-epoch on three
+    identical calls); the median is not."""
+    began = time.perf_counter()
+    run()
+    calls = max(1, math.ceil(min_timing_s / max(time.perf_counter() - began, 1e-9)))
+    times: list[float] = []
+    stop = time.perf_counter() + budget_s
+    while len(times) < min_reps or (time.perf_counter() < stop and len(times) < max_reps):
+        began = time.perf_counter()
+        for _ in range(calls):
+            run()
+        times.append((time.perf_counter() - began) / calls)
+    return statistics.median(times), min(times), max(times), len(times)
+
+
+def measure_seconds(config: dict, size: dict, min_reps: int = 5, budget_s: float = 10.0) -> dict:
     """Seconds per model-epoch (training plus its evaluation) and per evaluated image on the
-    configured device, timed on synthetic inputs of the real shapes: a projection, not a
+    configured device, timed on synthetic inputs of the real shapes: the median of repeated
+    training steps and evaluation batches after two warm-up steps. A projection, not a
     benchmark."""
     import torch
 
-    from lrdecay import models
+    from lrdecay import models, resources
     from lrdecay.data import DATASETS
     from lrdecay.engine import loss_function, resolve_device
 
@@ -105,35 +131,38 @@ def measure_seconds(config: dict, size: dict, steps: int = 5) -> dict:
     x = torch.randn(batch, *shape, device=device)
     y = torch.randint(0, n_classes, (batch,), device=device)
     x_eval = torch.randn(min(eval_batch, 512), *shape, device=device)
-
-    def train_step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        optimizer.step()
+    # as many threads as a training job uses (engine.threads, else the rule's threads): more
+    # than the job has would flatter it, and on a shared machine make the timings erratic
+    threads = config["engine"]["threads"] or resources.JobCosts(config, gpu=False).threads
+    torch.set_num_threads(threads)
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+        sync()
+
+    def evaluate() -> None:
+        with torch.no_grad():
+            model(x_eval)
+        sync()
+
     for _ in range(2):  # warm-up: allocator, kernel selection
         train_step()
-    sync()
-    began = time.perf_counter()
-    for _ in range(steps):
-        train_step()
-    sync()
-    step_s = (time.perf_counter() - began) / steps
-    with torch.no_grad():
-        model.eval()
-        model(x_eval)
-        sync()
-        began = time.perf_counter()
-        model(x_eval)
-        sync()
-        eval_image_s = (time.perf_counter() - began) / len(x_eval)
+    step_s, fastest, slowest, reps = median_seconds(train_step, min_reps, budget_s)
+    model.eval()
+    evaluate()
+    eval_s = median_seconds(evaluate, min_reps, budget_s / 2)[0]
+    eval_image_s = eval_s / len(x_eval)
     steps_per_epoch = -(-size["n_train"] // batch)
     epoch_s = steps_per_epoch * step_s + size["eval_images_per_epoch"] * eval_image_s
-    return {"epoch_s": epoch_s, "eval_image_s": eval_image_s, "device": device.type}
+    return {"epoch_s": epoch_s, "eval_image_s": eval_image_s, "device": device.type,
+            "threads": threads, "step_s": step_s, "step_spread_s": (fastest, slowest),
+            "steps_timed": reps}
 
 
 def describe(args: argparse.Namespace) -> int:
@@ -157,22 +186,38 @@ def describe(args: argparse.Namespace) -> int:
         f"snapshots          about {size['snapshot_bytes'] / 1e9:.2f} GB "
         f"({config['trajectory']['dtype']}, every {config['trajectory']['every_epochs']} epochs)",
     ]
+    print("\n".join(lines), flush=True)
+    lines = []
     if args.measure:
+        print(f"timing training steps of {config['model']['name']} (batch "
+              f"{config['optimizer']['batch_size']}, synthetic inputs) on this machine: the "
+              "median of at least 5 timings each of training and evaluation (about 15 s; longer "
+              "where one step takes seconds) ...", flush=True)
         timing = measure_seconds(config, size)
         epoch_s, device = timing["epoch_s"], timing["device"]
         train_s = size["model_epochs"] * epoch_s
         grid_s = size["landscape_points"] * (size["n_train"] + size["n_test"]) * timing[
             "eval_image_s"]
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        if load > 0.5 * (os.cpu_count() or 1):
+            lines.append(f"note               load average {load:.1f} on {os.cpu_count()} cores "
+                         "while timing: other work shares the machine, so the times are upper "
+                         "bounds")
         if device != config["device"] and config["device"] != "auto":
             lines.append(f"note               config asks for {config['device']}, which this "
                          f"machine lacks: timed on {device}")
+        fastest, slowest = timing["step_spread_s"]
         lines += [
             f"measured           {epoch_s * 1e3:.1f} ms per model-epoch on {device} "
-            "(synthetic inputs, one model at a time)",
+            f"(one model, {timing['threads']} thread(s); a training step "
+            f"{timing['step_s'] * 1e3:.1f} ms, median "
+            f"of {timing['steps_timed']} timings, range {fastest * 1e3:.1f}-{slowest * 1e3:.1f}"
+            " ms)",
             f"projected          training {train_s / 3600:.2f} h, landscape {grid_s / 3600:.2f} h "
             f"on one {device} (K-at-once on a GPU is faster: see benchmarks/RESULTS.md)",
         ]
-    print("\n".join(lines))
+    if lines:
+        print("\n".join(lines))
     return 0
 
 

@@ -1,8 +1,13 @@
 """PCA of all parameter snapshots (main path and subpaths), as in the paper's Section 2.2.
 
-`exact` stacks every snapshot in memory (scikit-learn PCA); `incremental` streams chunks of rows
-from the memory-mapped trajectories (scikit-learn IncrementalPCA), for studies whose snapshots
-do not fit in memory. Both return the same quantities up to numerical precision.
+`exact` is an eigendecomposition of the centred snapshots' Gram matrix X Xᵀ (n x n, n snapshots)
+or, when there are more snapshots than parameters, of Xᵀ X: the same principal directions and
+variances as a full SVD of X (scikit-learn's `svd_solver="full"`, agreement measured in
+tests/test_pca.py and benchmarks/pca_solver.py), at n²p instead of n²p + the SVD of an n x p
+matrix, and with the snapshots read a block of parameters at a time instead of stacked as float64
+(quick preset, 661 x 85,002: see benchmarks/RESULTS.md). `incremental` streams chunks of rows
+from the memory-mapped trajectories (scikit-learn IncrementalPCA), for studies whose Gram matrix
+does not fit in memory; it agrees with `exact` to about 1e-4.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.decomposition import PCA, IncrementalPCA
+from sklearn.decomposition import IncrementalPCA
 
-from lrdecay import io
+from lrdecay import io, logs
 from lrdecay.trajectories import iter_trajectories
 
 log = logging.getLogger(__name__)
@@ -46,6 +51,79 @@ def _chunks(trajectories: Trajectories, rows: int):
             yield np.asarray(array[start : start + rows], dtype=np.float64), meta, start
 
 
+def _column_blocks(trajectories: Trajectories, cols: int, n_params: int):
+    """(first column, every snapshot's values in a block of `cols` columns as float64)."""
+    for c0 in range(0, n_params, cols):
+        yield c0, np.concatenate([np.asarray(a[:, c0 : c0 + cols], dtype=np.float64)
+                                  for a, _ in trajectories])
+
+
+def _sign_fixed(components: np.ndarray) -> np.ndarray:
+    """Each component's largest entry (in absolute value) positive: scikit-learn's svd_flip
+    (u_based_decision=False), so coordinates keep the sign the full SVD gave them."""
+    pivots = components[np.arange(len(components)), np.argmax(np.abs(components), axis=1)]
+    return components * np.where(pivots < 0, -1.0, 1.0)[:, None]
+
+
+def _fit_exact(trajectories: Trajectories, n_components: int, chunk_rows: int,
+               started: float) -> PCAResult:
+    """Principal components from the eigenvectors of the centred snapshots' n x n Gram matrix
+    (or p x p covariance if p < n): two passes over the data, a block at a time. A block holds
+    as many values as `chunk_rows` snapshots (a block of columns of every snapshot, or of
+    rows), so `pca.chunk_rows` bounds the memory of both methods (lrdecay.resources).
+
+    With X = U S Vᵀ centred, X Xᵀ = U S² Uᵀ and V = Xᵀ U S⁻¹; eigh of the small symmetric matrix
+    gives S² and U to LAPACK's precision relative to the largest eigenvalue: each variance to
+    ~eps * s_1², a component to ~eps * s_1² / (its gap to the next variance). The leading
+    components of a trajectory carry most of the variance, so they agree with the full SVD to
+    ~1e-15 (tests/test_pca.py and benchmarks/pca_solver.py measure it).
+    """
+    rows = sum(len(array) for array, _ in trajectories)
+    n_params = trajectories[0][0].shape[1]
+    dof = max(rows - 1, 1)
+    if n_params < rows:  # covariance route: p x p, rows read in chunks
+        mean = sum(c.sum(axis=0) for c, _, _ in _chunks(trajectories, chunk_rows)) / rows
+        cov = np.zeros((n_params, n_params))
+        for c, _, _ in _chunks(trajectories, chunk_rows):
+            c -= mean
+            cov += c.T @ c
+        values, vectors = np.linalg.eigh(cov)
+        order = np.argsort(values)[::-1][:n_components]
+        total, variances = np.trace(cov) / dof, np.clip(values[order], 0, None) / dof
+        components = vectors[:, order].T
+    else:
+        cols = max(1, chunk_rows * n_params // rows)
+        blocks = -(-n_params // cols)
+        progress = logs.Progress("PCA (exact) Gram matrix", 2 * blocks, "column blocks",
+                                 logger=log)
+        mean, gram = np.empty(n_params), np.zeros((rows, rows))
+        for c0, block in _column_blocks(trajectories, cols, n_params):
+            mean[c0 : c0 + block.shape[1]] = block.mean(axis=0)
+            block -= mean[c0 : c0 + block.shape[1]]
+            gram += block @ block.T
+            progress.advance()
+        values, vectors = np.linalg.eigh(gram)
+        order = np.argsort(values)[::-1][:n_components]
+        total, variances = np.trace(gram) / dof, np.clip(values[order], 0, None) / dof
+        # V = Xᵀ U / s, a block of columns at a time (second pass over the snapshots)
+        scale = np.sqrt(variances * dof)
+        left = vectors[:, order] / np.where(scale > 0, scale, 1.0)
+        components = np.empty((len(order), n_params))
+        for c0, block in _column_blocks(trajectories, cols, n_params):
+            block -= mean[c0 : c0 + block.shape[1]]
+            components[:, c0 : c0 + block.shape[1]] = left.T @ block
+            progress.advance()
+        # Xᵀ U S⁻¹ is orthonormal only to eps * s_1² / s_k² (1e-10 for a noise component of
+        # 1e-6 of the variance): QR restores it without moving the leading components.
+        q, r = np.linalg.qr(components.T)
+        components = (q * np.sign(np.diag(r))).T
+    components = _sign_fixed(components)
+    ratio = variances / total if total > 0 else np.zeros_like(variances)
+    log.info("PCA fit done in %.1fs; explained variance ratio %s", time.monotonic() - started,
+             np.round(ratio, 4).tolist())
+    return PCAResult(mean, components, variances, ratio)
+
+
 def _fit(trajectories: Trajectories, n_components: int, method: str,
          chunk_rows: int) -> PCAResult:
     """Fit on trajectories opened (and checksum-verified) once by the caller."""
@@ -56,20 +134,20 @@ def _fit(trajectories: Trajectories, n_components: int, method: str,
              method, rows, n_params, len(trajectories), n_components)
     started = time.monotonic()
     if method == "exact":
-        stacked = np.concatenate([np.asarray(a, dtype=np.float64) for a, _ in trajectories])
-        model = PCA(n_components=n_components, svd_solver="full").fit(stacked)
+        return _fit_exact(trajectories, n_components, chunk_rows, started)
     else:
         model = IncrementalPCA(n_components=n_components)
-        pending, done = [], 0
+        progress = logs.Progress("PCA (incremental) fit", rows, "snapshots", logger=log)
+        pending = []
         for chunk, _, _ in _chunks(trajectories, chunk_rows):
             pending.append(chunk)
             if sum(len(c) for c in pending) >= max(chunk_rows, n_components):
-                done += sum(len(c) for c in pending)
                 model.partial_fit(np.concatenate(pending))
+                progress.advance(sum(len(c) for c in pending))
                 pending = []
-                log.info("PCA fit: %d/%d snapshots, %.1fs", done, rows, time.monotonic() - started)
         if pending:  # a last batch smaller than n_components would be rejected: merge it back
             model.partial_fit(np.concatenate(pending))
+            progress.advance(sum(len(c) for c in pending))
     log.info("PCA fit done in %.1fs; explained variance ratio %s", time.monotonic() - started,
              np.round(model.explained_variance_ratio_, 4).tolist())
     return PCAResult(model.mean_, model.components_, model.explained_variance_,
@@ -145,8 +223,11 @@ def run_on(trajectories: Trajectories, pca_config: dict, out_variance: str | Pat
         "cumulative_ratio": np.cumsum(result.explained_variance_ratio),
     }))
     frames = []
+    progress = logs.Progress("PCA coordinates", sum(len(a) for a, _ in trajectories),
+                             "snapshots", logger=log)
     for chunk, meta, start in _chunks(trajectories, pca_config["chunk_rows"]):
         coords, distance = result.project(chunk)
+        progress.advance(len(chunk))
         epochs = meta["epochs"][start : start + len(chunk)]
         frame = pd.DataFrame(coords, columns=[f"pc{i + 1}" for i in range(k)])
         frame.insert(0, "epoch", epochs)

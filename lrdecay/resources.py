@@ -122,21 +122,27 @@ class JobCosts:
         return state + snapshots + activations + self._data_bytes()
 
     def _pca_rows(self) -> tuple[int, int]:
-        """(snapshots in all, rows of one SVD): all of them (exact) or components + one chunk."""
+        """(snapshots in all, rows of one block): components + one chunk (incremental), or a
+        chunk of the projection (exact)."""
         sched, pca = self.config["schedule"], self.config["pca"]
         rows = self._snapshots(sched["main_epochs"])
         rows += len(self.plan.branch_epochs) * self._snapshots(sched["subpath_epochs"])
         if pca["method"] == "exact":
-            return rows, rows
+            return rows, min(pca["chunk_rows"], rows)
         return rows, min(pca["chunk_rows"], rows) + pca["n_components"] + 1
 
     def _pca_bytes(self) -> int:
         rows, block = self._pca_rows()
         p = n_params(self.config)
         if self.config["pca"]["method"] == "exact":
-            # Rows read as float64 and stacked, scikit-learn's copy, the SVD's copy, its factors
-            # and workspace: the quick preset's PCA (661 x 85 002) peaked at 3.05 GB.
-            return 5 * rows * p * 8 + rows * rows * 8
+            # lrdecay.pca._fit_exact: the Gram (or covariance) matrix with eigh's copy and
+            # workspace; a block (chunk_rows snapshots' worth of values) read as float64 with
+            # its per-file parts; the components and their QR. The mapped trajectory pages it
+            # touched stay resident. Then the projection: seven chunk-sized float64 arrays.
+            small, k = min(rows, p), self.config["pca"]["n_components"]
+            fit = 3 * small * small * 8 + (3 * block + 3 * k) * p * 8
+            mapped = rows * p * DTYPE_BYTES[self.config["trajectory"]["dtype"]]
+            return mapped + max(fit, 7 * block * p * 8)
         # Measured about seven block-sized float64 arrays at once: the chunks read (as float64),
         # their concatenation, scikit-learn's validated copy, the stacked block, the SVD's copy
         # and factors (and as many while projecting: centred rows, in-plane part, residual).

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lrdecay import io, train
+from lrdecay import io, logs, train
 from lrdecay.engine import PathSpec
 from lrdecay.stacked import make_stepper
 
@@ -59,6 +59,10 @@ def run_subpath_group(config: dict, data_path: str, group: int, out_dir: str, de
     if mode == "vmap" and saved is not None and set(saved) <= set(branches):
         todo = saved  # finish the interrupted batch as it was (its outputs are rewritten alike)
     batches = [todo] if mode == "vmap" else [[b] for b in todo]
+    # one console progress for the whole job (all its subpaths), not one per subpath
+    progress = logs.Progress(f"subpath group {group} (branches {', '.join(map(str, branches))})",
+                             len(branches) * sub_epochs, "path-epochs")
+    progress.skip((len(branches) - len(todo)) * sub_epochs)
     failures: list[str] = []
     for batch in batches:
         if not batch:
@@ -68,6 +72,7 @@ def run_subpath_group(config: dict, data_path: str, group: int, out_dir: str, de
             trainer, [branch_spec(config, b) for b in batch], batch, sub_epochs,
             [works[b] for b in batch], [plan.branch_state(b) for b in batch],
             state_dir / train.STATE_NAME, new_stepper=make_stepper, root=plan.run_dir,
+            progress=progress,
         ).run()
     if failures:
         raise train.DivergenceError(

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lrdecay import io
+from lrdecay import io, logs
 from lrdecay.data import DeviceData
 from lrdecay.engine import (
     METRIC_COLUMNS,
@@ -133,6 +133,9 @@ class PathsRun:
     # (trainer, K, lr) -> the engine of K paths. One model here; the subpath groups pass
     # lrdecay.stacked.make_stepper, so this module never imports the vmap code.
     new_stepper: Callable[[Trainer, int, float], Stepper] = single_stepper
+    # The job's console progress (a subpath group passes one for all its subpaths); None: one
+    # for this run's path-epochs.
+    progress: logs.Progress | None = None
     root: Path | None = None
 
     def run(self) -> list[str]:
@@ -188,6 +191,10 @@ class PathsRun:
 
         last_save = time.monotonic()
         started, first_t = time.monotonic(), t
+        progress = self.progress or logs.Progress(
+            f"{self._label()} epochs {self.starts[0]}-{self.starts[0] + self.length}",
+            k * self.length, "epochs" if k == 1 else "path-epochs")
+        progress.skip(t * k)
         while t < self.length and active:
             running = stepper.train_epoch([generators[i] for i in active])
             t += 1
@@ -202,6 +209,7 @@ class PathsRun:
                     continue
                 keep.append(j)
                 rows[i].append(row)
+            progress.advance(len(active) + (len(active) - len(keep)) * (self.length - t))
             if len(keep) < len(active):  # drop diverged paths; the others carry on unchanged
                 stepper.keep(keep)
                 for j, i in enumerate(active):
@@ -297,13 +305,17 @@ class PathsRun:
 
     def _progress(self, active: list[int], t: int, first_t: int, started: float,
                   rows: dict) -> None:
-        """One log line per epoch with the losses and an ETA, so long jobs show where they are."""
+        """One line per epoch with the losses, for the job's log file only (logs.DETAIL): the
+        console gets the job's `Progress` lines."""
         done, elapsed = t - first_t, time.monotonic() - started
         eta = elapsed / done * (self.length - t) if done else float("nan")
         row = rows[active[0]][-1]
-        log.info("%s (%d active) epoch +%d/%d  train %.4f  test %.4f (acc %.3f) [first active]"
-                 "  %.1fs elapsed, ETA %.0fs", self._label(), len(active), t, self.length,
-                 row["train_loss"], row["test_loss"], row["test_acc"], elapsed, eta)
+        others = f"; {len(active)} paths training" if len(self.specs) > 1 else ""
+        log.info("%s epoch %d (+%d of %d): train loss %.4f, test loss %.4f, test accuracy "
+                 "%.3f%s; %.1f s elapsed, about %.0f s left in this run",
+                 self.specs[active[0]].name, self.starts[active[0]] + t, t, self.length,
+                 row["train_loss"], row["test_loss"], row["test_acc"], others, elapsed, eta,
+                 extra=logs.DETAIL)
 
 
 def setup(config: dict, data_path: str, device_name: str,
