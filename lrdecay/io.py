@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from io import BytesIO
@@ -291,14 +292,37 @@ def _check_record(meta: object, where: Path, fix: str) -> None:
         )
 
 
+def canonical(value: Any) -> Any:
+    """`value` rebuilt so that its pickle depends on its values alone, not on which objects it
+    shares: every string interned (equal strings become one object), every container a new one
+    of the same type (with a state dict's `_metadata`), tensors kept as they are.
+
+    pickle writes an object seen before as a back-reference, so a state whose metrics rows were
+    built in this process (their keys are the code's constant strings, one object each) and one
+    whose first rows came from a resumed state (keys unpickled as separate objects) held equal
+    values in different bytes: a resumed job's state.pt differed from an uninterrupted one's.
+    """
+    if isinstance(value, str):
+        return sys.intern(str(value))
+    if isinstance(value, dict):
+        rebuilt = type(value)((canonical(k), canonical(v)) for k, v in value.items())
+        if hasattr(value, "_metadata"):  # torch's state_dict: module versions
+            rebuilt._metadata = canonical(value._metadata)
+        return rebuilt
+    if isinstance(value, list | tuple) and type(value) in (list, tuple):
+        return type(value)(canonical(v) for v in value)
+    return value
+
+
 def save_checkpoint(path: str | Path, state: dict, meta: dict | None = None) -> None:
-    """torch.save `state` atomically with a size/checksum sidecar."""
+    """torch.save `state` atomically with a size/checksum sidecar; equal states give equal
+    bytes (`canonical`), however they were assembled."""
     import torch  # on use (module docstring)
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         # A handle, not the path: torch names the archive's root folder after a path, so the
         # random temporary name would make identical states differ byte for byte.
-        torch.save(state, handle)
+        torch.save(canonical(state), handle)
     _record(path, meta)
 
 
@@ -319,7 +343,7 @@ def save_state(path: str | Path, state: dict, meta: dict | None = None) -> None:
     """
     import torch  # on use (module docstring)
     buffer = BytesIO()
-    torch.save(state, buffer)
+    torch.save(canonical(state), buffer)
     payload = buffer.getbuffer()
     record = {"bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest(),
               "lrdecay_version": __version__, **(meta or {})}

@@ -160,6 +160,21 @@ def outputs(config: dict) -> dict[str, bytes | pd.DataFrame]:
     return found
 
 
+def state_bytes(config: dict) -> dict[str, bytes]:
+    """The bytes of every checkpoint and checksum record a run's training jobs published
+    (state.pt, branch-XXXX.pt and their .json; the arrays' .json): what DVC hashes."""
+    run = lrconfig.Plan(config).seed_dir()
+    paths = sorted(run.glob("main/segment-*/*")) + sorted(run.glob("subpaths/group-*/*"))
+    return {str(path.relative_to(run)): path.read_bytes()
+            for path in paths if path.suffix in (".pt", ".json")}
+
+
+def assert_same_bytes(a: dict[str, bytes], b: dict[str, bytes]) -> None:
+    assert a.keys() == b.keys()
+    differ = [key for key in a if a[key] != b[key]]
+    assert not differ, f"differ byte for byte from the uninterrupted run: {differ}"
+
+
 def assert_same_outputs(a: dict, b: dict) -> None:
     """Bit-identical arrays and exactly equal metrics, naming the first file that differs."""
     assert a.keys() == b.keys()

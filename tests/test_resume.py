@@ -3,6 +3,7 @@
 Two kills land at seeded file commits (just before or just after the n-th rename of a written
 file onto its final path), so they land on any machine and a failure reruns exactly; a third lands
 at a seeded wall-clock moment, anywhere (mid-write, mid-epoch), and may find the run finished.
+Arrays and tables are compared by value, checkpoints and checksum records byte for byte.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from pathlib import Path
 import pytest
 
 from lrdecay import config as lrconfig
-from tests.conftest import REPO, assert_same_outputs, engine_config, outputs, subprocess_env
+from tests.conftest import (
+    REPO,
+    assert_same_bytes,
+    assert_same_outputs,
+    engine_config,
+    outputs,
+    state_bytes,
+    subprocess_env,
+)
 
 DRIVER = """
 import json, os, signal, sys
@@ -100,3 +109,5 @@ def test_kill_9_at_seeded_moments_then_rerun_gives_identical_outputs(tmp_path: P
     leftovers = [p for p in resume.rglob("*") if p.is_file()] if resume.exists() else []
     assert not leftovers, f"resume files left after a finished run ({how}): {leftovers}"
     assert_same_outputs(outputs(killed), outputs(reference))
+    # and byte for byte: every state.pt, branch state and record, as DVC hashes them
+    assert_same_bytes(state_bytes(killed), state_bytes(reference))

@@ -12,10 +12,12 @@ import pytest
 from lrdecay import config as lrconfig
 from lrdecay import io
 from tests.conftest import (
+    assert_same_bytes,
     assert_same_outputs,
     engine_config,
     outputs,
     poison_branch_state,
+    state_bytes,
     train_all,
 )
 
@@ -120,6 +122,7 @@ def test_a_kill_at_the_commit_of_a_state_keeps_a_valid_state(
     assert "resumed at epoch" in caplog.text
     assert "afresh" not in caplog.text and "ignoring" not in caplog.text
     assert_same_outputs(outputs(config), outputs(reference))
+    assert_same_bytes(state_bytes(config), state_bytes(reference))  # state.pt as DVC sees it
 
 
 def test_a_partial_main_path_of_another_config_is_set_aside(tmp_path: Path, monkeypatch,
