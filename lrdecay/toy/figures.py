@@ -127,9 +127,10 @@ def _drift_panel(ax, inst: Instance, e_u, e_v, traj_u, traj_v, rho_max, eta, sig
                        np.log10(mag[:, 0] + 1e-30), cmap="viridis", angles="xy", scale=18,
                        width=0.008, edgecolor=BLACK, linewidth=0.3, zorder=3)
     ax.figure.colorbar(arrows, ax=ax, shrink=0.8, label=r"$\log_{10}$ drift speed")
-    for u, v in zip(traj_u, traj_v, strict=True):
-        ax.plot(u, v, "-", color="0.55", lw=0.4, alpha=0.7)
-        ax.plot(u[0], v[0], "k.", ms=3)
+    for i, (u, v) in enumerate(zip(traj_u, traj_v, strict=True)):
+        ax.plot(u, v, "-", color="0.55", lw=0.4, alpha=0.7,
+                label="SGD paths (projected)" if i == 0 else None)
+        ax.plot(u[0], v[0], "k.", ms=3, label="SGD start" if i == 0 else None)
     wd = inst.w_dagger
     ax.plot(wd @ e_u, wd @ e_v, "o", color=ORANGE, mec=BLACK, ms=6, label="$w^\\dagger$", zorder=4)
     ax.set_xlabel("$\\bar\\alpha^*_X$ coordinate")
@@ -138,15 +139,20 @@ def _drift_panel(ax, inst: Instance, e_u, e_v, traj_u, traj_v, rho_max, eta, sig
     ax.set_aspect("equal", adjustable="datalim")
 
 
+def _legend_below(ax, ncols: int = 2) -> None:
+    """The panel's legend under its axes, where no curve, arrow or colour bar can cross it."""
+    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=ncols)
+
+
 @_styled
 def figure4(png: str, pdf: str, traces: dict, toy: dict) -> None:
     """Figure 4: the drift of Eq. 3.15 on M (arrows, colour = log10 speed) with SGD paths over it:
     (a) Figure 3's data (n = 1: C < 0 at w_dagger, paths settle at rho_inf); (b) the default
     instance at the largest gamma (paths go to w_dagger). The ODE keeps w in span{alpha*_X, e_v},
-    so both panels are exact sections."""
+    so both panels are exact sections. Legends sit below the panels, clear of the drawing."""
     g = max(traces)
     tr = traces[g]
-    fig, axes = _panels(2, 3.6, layout="constrained")
+    fig, axes = _panels(2, 4.0, layout="constrained")
     axes = axes[0]
     inst1 = figure3_instance(g)
     e_u = inst1.alpha_star_X / np.linalg.norm(inst1.alpha_star_X)
@@ -160,13 +166,13 @@ def figure4(png: str, pdf: str, traces: dict, toy: dict) -> None:
     r_inf = float(tr["n1_rho_inf"])
     axes[0].plot(r_inf * np.cos(theta), r_inf * np.sin(theta), "--", color=GREEN, lw=1,
                  label="$\\|w\\| = \\rho_\\infty$ ($C = 0$)")
-    axes[0].legend(fontsize=6, loc="lower left")
+    _legend_below(axes[0])
     inst2 = Instance(tr["X"], tr["w_star"], g)
     rho_max = 1.05 * float(np.max(np.hypot(tr["main_u"], tr["main_v"])))
     _drift_panel(axes[1], inst2, tr["e_u"], tr["e_v"], tr["main_u"], tr["main_v"], rho_max,
                  toy["eta_large"], toy["sigma"] ** 2 / toy["batch_size"],
-                 f"(b) $d = {inst2.d}$, $n = {inst2.n}$, $\\gamma = {g:g}$: SGD paths (projected)")
-    axes[1].legend(fontsize=6, loc="lower left")
+                 f"(b) $d = {inst2.d}$, $n = {inst2.n}$, $\\gamma = {g:g}$")
+    _legend_below(axes[1])
     save(fig, png, pdf)
 
 
@@ -191,8 +197,7 @@ def norm_vs_ode(png: str, pdf: str, traces: dict) -> None:
         m["h -> 0"] = 2 * m["eta/2"] - m["eta"]
         se["h -> 0"] = np.hypot(2 * se["eta/2"], se["eta"])
         for name, (color, ls) in H_STYLES.items():
-            c = tr.get(f"lemma_c_{name}|sigma")
-            label = (f"SGD, {H_LABELS[name]}: $c = {float(c):.3f}$" if c is not None
+            label = (f"SGD, {H_LABELS[name]}" if name != "h -> 0"
                      else f"SGD extrapolated to {H_LABELS[name]}")
             top.plot(s, m[name], color=color, ls=ls, label=label)
             diff = m[name] - ode_on_s
@@ -204,13 +209,17 @@ def norm_vs_ode(png: str, pdf: str, traces: dict) -> None:
         top.axhline(float(tr["norm_dagger"]), color="0.5", lw=0.8, ls=(0, (1, 3)),
                     label="$\\|w^\\dagger\\|$")
         bottom.axhline(0.0, color=BLACK, lw=0.8, ls=":")
-        top.set_title(f"$\\gamma = {g:g}$")
+        # the fitted time factors in the title: the legend below holds only the line styles
+        cs = ", ".join(f"{float(tr[f'lemma_c_{h}|sigma']):.3f}" for h in ("eta", "eta/2"))
+        top.set_title(f"$\\gamma = {g:g}$: $c = {cs}$", fontsize=7)
         top.set_ylabel(r"$\|\mathrm{retract}_M(w)\|$")
-        top.legend(fontsize=6, loc="upper right")
         bottom.set_ylabel("SGD $-$ ODE (band: 2 SE)")
         bottom.set_xlabel(r"$t\,/\,\tau_{II}(h)$")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=6)
     fig.suptitle("Lemma 3.3: position along $M$, label-noise SGD vs Eq. 3.15\n"
-                 r"($c$: fitted time factor, SGD $\approx$ ODE$(c\,t)$)", fontsize=8)
+                 r"($c$: fitted time factor at $h = \eta, \eta/2$; SGD $\approx$ ODE$(c\,t)$)",
+                 fontsize=8)
     save(fig, png, pdf)
 
 
@@ -226,29 +235,50 @@ def phases(png: str, pdf: str, traces: dict) -> None:
         ax.plot(t, tr["main_test_mean"], "-.", color=GREEN, label="test loss")
         ax.axhline(float(tr["test_loss_dagger"]), color=BLACK, ls=":",
                    label="test loss at $w^\\dagger$")
-        ax.axvline(float(tr["k1"]) * float(tr["eta"]), color="0.6", lw=0.8)
+        ax.axvline(float(tr["k1"]) * float(tr["eta"]), color="0.6", lw=0.8,
+                   label="end of Phase I")
         ax.set_yscale("log")
-        ax.set_xlabel(r"paper time $t = k\eta$ (grey: end of Phase I)")
-        ax.set_ylabel("loss (mean over replicas)")
         ax.set_title(f"$\\gamma = {g:g}$")
-        ax.label_outer()
-    axes[0, 0].legend(fontsize=6)
+    axes[0, 0].set_ylabel("loss (mean over replicas)")
+    # one x label for the row (per-panel labels ran into one line)
+    fig.supxlabel(r"paper time $t = k\eta$", fontsize=8)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=6)
     save(fig, png, pdf)
+
+
+# the starts of the late-decay figure: (traces key, label, colour, marker, line style)
+DECAY_STARTS = (("cneg", "$c < 0$", BLUE, "v", "-"), ("czero", "$c = 0$", BLACK, "o", "--"),
+                ("cpos", "$c > 0$", ORANGE, "^", "-."),
+                ("random", "random directions", GREEN, "s", ":"))
 
 
 @_styled
 def late_decay(png: str, pdf: str, traces: dict) -> None:
-    """Final test loss after Phase III against the decay step (mean +- 1 SE over replicas)."""
-    fig, axes = _panels(len(traces), 2.6, layout="constrained")
+    """Final test loss after Phase III against the decay step for the four starts (markers:
+    mean +- 1 SE over replicas) with the prediction L(w_dagger) + a^2/2 - a c drawn through
+    them (lines), relative to the test loss at w_dagger. c > 0 has its minimum inside."""
+    fig, axes = _panels(len(traces), 2.8, layout="constrained", sharey=False)
     for ax, (g, tr) in zip(axes[0], sorted(traces.items()), strict=True):
-        ax.errorbar(tr["decay_t"], tr["decay_final_mean"], yerr=tr["decay_final_se"], fmt="o-",
-                    color=BLUE, ms=3, capsize=2, label=r"after Phase III ($\pm$1 SE)")
-        ax.axhline(float(tr["test_loss_dagger"]), color=BLACK, ls=":",
-                   label="test loss at $w^\\dagger$")
-        ax.set_xlabel(r"decay time $t = k\eta_L$")
-        ax.set_ylabel("final test loss")
+        t = tr["decay_t"]
+        l_dag = float(tr["test_loss_dagger"])
+        for key, label, color, marker, ls in DECAY_STARTS:
+            if f"decay_{key}_mean" not in tr:
+                continue
+            mean = np.asarray(tr[f"decay_{key}_mean"])
+            ax.errorbar(t, mean - l_dag, yerr=tr[f"decay_{key}_se"],
+                        fmt=marker, color=color, ms=3, capsize=2, lw=0.8,
+                        label=f"{label}: measured ($\\pm$1 SE)")
+            ax.plot(t, np.asarray(tr[f"decay_{key}_pred"]) - l_dag, ls, color=color, lw=1,
+                    label=f"{label}: predicted")
+        ax.axhline(0.0, color="0.5", lw=0.6, ls=(0, (1, 2)))
+        ax.set_yscale("symlog", linthresh=1e-3)
         ax.set_title(f"$\\gamma = {g:g}$")
-    axes[0, 0].legend(fontsize=6)
+    axes[0, 0].set_ylabel(r"final test loss $-\ L(w^\dagger)$")
+    fig.supxlabel(r"decay time $t = k\eta_L$ (first: end of Phase I)", fontsize=8)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2 if len(traces) == 1 else 4,
+               fontsize=6)
     save(fig, png, pdf)
 
 

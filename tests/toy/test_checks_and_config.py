@@ -23,13 +23,31 @@ def test_theorem_3_4_rows_detect_the_printed_constants(small_toy):
     inst = make_instance(dict(small_toy, d=30, n=5), 2.0)
     w_m0 = inst.manifold_point(1.5 * inst.norm_dagger, inst.perp_basis[:, 0])
     rows, _ = checks.check_theorem_3_4_ode(inst, 0.005, 1.0, w_m0, 200.0, 200)
-    got = _passes(rows)
-    assert got == {"norm_rate_closed_form": True, "eq_3_17_proof_B": True,
-                   "local_rate_ode": True}
-    proof = next(r for r in rows if r["check"] == "eq_3_17_proof_B")
+    assert all(_passes(rows).values()), rows
+    by_name = {r["check"]: r for r in rows}
+    proof = by_name["eq_3_17_proof_B"]
     assert 1 <= proof["measured"] < 1.5  # the proof's B holds and is close to tight
-    printed = float(proof["paper_note"].split("min ratio ")[1].split(")")[0])
-    assert printed == pytest.approx(proof["measured"] / inst.d, rel=2e-3)  # B(C d) fails: < 1
+    printed = by_name["eq_3_17_printed_B"]
+    assert printed["verdict"] == "contradicted"  # B(C d) fails: the ratio is below 1
+    assert printed["measured"] == pytest.approx(proof["measured"] / inst.d, rel=2e-3)
+    # Eq. B.19 at gamma = 2: printed / exact = 1 / (2 ||w_dagger||^2), a violated bound when > 1
+    b19 = by_name["eq_B19_printed_rate"]
+    expected = 1 / (2 * inst.norm_dagger**2)
+    assert b19["measured"] == pytest.approx(expected, rel=2e-3)
+    assert b19["verdict"] == ("contradicted" if expected > 1 + 1e-3 else "consistent")
+
+
+def test_a_degenerate_simulation_writes_fail_rows(small_toy, monkeypatch):
+    """A diverging Phase III gives one FAIL row naming the config key; other parts still run."""
+    monkeypatch.setattr(simulate, "gradient_descent_step", lambda inst, w, h: w.__imul__(1e4))
+    _, rows, _ = checks.run_gamma(small_toy, 1.0, parts=("geometry", "phase3"))
+    by_name = {r["check"]: r for r in rows}
+    failed = by_name["phase3_failed"]
+    assert not failed["pass"] and failed["verdict"] == "FAIL"
+    assert "toy.eta_small" in failed["paper_note"] and "diverged" in failed["paper_note"]
+    assert by_name["w_dagger_on_M"]["pass"]
+    nan_row = checks._row(1.0, "x", "", "", float("nan"), 0.0, "", True)
+    assert not nan_row["pass"] and "degenerated" in nan_row["paper_note"]
 
 
 def test_phase3_rate_check(small_toy, monkeypatch):
@@ -46,11 +64,16 @@ def test_phase3_rate_check(small_toy, monkeypatch):
     assert not fast["pass"] and fast["measured"] == pytest.approx(2, rel=0.02)
 
 
-def test_energy_distance_detects_shift():
+def test_energy_distance_is_unbiased_and_detects_shift():
     rng = np.random.default_rng(2)
-    a, b = rng.standard_normal((60, 3)), rng.standard_normal((60, 3))
-    assert checks.permutation_pvalue(a, b + 2.0, rng, 50) < 0.05
-    assert checks.energy_distance(a, b) < checks.energy_distance(a, b + 2.0)
+    same = [checks.energy_distance(rng.standard_normal((40, 3)), rng.standard_normal((40, 3)))
+            for _ in range(200)]
+    se = np.std(same, ddof=1)
+    assert abs(np.mean(same)) <= 4 * se / np.sqrt(len(same))  # U-statistic: mean 0 (V: > 0)
+    a, b = rng.standard_normal((40, 3)), rng.standard_normal((40, 3))
+    se_perm = checks.energy_distance_se(a, b, rng, 100)
+    assert se_perm == pytest.approx(se, rel=0.35)  # relabelling spread = sampling spread
+    assert checks.energy_distance(a, b + 1.0) > 3 * se_perm
 
 
 def test_run_gamma_small_instance_all_rows_pass(small_toy):
@@ -59,9 +82,18 @@ def test_run_gamma_small_instance_all_rows_pass(small_toy):
     failed = [(r["check"], r["measured"], r["criterion"]) for r in rows if not r["pass"]]
     assert not failed
     names = [r["check"] for r in rows]
-    assert len(names) == len(set(names)) == 21
-    assert {"theorem_3_1", "lemma_3_3_tracking", "lemma_3_3_time_factor", "late_decay_monotone",
-            "control_sigma0", "n1_limit_sgd", "theorem_3_6", "phase_II_test_falls"} <= set(names)
+    assert len(names) == len(set(names)) == 32
+    starts = [name for name, _, _ in checks.STARTS]
+    assert {"theorem_3_1", "theorem_3_1_control", "lemma_3_3_tracking", "lemma_3_3_time_factor",
+            "control_sigma0", "n1_limit_sgd", "theorem_3_6", "phase_II_test_falls",
+            "decay_placement", "replica_independence", "eq_3_17_printed_B",
+            "eq_B19_printed_rate", *(f"late_decay_{kind}_{s}" for s in starts
+                                     for kind in ("prediction", "verdict"))} <= set(names)
+    verdicts = {r["check"]: r["claim"] for r in rows if r["check"].startswith("late_decay_v")}
+    # c > 0: the predicted minimum is inside the decay range, so later decay hurts after it
+    assert "then hurts" in verdicts["late_decay_verdict_cpos"]
+    for start in ("cneg", "czero", "random"):
+        assert "helps at every decay step" in verdicts[f"late_decay_verdict_{start}"]
     assert traces["lemma_c_eta|sigma"] > 1  # SGD at finite eta runs ahead of Eq. 3.15 (O(eta))
 
 

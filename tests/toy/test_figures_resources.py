@@ -44,16 +44,21 @@ def test_one_panel_figures_are_one_column_wide_with_mathtext(drawn, tmp_path) ->
     t = [0.0, 1.0, 2.0]
     tr = {"main_t": t, "main_train_mean": [1.0, 0.5, 0.4], "main_floor_mean": [0.3, 0.3, 0.3],
           "main_test_mean": [2.0, 1.0, 0.9], "test_loss_dagger": 0.8, "k1": 1, "eta": 1.0,
-          "decay_t": t, "decay_final_mean": [1.0, 0.9, 0.85], "decay_final_se": [0.1, 0.1, 0.1]}
+          "decay_t": t}
+    for key, _, _, _, _ in figures.DECAY_STARTS:
+        tr.update({f"decay_{key}_mean": [1.0, 0.9, 0.85], f"decay_{key}_se": [0.1, 0.1, 0.1],
+                   f"decay_{key}_pred": [1.0, 0.88, 0.86]})
     figures.phases(tmp_path / "p.png", tmp_path / "p.pdf", {2.0: tr})
     figures.late_decay(tmp_path / "l.png", tmp_path / "l.pdf", {2.0: tr})
-    for fig in drawn:
+    expected = (r"test loss at $w^\dagger$", "$c > 0$: predicted")
+    for fig, want in zip(drawn, expected, strict=True):
         assert fig.get_size_inches()[0] == pytest.approx(COLUMN_WIDTH)
         ax = fig.axes[0]
         assert ax.get_title() == r"$\gamma = 2$"
         labels = ax.get_legend_handles_labels()[1]
-        assert r"test loss at $w^\dagger$" in labels, labels
+        assert want in labels, labels
         assert not any("w_dagger" in s or "eta" in s.replace(r"\eta", "") for s in labels)
+        assert fig.legends, "the legend sits below the panels (fig.legend), clear of the curves"
 
 
 def test_toy_pdfs_are_byte_stable(tmp_path) -> None:

@@ -1,8 +1,9 @@
 """Plant plausible bugs in the toy code one at a time: the checks table must fail for each.
 
-Each of the eight mutants is a consistent change a reviewer could make by mistake (the formulas
-that would "confirm" it are changed with it), so only a comparison with an independent
-simulation can catch it. The unmutated code passes every row on the same small instance.
+Each of the eight theory mutants is a consistent change a reviewer could make by mistake (the
+formulas that would "confirm" it are changed with it), so only a comparison with an independent
+simulation can catch it; two more break how the main path is run (MAIN_MUTANTS). The unmutated
+code passes every row on the same small instance.
 """
 
 import numpy as np
@@ -96,3 +97,45 @@ def test_unmutated_passes(small_toy):
 def test_mutant_fails_the_table(small_toy, monkeypatch, name):
     MUTANTS[name](monkeypatch)
     assert _failed(small_toy), f"planted bug {name!r} passes every row"
+
+
+# Bugs in how the main path is run, caught by its own rows at every gamma: the decay steps
+# (decay_placement) and the replicas' independence (replica_independence). A short main path
+# (Lemma 3.3 runs for its corrections, no Phase III) is enough.
+def _decay_from_step_0(mp):
+    """Decay steps counted from step 0 instead of from the end of Phase I."""
+    mp.setattr(checks, "decay_steps",
+               lambda k1, k2, points: np.linspace(0, k2, points).round().astype(int))
+
+
+def _shared_minibatches(mp):
+    """Every replica of an SGD call draws the same minibatch indices."""
+    draw = simulate.draw_minibatches
+    mp.setattr(simulate, "draw_minibatches", lambda rng, n, shape: np.broadcast_to(
+        draw(rng, n, (shape[0], 1, shape[2])), shape))
+
+
+MAIN_MUTANTS = {"decay_from_step_0": (_decay_from_step_0, "decay_placement"),
+                "shared_minibatches": (_shared_minibatches, "replica_independence")}
+
+
+def _main_rows(toy, gamma):
+    _, rows, _ = checks.run_gamma(toy, gamma, parts=("main",))
+    return {r["check"]: r["pass"] for r in rows}
+
+
+@pytest.fixture
+def short_main(small_toy) -> dict:
+    return dict(small_toy, replicas=32, lemma_records=15, lemma_timescales=0.6,
+                phase2_timescales=1, decay_points=2, record_points=20)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0])
+def test_main_path_mutants_fail_their_row(short_main, monkeypatch, gamma):
+    clean = _main_rows(short_main, gamma)
+    for name, (plant, row) in MAIN_MUTANTS.items():
+        assert clean[row], f"unmutated {row} fails at gamma = {gamma}"
+        with monkeypatch.context() as mp:
+            plant(mp)
+            assert not _main_rows(short_main, gamma)[row], (
+                f"planted bug {name!r} passes {row} at gamma = {gamma}")
