@@ -231,3 +231,44 @@ def test_nested_overrides_through_snakemake(tmp_path: Path) -> None:
     assert re.search(r"^main_segment\s+4$", result.stdout, re.MULTILINE), result.stdout
     bad = _snakemake_cli(tmp_path, "optimizer={main_lr: 0}")
     assert "config key optimizer.main_lr = 0: must be > 0" in bad.stdout + bad.stderr
+
+
+def test_authors_cpu_preset_is_the_reduction_its_comment_states(tmp_path: Path) -> None:
+    """config/authors-cpu.yaml (issue 26) keeps the authors' model, loss and optimiser, and its
+    comment states the plan's own numbers: if either changes alone, this fails."""
+    authors, cpu = REPO / "config" / "authors.yaml", REPO / "config" / "authors-cpu.yaml"
+    cfg = lrconfig.load(authors, cpu)
+    base = lrconfig.load(authors)
+    for section in ("model", "loss", "optimizer"):
+        assert cfg[section] == base[section], section
+    assert (cfg["data"]["augment"], cfg["data"]["normalize"], cfg["device"]) == (True, True, "cpu")
+    plan, sched = lrconfig.Plan(cfg), cfg["schedule"]
+    steps_per_epoch = 10 * cfg["data"]["train_per_class"] // cfg["optimizer"]["batch_size"]
+    branches = plan.branch_epochs
+    comment = cpu.read_text()
+    stated = [
+        f"{cfg['data']['train_per_class']} training and {cfg['data']['test_per_class']} test "
+        "images per class",
+        f"main path {sched['main_epochs']} epochs = "
+        f"{sched['main_epochs'] * steps_per_epoch:,} SGD steps",
+        f"{len(branches)} branch points every {sched['branch_interval']} epochs from "
+        f"{branches[0]} to {branches[-1]}",
+        f"each subpath {sched['subpath_epochs']} epochs = "
+        f"{sched['subpath_epochs'] * steps_per_epoch:,} steps",
+        f"the main path runs on to {sched['main_epochs']} = {branches[-1]} + "
+        f"{sched['subpath_epochs']}",
+        f"snapshots every {cfg['trajectory']['every_epochs']} epochs",
+        "Figure 2's grid {} x {}".format(*cfg["landscape"]["points"]),
+        f"after {branches[0] * steps_per_epoch:,} steps at lr {cfg['optimizer']['main_lr']}",
+    ]
+    missing = [line for line in stated if line not in " ".join(comment.replace("#", "").split())]
+    assert not missing, missing
+    assert len(branches) >= 8 and plan.seeds == [0]
+    # It plans under Snakemake (the data root need not exist for a dry run).
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--cores", "2",
+         "--directory", str(tmp_path), "--configfile", str(authors), str(cpu),
+         "--config", f"output_dir={tmp_path / 'results'}"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "subpath_group" in result.stdout and "figure2" in result.stdout
