@@ -28,6 +28,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/pca.smk"
 include: "workflow/rules/landscape.smk"
+include: "workflow/rules/sharpness.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/toy.smk"
 include: "workflow/rules/figures.smk"
@@ -37,6 +38,7 @@ rule all:
     input:
         every_seed(rules.decay_timing.output[0]),  # each seed's tables, trajectories, PCA
         every_seed(rules.pca.output.coordinates),
+        every_seed(rules.sharpness.output[0]),  # top Hessian eigenvalues per seed
         rules.figure1.output,  # the run's: decay_timing.csv across seeds, Figure 1
         rules.figure2.output,
         rules.claims.output,  # a verdict per Section 2 claim (lrdecay.analysis)

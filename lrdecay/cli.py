@@ -83,6 +83,7 @@ def study_size(config: dict) -> dict:
         "landscape_shard_jobs": plan.n_shards,
         "snapshot_bytes": n_seeds * snapshots * n_params
         * np.dtype(config["trajectory"]["dtype"]).itemsize,
+        "sharpness": resources.sharpness_cost(config),  # per seed
     }
 
 
@@ -185,6 +186,12 @@ def describe(args: argparse.Namespace) -> int:
         f"{size['landscape_shard_jobs']} jobs",
         f"snapshots          about {size['snapshot_bytes'] / 1e9:.2f} GB "
         f"({config['trajectory']['dtype']}, every {config['trajectory']['every_epochs']} epochs)",
+        f"sharpness          {size['sharpness']['points']} points per seed (branch points and "
+        f"subpath ends), each at most {size['sharpness']['max_steps']} Hessian-vector products "
+        f"on {size['sharpness']['samples']} training images (tol "
+        f"{size['sharpness']['tol']:g}): at most "
+        f"{size['sharpness']['epochs_per_point']:.2f} model-epochs of work per point, "
+        f"{size['sharpness']['epochs'] / size['model_epochs_per_seed']:.1%} of training",
     ]
     print("\n".join(lines), flush=True)
     lines = []
@@ -215,6 +222,9 @@ def describe(args: argparse.Namespace) -> int:
             " ms)",
             f"projected          training {train_s / 3600:.2f} h, landscape {grid_s / 3600:.2f} h "
             f"on one {device} (K-at-once on a GPU is faster: see benchmarks/RESULTS.md)",
+            f"sharpness          at most {size['sharpness']['epochs_per_point'] * epoch_s:.2f} s "
+            f"per point, {size['sharpness']['epochs'] * size['n_seeds'] * epoch_s / 3600:.2f} h "
+            "in all (Lanczos usually stops well before max_steps: seconds in sharpness.csv)",
         ]
     if lines:
         print("\n".join(lines))

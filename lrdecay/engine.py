@@ -281,6 +281,7 @@ class Stepper(Protocol):
     def train_epoch(self, generators: list[torch.Generator]) -> tuple: ...
     def evaluate(self, running: tuple | None) -> list[dict[str, float]]: ...
     def flat(self) -> torch.Tensor: ...
+    def weights(self) -> list[dict[str, torch.Tensor]]: ...
     def keep(self, index: list[int]) -> None: ...
 
 
@@ -333,6 +334,10 @@ class ModuleStepper:
 
     def flat(self) -> torch.Tensor:
         return flat_parameters(self.model)[None]
+
+    def weights(self) -> list[dict[str, torch.Tensor]]:
+        """[the model's state dict]: what a model loads to be this path (lrdecay.sharpness)."""
+        return [self.model.state_dict()]
 
     def keep(self, index: list[int]) -> None:
         """Nothing to drop from a single model (a diverged one ends the run)."""

@@ -22,6 +22,8 @@ from lrdecay.basics import ConfigError, config_hash
 # a training job's own seed (for_seed), not a section of the run's config.
 TRAINING_SECTIONS = ("seed", "device", "data", "model", "loss", "optimizer", "schedule", "metrics",
                      "trajectory")
+# A subpath's final weights in its group folder (lrdecay.subpaths writes, lrdecay.sharpness reads)
+SUBPATH_WEIGHTS = "branch-{branch:04d}.weights.pt"
 # engine settings that change numbers (the others change only speed and bookkeeping)
 NUMERIC_ENGINE_KEYS = ("tf32", "channels_last", "compile", "bf16", "batched_subpaths")
 
@@ -183,4 +185,8 @@ class Plan:
 
     def group_dir(self, group: int) -> Path:
         return self.seed_dir() / "subpaths" / f"group-{group:03d}"
+
+    def subpath_weights(self, group: int, branch_epoch: int) -> Path:
+        """A subpath's final weights at full precision (its snapshots may be float16)."""
+        return self.group_dir(group) / SUBPATH_WEIGHTS.format(branch=branch_epoch)
 

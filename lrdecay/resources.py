@@ -22,7 +22,7 @@ from lrdecay.plan import Plan
 
 TOY_PREFIX = "toy_"  # the Section 3 toy model's rules (toy.smk): their own cost model, below
 # Jobs that run on the GPU where there is one (the rules whose resources say gpu=GPU).
-GPU_RULES = ("main_segment", "subpath_group", "landscape_shard")
+GPU_RULES = ("main_segment", "subpath_group", "landscape_shard", "sharpness")
 # Resident memory of a job before it does any work: Python with torch, numpy, pandas and
 # scikit-learn imported (measured 550-650 MB on Linux x86-64, torch 2.x CPU build).
 BASE_MB = 800
@@ -159,6 +159,11 @@ class JobCosts:
             return self._training_bytes(1, 3) - 3 * 4 * p + 3 * p * 8
         if rule == "pca":
             return self._pca_bytes()
+        if rule == "sharpness":  # the model, Lanczos's basis, a double-backward graph
+            cost = sharpness_cost(self.config)
+            graph = 0 if self.gpu else 3 * min(cost["samples"], self.config["metrics"][
+                "eval_batch_size"]) * activations_per_image(self.config) * 4
+            return self._training_bytes(1, 0) + (cost["max_steps"] + 2) * p * 4 + graph
         if rule == "gather_training":  # the main trajectory is copied segment by segment
             dtype = DTYPE_BYTES[self.config["trajectory"]["dtype"]]
             return self._snapshots(sched["segment_epochs"]) * p * dtype * 2
@@ -188,6 +193,8 @@ class JobCosts:
         if rule == "landscape_shard":  # one evaluation of train and test set per grid point
             points = math.ceil(self.plan.grid_points / self.plan.n_shards)
             return points * per_epoch * (train + test) / train / 3
+        if rule == "sharpness":  # every point at its max_steps products
+            return sharpness_cost(self.config)["epochs"] * per_epoch
         if rule == "pca":  # thin SVDs: rows x block x params x 4 flops at 2 GFLOP/s; reading
             rows, block = self._pca_rows()
             return rows * block * n_params(self.config) * 4 / 2e9 / 60
@@ -202,6 +209,19 @@ class JobCosts:
         minutes = OVERHEAD_MIN + TIME_SAFETY * self._work_minutes(rule)
         return int(math.ceil(minutes)) * 2 ** (attempt - 1)
 
+
+
+def sharpness_cost(config: dict) -> dict:
+    """What lrdecay.sharpness does per seed: `points` (branch points and subpath ends), at most
+    `max_steps` Hessian-vector products each on `samples` training images, each product about
+    two forward-backward passes: at most `epochs_per_point` model-epochs of work per point."""
+    cfg, plan = config["sharpness"], Plan(config)
+    n_train = dataset_images(config)[0]
+    samples = min(cfg["samples"], n_train)
+    points = 2 * len(plan.branch_epochs)
+    per_point = 2 * cfg["max_steps"] * samples / n_train
+    return {"points": points, "samples": samples, "max_steps": cfg["max_steps"],
+            "tol": cfg["tol"], "epochs_per_point": per_point, "epochs": points * per_point}
 
 
 def toy_mem_mb(config: dict, rule: str, attempt: int = 1) -> int:

@@ -201,6 +201,12 @@ class StackedStepper:
     def flat(self) -> torch.Tensor:
         return self.stacked.flat(self.params)
 
+    def weights(self) -> list[dict[str, torch.Tensor]]:
+        """Each model's parameters as the state dict of one model (the models have no buffers)."""
+        k = next(iter(self.params.values())).shape[0]
+        return [{name: value[j].clone() for name, value in self.params.items()}
+                for j in range(k)]
+
     def keep(self, index: list[int]) -> None:
         """Drop the models not in `index` (diverged ones); the others carry on unchanged."""
         rows = torch.tensor(index, device=self.trainer.device)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from lrdecay import io, logs, train
 from lrdecay.engine import PathSpec
+from lrdecay.plan import SUBPATH_WEIGHTS
 from lrdecay.stacked import make_stepper
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,10 @@ def run_subpath_group(config: dict, data_path: str, group: int, out_dir: str, de
         frames = []
         for branch in branches:
             frames.append(pd.read_csv(io.guard(works[branch] / "metrics.csv")))
-            for suffix in ("", ".json"):
-                io.link(works[branch] / f"snapshots.npy{suffix}",
-                        tmp / f"branch-{branch:04d}.npy{suffix}", plan.run_dir)
+            for source, name in [("snapshots.npy", f"branch-{branch:04d}.npy"),
+                                 ("weights.pt", SUBPATH_WEIGHTS.format(branch=branch))]:
+                for suffix in ("", ".json"):
+                    io.link(works[branch] / f"{source}{suffix}", tmp / f"{name}{suffix}",
+                            plan.run_dir)
         io.write_csv(tmp / "metrics.csv", pd.concat(frames, ignore_index=True))
     train.remove_work(group_work)

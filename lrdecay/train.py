@@ -236,6 +236,9 @@ class PathsRun:
         if active:
             self._save(memmaps, stepper, generators, active, t, rows, failures)
         state = self._state(stepper, generators, active, t, rows, failures)
+        for i, weights in zip(active, stepper.weights(), strict=True):  # full precision
+            io.save_checkpoint(self.works[i] / "weights.pt", {"model": weights},
+                               meta={"config_hash": trainer.hash, "settings": trainer.settings})
         for i in active:
             del memmaps[i]
             io.record_array(self.works[i] / "snapshots.npy", {

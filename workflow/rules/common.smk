@@ -94,6 +94,7 @@ def runtime(rule):
 # params: threads or checkpoint interval rerun nothing.
 JOB = lrdecay.plan.job_params(config, FIRST_SEED)
 LANDSCAPE_JOB = lrdecay.plan.job_params(config, FIRST_SEED, sections=("landscape",))
+SHARPNESS_JOB = lrdecay.plan.job_params(config, FIRST_SEED, sections=("sharpness",))
 
 
 def seed_of(wildcards):

@@ -1,0 +1,33 @@
+# Sharpness (lrdecay/sharpness.py), once per seed: the top Hessian eigenvalue of the training
+# loss at every branch point on the main path and at every subpath's end.
+
+
+rule sharpness:
+    input:
+        data=rules.prepare_data.output.data,
+        segments=segment_dirs,  # the main path's states at the branch points
+        groups=group_dirs,  # each subpath's final weights
+    output:
+        report(
+            f"{SEED_DIR}/sharpness.csv",
+            caption="../report/sharpness.rst",
+            category="Tables",
+            subcategory="Seed {seed}",
+        ),
+    log:
+        f"{SEED_DIR}/logs/sharpness.log",
+    conda:
+        CONDA_ENV
+    threads: TRAIN_THREADS
+    resources:
+        mem_mb=mem_mb("sharpness"),
+        runtime=runtime("sharpness"),
+        gpu=GPU,
+        slurm_partition=TRAIN_PARTITION,
+    params:
+        seed=seed_of,
+        training=SHARPNESS_JOB["training"],  # the training sections and sharpness
+        engine=SHARPNESS_JOB["engine"],
+        layout=SHARPNESS_JOB["layout"],
+    script:
+        "../scripts/sharpness.py"
