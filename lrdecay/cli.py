@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lrdecay import __version__, io
 from lrdecay import config as lrconfig
-from lrdecay import io
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +298,7 @@ def parser() -> argparse.ArgumentParser:
         description="Stages of the late-learning-rate-decay study on explicit files. The whole "
         "study runs through Snakemake: `snakemake --cores N` (see README).",
     )
+    top.add_argument("--version", action="version", version=f"lrdecay {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> None:

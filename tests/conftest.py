@@ -308,3 +308,41 @@ def make_config_yaml_tiny(repo: Path) -> Path:
     tiny = yaml.safe_load((repo / TINY.relative_to(REPO)).read_text())
     config = edit_config_yaml(repo, tiny, FEWER_JOBS)
     return Path(config["output_dir"]) / config["run_name"]
+
+
+# -- timeouts that scale with the machine's load ------------------------------------------------
+def _timeout_scale() -> float:
+    """LRDECAY_TEST_TIMEOUT_SCALE (default 1): every subprocess timeout of the tests is multiplied
+    by it, so that a machine shared with other work (README: set 3 there) runs slow, not red."""
+    value = os.environ.get("LRDECAY_TEST_TIMEOUT_SCALE", "1")
+    try:
+        scale = float(value)
+    except ValueError:
+        scale = float("nan")
+    if not scale > 0 or scale == float("inf"):
+        raise pytest.UsageError(f"LRDECAY_TEST_TIMEOUT_SCALE={value!r}: must be a number > 0, "
+                                "e.g. 3 on a loaded machine")
+    return scale
+
+
+TIMEOUT_SCALE = _timeout_scale()
+_communicate = subprocess.Popen.communicate
+
+
+def _scaled_communicate(self: subprocess.Popen, input: object = None,
+                        timeout: float | None = None) -> tuple:
+    """Popen.communicate (under subprocess.run, check_output and conftest.sh) with the timeout
+    times TIMEOUT_SCALE; a timeout says which variable gives more time."""
+    try:
+        return _communicate(self, input, None if timeout is None else timeout * TIMEOUT_SCALE)
+    except subprocess.TimeoutExpired as error:
+        error.add_note(f"timeout {timeout} s x LRDECAY_TEST_TIMEOUT_SCALE={TIMEOUT_SCALE:g}; on a "
+                       "loaded machine rerun with LRDECAY_TEST_TIMEOUT_SCALE=3")
+        raise
+
+
+subprocess.Popen.communicate = _scaled_communicate  # type: ignore[method-assign]
+
+
+def pytest_report_header() -> str:
+    return f"subprocess timeouts x{TIMEOUT_SCALE:g} (LRDECAY_TEST_TIMEOUT_SCALE)"

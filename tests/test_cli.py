@@ -13,7 +13,7 @@ import pytest
 import torch
 from sklearn.decomposition import PCA
 
-from lrdecay import cli, io, models
+from lrdecay import __version__, cli, io, models
 from tests.conftest import TINY
 
 COMMAND = Path(sys.executable).parent / "lrdecay"  # the console script pyproject.toml declares
@@ -113,3 +113,10 @@ def test_landscape_at_the_basis_mean_is_the_model_loss(tmp_path: Path) -> None:
         assert centre[f"{split}_loss"] == pytest.approx(loss, rel=1e-5)
     corner = grid[(grid.pc1 == 2) & (grid.pc2 == 2)].iloc[0]
     assert corner["train_loss"] != pytest.approx(centre["train_loss"], rel=1e-6)
+
+
+def test_version_names_the_package(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["--version"])
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out.strip() == f"lrdecay {__version__}"
