@@ -239,9 +239,8 @@ def phases(png: str, pdf: str, traces: dict) -> None:
                    label="end of Phase I")
         ax.set_yscale("log")
         ax.set_title(f"$\\gamma = {g:g}$")
+        ax.set_xlabel(r"paper time $t = k\eta$")  # short: long labels ran into one line
     axes[0, 0].set_ylabel("loss (mean over replicas)")
-    # one x label for the row (per-panel labels ran into one line)
-    fig.supxlabel(r"paper time $t = k\eta$", fontsize=8)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=6)
     save(fig, png, pdf)
@@ -274,8 +273,8 @@ def late_decay(png: str, pdf: str, traces: dict) -> None:
         ax.axhline(0.0, color="0.5", lw=0.6, ls=(0, (1, 2)))
         ax.set_yscale("symlog", linthresh=1e-3)
         ax.set_title(f"$\\gamma = {g:g}$")
+        ax.set_xlabel(r"decay time $t = k\eta_L$")
     axes[0, 0].set_ylabel(r"final test loss $-\ L(w^\dagger)$")
-    fig.supxlabel(r"decay time $t = k\eta_L$ (first: end of Phase I)", fontsize=8)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=2 if len(traces) == 1 else 4,
                fontsize=6)
