@@ -227,3 +227,23 @@ def test_claims_read_rounded_while_the_csv_stays_exact(tmp_path: Path) -> None:
 def _csv(folder: Path, name: str, frame: pd.DataFrame) -> Path:
     frame.to_csv(folder / name, index=False)
     return folder / name
+
+
+def test_norm_rows_follow_the_norms() -> None:
+    """The main path's norm falling between branch points and subpaths ending at a smaller norm
+    for later decay are supported; the opposite trends contradicted; no norms: no rows."""
+    def with_norms(sign: float) -> pd.DataFrame:
+        runs = {s: study(-0.05, s) for s in range(3)}
+        for r in runs.values():
+            m = r["metrics"]
+            m["param_norm"] = 10 + sign * np.where(m["path"] == "main", m["epoch"],
+                                                   m["branch_epoch"].fillna(0).astype(float))
+        return analysis.claims_table({s: r["metrics"] for s, r in runs.items()},
+                                     {s: r["variance"] for s, r in runs.items()},
+                                     {s: r["coordinates"] for s, r in runs.items()}
+                                     ).set_index("claim")
+    rows = ["the norm falls during the large-learning-rate phase",
+            "later decay ends at a smaller norm"]
+    assert (with_norms(-0.01).loc[rows, "verdict"] == "supported").all()
+    assert (with_norms(+0.01).loc[rows, "verdict"] == "contradicted").all()
+    assert not set(rows) & set(claims(-0.05, 1).index)

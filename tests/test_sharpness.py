@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch.func import functional_call, grad, hessian, jvp, vjp
 
-from lrdecay import engine, models, sharpness
+from lrdecay import config as lrconfig
+from lrdecay import engine, io, models, sharpness
+from tests.conftest import engine_config, train_all
 
 # Measured: |Lanczos - exact| / exact <= 5.2e-7 at tol 1e-3 (MSE and cross-entropy, float32
 # products, float64 exact Hessian); allowed 1e-5. A Gauss-Newton product is 2 % off, a negated one
@@ -95,3 +97,26 @@ def test_the_subset_is_fixed_by_its_seed() -> None:
     assert not torch.equal(a, sharpness.subset(1000, 64, 4))
     assert torch.equal(sharpness.subset(10, 64, 3), torch.arange(10))
 
+
+@pytest.mark.parametrize("mode", ["vmap"])  # one at a time: the main path's states
+def test_sharpness_job_reads_each_branch_state_and_subpath_end(tmp_path, mode: str) -> None:
+    """A trained tiny run: one row per branch point and per subpath end, each converged; the
+    published final weights are the subpath's last snapshot (float32 here), whichever engine."""
+    config = engine_config(tmp_path, engine={"batched_subpaths": mode},
+                           sharpness={"samples": 100, "max_steps": 60})
+    train_all(config)
+    plan = lrconfig.Plan(config)
+    for group, branches in enumerate(plan.subpath_groups):
+        for b in branches:
+            weights = io.load_checkpoint(plan.subpath_weights(group, b), fix="")["model"]
+            last = np.load(plan.group_dir(group) / f"branch-{b:04d}.npy")[-1]
+            flat = torch.cat([v.reshape(-1) for v in weights.values()]).numpy()
+            assert np.array_equal(flat, last)
+    table = sharpness.evaluate(config, plan.data_path, tmp_path / "sharpness.csv", "cpu")
+    branches = plan.branch_epochs
+    assert table["point"].tolist() == ["branch"] * len(branches) + ["subpath_end"] * len(branches)
+    ends = table[table["point"] == "subpath_end"]
+    assert ends["epoch"].tolist() == [b + config["schedule"]["subpath_epochs"] for b in branches]
+    assert table["converged"].all() and (table["top_eigenvalue"] > 0).all()
+    assert (table["residual"] <= 1e-3 * table["top_eigenvalue"]).all()
+    assert (table["samples"] == 100).all()
