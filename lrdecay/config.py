@@ -10,6 +10,7 @@ re-exported here), so the Snakemake rules, the package and the tests agree on on
 from __future__ import annotations
 
 import copy
+import errno
 import math
 import os
 from pathlib import Path
@@ -359,6 +360,12 @@ def check_paths(config: dict) -> None:
     if name.strip() != name or Path(name).name != name:  # the schema's pattern lets "x\n" through
         raise ConfigError(f"config key run_name = {_short(repr(name))}: {KEY_HINTS['run_name']}")
     run_dir = Path(config["output_dir"]) / name
+    for key, path in (("output_dir", run_dir), ("data.root", Path(config["data"]["root"]))):
+        trouble = _broken_link(path)
+        if trouble:
+            value = config["output_dir"] if key == "output_dir" else config["data"]["root"]
+            raise ConfigError(f"config key {key} = {_short(repr(value))}: {trouble}. Fix: "
+                              f"delete the link or point {key} at a folder")
     for folder in [run_dir, *run_dir.parents]:
         if folder.exists() and not folder.is_dir():
             raise ConfigError(
@@ -367,6 +374,22 @@ def check_paths(config: dict) -> None:
                 f"outputs go into the folder {run_dir}/. Set output_dir to a folder (or move the "
                 "file away)."
             )
+
+
+def _broken_link(path: Path) -> str | None:
+    """What is wrong with a symbolic link on `path` (outermost first) that cannot be followed:
+    a loop, or a link to nothing; None if there is none."""
+    for part in [*reversed(path.parents), path]:
+        if part.is_symlink():
+            try:
+                os.stat(part)
+            except OSError as err:
+                target = os.readlink(part)
+                if err.errno == errno.ELOOP:
+                    return (f"{part} is a symbolic link loop (to {target}, which leads back to "
+                            "itself)")
+                return f"{part} is a symbolic link to {target}, which does not exist"
+    return None
 
 
 def available_memory_bytes() -> int:
@@ -461,7 +484,20 @@ def plan_problems(config: dict) -> list[str]:
             f"jobs, more than the {MAX_GROUPS} that job names allow; raise subpaths_per_job or "
             "schedule.branch_interval"
         )
-    need, have = landscape_memory_bytes(plan), available_memory_bytes()
+    have = available_memory_bytes()
+    train = resources.JobCosts(config, gpu=False).mem_mb("main_segment") * 2**20
+    if train > have:  # the model itself: the landscape's estimate below would blame its grid
+        model = config["model"]
+        key = "model.hidden" if model["name"] == "mlp" else "model.name"
+        value = model["hidden"] if key == "model.hidden" else model["name"]
+        problems.append(
+            f"config key {key} = {_short(value)}: the model has "
+            f"{resources.n_params(config):,} parameters; a training job needs about "
+            f"{train / 2**30:.1f} GiB of memory for it, more than this machine's "
+            f"{have / 2**30:.1f} GiB; use a smaller model (narrower or fewer layers)"
+        )
+        return problems
+    need = landscape_memory_bytes(plan)
     if need > have:
         problems.append(
             f"config key landscape.points = {land['points']}: evaluating {plan.grid_points:,} "

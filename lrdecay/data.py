@@ -259,9 +259,10 @@ def load_cifar10(root: str | Path, download: bool = False,
         download_cifar10(root)
         return load_cifar10(root, download=False, spec=spec)
     raise DataError(
-        f"CIFAR-10 not found under {root.resolve()}. Put the official binary version there as "
-        f"{root}/{CIFAR10_BIN}/data_batch_1.bin ... data_batch_5.bin and test_batch.bin, or the "
-        f"python version as {root}/{CIFAR10_PY}/data_batch_1 ... data_batch_5 and test_batch "
+        f"CIFAR-10 not found under {os.path.abspath(root)}. Put the official binary version "
+        f"there as {root}/{CIFAR10_BIN}/data_batch_1.bin ... data_batch_5.bin and "
+        f"test_batch.bin, or the python version as {root}/{CIFAR10_PY}/data_batch_1 ... "
+        "data_batch_5 and test_batch "
         "(from https://www.cs.toronto.edu/~kriz/cifar.html), or set data.download: true on a "
         "machine with internet access, or data.root to the folder that holds them."
     )
@@ -277,7 +278,7 @@ def download_cifar10(root: str | Path) -> None:
     except (OSError, RuntimeError) as err:  # URLError is an OSError
         raise DataError(
             f"downloading CIFAR-10 from {url} failed ({err}). Without internet access, copy "
-            f"the official files into {Path(root).resolve()}/{CIFAR10_BIN}/ and set "
+            f"the official files into {os.path.abspath(root)}/{CIFAR10_BIN}/ and set "
             "data.download: false."
         ) from err
     folder = Path(root) / CIFAR10_BIN  # from an archive whose MD5 was verified: record its files

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from lrdecay import io
+
 log = logging.getLogger("lrdecay")
 
 
@@ -145,7 +147,8 @@ def setup(log_path: str | Path | None = None) -> None:
     handlers: list[logging.Handler] = [console]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_path, mode="a"))
+        # appended to, so a planted link would have us write onto its target (lrdecay.io.guard)
+        handlers.append(logging.FileHandler(io.guard(log_path), mode="a"))
         console.addFilter(_NoDetail())
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -114,6 +114,19 @@ CONFIG_ROWS = [
      "config key model.hidden = [8, 8, 8"),
     ("toy gammas repeated", "toy: {gammas: [1.0, 1.0]}",
      "config key toy.gammas = [1.0, 1.0]: must not list a value twice"),
+    ("toy sigma huge", "toy: {sigma: 1.0e+6}",
+     "config key toy.sigma = 1e+06: label-noise SGD diverges for gamma = 2.0"),
+    ("toy sigma huge, the limit", "toy: {sigma: 1.0e+6}", "use toy.sigma < "),
+    ("hidden 1e8", "model: {hidden: [100000000]}",
+     "config key model.hidden = [100000000]: the model has 7,500,000,010 parameters"),
+    ("1 MB data.name", "data: {name: " + "x" * 1_000_000 + "}",
+     "xxx... (1,000,002 characters): must be one of ['digits', 'cifar10']"),
+    ("output_dir a link loop", "output_dir: {tmp}/loop/results",
+     "loop is a symbolic link loop (to {tmp}/loop, which leads back to itself). Fix: delete"),
+    ("data.root a link loop", "data: {root: {tmp}/loop}",
+     "config key data.root = '{tmp}/loop': {tmp}/loop is a symbolic link loop"),
+    ("output_dir a link to nothing", "output_dir: {tmp}/dangling/results",
+     "dangling is a symbolic link to {tmp}/nowhere, which does not exist"),
     ("YTE template", "__use_yte__: true\nrun_name: ?'tiny'",
      "missing.yaml sets __use_yte__: it is a YTE template, whose ?-expressions are Python code"),
     ("YTE template switched off", "__use_yte__: false", "sets __use_yte__"),
@@ -124,6 +137,8 @@ CONFIG_ROWS = [
                          ids=[row[0] for row in CONFIG_ROWS])
 def test_bad_config_is_named(tmp_path: Path, text: str | None, fragment: str) -> None:
     (tmp_path / "a-file").write_text("not a folder\n")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     base = tmp_path / "base.yaml"
     base.write_text(f"output_dir: {tmp_path}/results\n")
     bad = tmp_path / ("bomb.yaml" if "&l9" in (text or "") else "missing.yaml")
@@ -131,7 +146,8 @@ def test_bad_config_is_named(tmp_path: Path, text: str | None, fragment: str) ->
         bad.write_text(text.replace("{tmp}", str(tmp_path)) + "\n")
     with pytest.raises(lrconfig.ConfigError) as info:
         lrconfig.load(TINY, base, bad)
-    assert fragment in str(info.value)
+    assert fragment.replace("{tmp}", str(tmp_path)) in str(info.value)
+    assert len(str(info.value)) < 5000  # no value comes back whole
 
 
 def _pickled(obj: object) -> bytes:
@@ -489,3 +505,107 @@ def test_degenerate_pca_stops_in_the_command_and_the_job(tmp_path: Path, capsys,
                 out / "explained_variance.csv", out / "coordinates.csv", out / "basis.npy", "h")
     assert fragment in str(info.value)
     assert not out.exists()
+
+
+def test_a_diverging_toy_simulation_names_sigma() -> None:
+    """Past the config-time bound (a noisy start can still diverge): the runtime guard names
+    the label noise and the step size, and their product."""
+    from lrdecay.toy import simulate
+
+    with pytest.raises(simulate.StepSizeTooLargeError) as info:
+        simulate._guard(np.array([np.inf]), 0.005, "toy.eta_large", 12, 2000.0)
+    assert ("config keys toy.eta_large = 0.005 and toy.sigma = 2000: label-noise SGD diverged "
+            "at step 12") in str(info.value)
+    assert "toy.eta_large * toy.sigma = 10" in str(info.value)
+
+
+def test_device_cuda_without_a_gpu_stops_a_local_run_before_any_job(tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    monkeypatch.setenv("LRDECAY_GPU_COUNT", "0")  # this machine: no GPU (as nvidia-smi says)
+    run_dir = tmp_path / "results" / "tiny"
+    result = snakemake(tmp_path, "--configfile", str(TINY), "--config",
+                       f"output_dir={run_dir.parent}", "device=cuda", dry=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "config key device = cuda, but this machine has no GPU" in output, output[-2000:]
+    assert "On a SLURM submit host without a GPU this config is fine" in output
+    assert "Traceback" not in output
+    assert not (run_dir / "data" / "dataset.pt").exists()  # no job ran
+
+
+# -- lrdecay commands: one message with the fix, never a traceback ------------------------------
+# (id, arguments ({tmp}: the test's folder), fragment of the one error message)
+COMMAND_ROWS = [
+    ("pca of a file that is not .npy", ["pca", "{tmp}/text.npy", "--out", "{tmp}/pca"],
+     "text.npy is not a .npy array"),
+    ("pca of a missing file", ["pca", "{tmp}/missing.npy", "--out", "{tmp}/pca"],
+     "missing.npy: No such file or directory. Fix: check the path"),
+    ("pca into a link loop", ["pca", "{tmp}/main.npy", "--out", "{tmp}/loop/pca"],
+     "Fix: a symbolic link on that path leads back to itself"),
+    ("pca of a 3-d array", ["pca", "{tmp}/cube.npy", "--out", "{tmp}/pca"],
+     "expected (n_snapshots, n_params), got shape (2, 3, 4)"),
+    ("describe a bad config", ["describe", "--no-measure", str(TINY), "--set",
+                               "optimizer.main_lr=-1"],
+     "config key optimizer.main_lr = -1: must be > 0"),
+    ("--set without a value", ["describe", "--no-measure", str(TINY), "--set", "seeds"],
+     "--set 'seeds': expected KEY=VALUE"),
+    ("prepare-data without CIFAR-10", ["prepare-data", str(TINY), "--set", "data.name=cifar10",
+                                       "--set", "data.root={tmp}/empty", "--out", "{tmp}/d.pt"],
+     "lrdecay prepare-data: CIFAR-10 not found under {tmp}/empty"),
+    ("describe a YTE template", ["describe", "--no-measure", "{tmp}/yte.yaml"],
+     "yte.yaml sets __use_yte__"),
+]
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [row[1:] for row in COMMAND_ROWS],
+                         ids=[row[0] for row in COMMAND_ROWS])
+def test_a_command_error_is_one_message_with_the_fix(tmp_path: Path, capsys, argv: list[str],
+                                                      fragment: str) -> None:
+    from lrdecay import cli
+
+    (tmp_path / "text.npy").write_text("not an array\n")
+    np.save(tmp_path / "main.npy", _RNG.normal(size=(8, 20)).astype(np.float32))
+    np.save(tmp_path / "cube.npy", np.zeros((2, 3, 4)))
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "yte.yaml").write_text("__use_yte__: true\n")
+    code = cli.main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert fragment.replace("{tmp}", str(tmp_path)) in err, err
+    assert "Traceback" not in err
+
+
+# -- the file system fails under a write: the error names the file and the fix ------------------
+# (id, errno, fragment)
+DISK_ROWS = [
+    ("full disk", 28, "the file system is full (No space left on device). Fix: free space"),
+    ("quota", 122, "the disk quota is used up"),
+    ("read-only mount", 30, "the file system is mounted read-only (Read-only file system). "
+     "Fix: point output_dir at a writable folder"),
+]
+# (id, what writes: a callable of (folder) that writes a work file through lrdecay.io)
+WRITERS = {
+    "table": lambda out: io.write_text(out / "t.csv", "a\n1\n"),
+    "checkpoint": lambda out: io.save_array(out / "a.npy", np.zeros(3), {}),
+    "snapshot memmap": lambda out: io.open_memmap(out / "s.npy", "w+", dtype="f4", shape=(4, 4)),
+    "published output folder": lambda out: io.atomic_dir(out / "segment").__enter__(),
+}
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+@pytest.mark.parametrize(("code", "fragment"), [row[1:] for row in DISK_ROWS],
+                         ids=[row[0] for row in DISK_ROWS])
+def test_a_failing_disk_is_named_with_the_path(tmp_path: Path, monkeypatch, writer: str,
+                                               code: int, fragment: str) -> None:
+    def fail(*_args: object, **_kwargs: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    for module, name in ((os, "posix_fallocate"), (io.tempfile, "mkstemp"),
+                         (io.tempfile, "mkdtemp")):
+        monkeypatch.setattr(module, name, fail)  # where each writer meets the disk first
+    with pytest.raises(io.WriteError) as info:
+        WRITERS[writer](tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"cannot write {tmp_path}/"), message
+    assert fragment in message

@@ -218,6 +218,27 @@ def check_toy_config(toy: dict) -> None:
                     f"step has curvature {lam:.4g} (eta * curvature must be < 2); use "
                     f"toy.eta_large < {2.0 / lam:.4g}"
                 )
+            # label noise: one step's kick (its standard deviation, at the sqrt(2) sigma that
+            # the checks also run) must stay well inside the point's own norm
+            reach = float(np.linalg.norm(model.A_matrix(w, g) @ inst.X, axis=0).max())
+            kick = (toy["eta_large"] * toy["sigma"] * NOISE_SCALE_MAX * reach
+                    / np.sqrt(toy["batch_size"]))
+            norm = float(np.linalg.norm(w))
+            if kick >= MAX_KICK * norm:
+                limit = toy["sigma"] * MAX_KICK * norm / kick
+                raise ConfigError(
+                    f"invalid configuration:\n  config key toy.sigma = {toy['sigma']:.4g}: "
+                    f"label-noise SGD diverges for gamma = {g}: at {name} (norm {norm:.3g}) one "
+                    f"step's noise (toy.eta_large * toy.sigma * ||A x||, up to {kick:.3g}) "
+                    f"moves w by more than {MAX_KICK:g} of its norm; use toy.sigma < "
+                    f"{limit:.4g} (or a smaller toy.eta_large)"
+                )
+
+
+# The checks also simulate at sqrt(2) sigma; a noise kick may move w by at most this fraction
+# of its norm (the presets: at most 0.12).
+NOISE_SCALE_MAX = float(np.sqrt(2.0))
+MAX_KICK = 0.5
 
 
 def step_stiffness(inst: Instance, w: np.ndarray, batch_size: int) -> float:

@@ -31,8 +31,16 @@ class StepSizeTooLargeError(ConfigError):
     (a network's training path whose loss became NaN)."""
 
 
-def _guard(w: np.ndarray, eta: float, key: str, step: int) -> None:
+def _guard(w: np.ndarray, eta: float, key: str, step: int, sigma: float | None = None) -> None:
     if not np.all(np.isfinite(w)) or np.max(np.abs(w)) > 1e6:
+        if sigma is not None and np.any(sigma):  # label-noise SGD: the noise scales eta too
+            largest = float(np.max(sigma))
+            raise StepSizeTooLargeError(
+                f"config keys {key} = {eta} and toy.sigma = {largest:.4g}: label-noise SGD "
+                f"diverged at step {step} (non-finite or |w| > 1e6); each step's noise is "
+                f"{key} * toy.sigma = {eta * largest:.4g} times ||A x||: lower toy.sigma or "
+                f"{key}"
+            )
         raise StepSizeTooLargeError(
             f"config key {key} = {eta}: the iterates diverged at step {step} "
             "(non-finite or |w| > 1e6); use a smaller step size"
@@ -54,10 +62,11 @@ def _stack(records: list[dict]) -> dict:
 
 
 def _integrate(w0: np.ndarray, steps: int, dt: float, record_every: int, recorder: Recorder,
-               step: Callable[[np.ndarray, int], None], guard: tuple[float, str],
+               step: Callable[[np.ndarray, int], None], guard: tuple,
                snapshot_steps: list[int] | tuple = ()) -> dict:
     """Run `step(w, k)` (in place) `steps` times, recording every `record_every` steps and at the
-    end, with the divergence guard; paper time of step k is k * dt.
+    end, with the divergence guard (`guard`: step size, its config key, and the label noise
+    sigma if any); paper time of step k is k * dt.
 
     A diverging run overflows between two guarded records; numpy's overflow warnings are
     silenced because the guard, which runs at every record and at the last step, reports it
@@ -68,7 +77,7 @@ def _integrate(w0: np.ndarray, steps: int, dt: float, record_every: int, recorde
     with np.errstate(over="ignore", invalid="ignore"):  # once: steps number in the millions
         for k in range(steps + 1):
             if k % record_every == 0 or k == steps:
-                _guard(w, guard[0], guard[1], k)
+                _guard(w, *guard[:2], k, *guard[2:])
                 records.append(recorder(w))
                 times.append(k * dt)
             if k in wanted:
@@ -135,7 +144,7 @@ def sgd(inst: Instance, w0: np.ndarray, eta: float, sigma: float | np.ndarray, s
         w -= eta * minibatch_gradient(w, blocks["x"][j], blocks["target"][j], inst.gamma)
 
     out = _integrate(w0, steps, eta, record_every, recorder or basic_stats(inst), step,
-                     (eta, key), snapshot_steps)
+                     (eta, key, sigma), snapshot_steps)
     out.setdefault("snapshots", {})
     return out
 

@@ -6,6 +6,7 @@ from shutil import which
 from snakemake.utils import min_version
 
 import lrdecay.config
+import lrdecay.gpu
 import lrdecay.io
 import lrdecay.lock
 import lrdecay.plan
@@ -27,6 +28,21 @@ RUN_LOCKS = []  # the run folder's lock, held until Snakemake exits (lrdecay.loc
 
 
 onstart:
+    # device: cuda where the jobs would run here, on a machine without a GPU: stop before any job
+    # (a SLURM submit host sends them to GPU nodes; --touch runs nothing)
+    if (
+        config["device"] == "cuda"
+        and workflow.local_exec
+        and not workflow.touch
+        and lrdecay.gpu.count_devices() == 0
+    ):
+        raise WorkflowError(
+            "config key device = cuda, but this machine has no GPU (nvidia-smi lists none) and "
+            "the jobs would run here (local execution); no job has run. To run here, set "
+            "device: cpu or auto (--config device=cpu). On a SLURM submit host without a GPU "
+            "this config is fine: submit the jobs to GPU nodes with --profile profiles/slurm "
+            "(README, Scale out)."
+        )
     # Only runs that execute jobs own the folder (not dry runs, nor the jobs on cluster nodes).
     try:
         RUN_LOCKS.append(lrdecay.lock.hold_run(lrdecay.plan.Plan(config).run_dir))
