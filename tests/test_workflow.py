@@ -416,7 +416,7 @@ def test_slurm_partitions_keep_cpu_jobs_off_the_gpu_partition(tmp_path: Path, de
                                            result.stdout + result.stderr):
         partition.setdefault(rule, set()).update(re.findall(r"slurm_partition=(\w+)",
                                                             resources_line))
-    gpu_rules = {"main_segment", "subpath_group", "landscape_shard"}
+    gpu_rules = {"main_segment", "subpath_group", "landscape_shard", "sharpness"}
     assert gpu_rules <= set(partition) and "pca" in partition
     for rule, found in partition.items():
         expected = "gpuq" if device == "cuda" and rule in gpu_rules else "cpuq"
