@@ -609,3 +609,46 @@ def test_a_failing_disk_is_named_with_the_path(tmp_path: Path, monkeypatch, writ
     message = str(info.value)
     assert message.startswith(f"cannot write {tmp_path}/"), message
     assert fragment in message
+
+
+# -- a finished job's folder deleted or its table edited in the middle of a study ---------------
+# (id, the folder or file under the seed folder, what is done to it, fragment of the error the
+# next step gives (None: the rerun rebuilds it, identical to the uninterrupted run))
+MIDWAY_ROWS = [
+    ("subpath folder deleted", "subpaths/group-000", "delete", None),
+    ("main segment folder deleted", "main/segment-0003", "delete", None),
+    ("a metrics row cut from a finished job", "subpaths/group-000/metrics.csv", "cut",
+     "the training metrics do not match the plan: subpath branching at 2: 1 epoch(s) missing"),
+]
+
+
+@pytest.mark.parametrize(("relative", "action", "fragment"), [row[1:] for row in MIDWAY_ROWS],
+                         ids=[row[0] for row in MIDWAY_ROWS])
+def test_a_finished_job_lost_midway_is_rebuilt_or_named(tmp_path: Path, relative: str,
+                                                        action: str,
+                                                        fragment: str | None) -> None:
+    import shutil
+
+    from lrdecay import trajectories
+
+    from .conftest import assert_same_bytes, assert_same_outputs, outputs, state_bytes
+
+    reference, config = load_tiny(tmp_path / "reference"), load_tiny(tmp_path / "run")
+    train_all(reference)
+    train_all(config)
+    target = lrconfig.Plan(config).seed_dir() / relative
+    if action == "delete":
+        shutil.rmtree(target)
+        train_all(config)  # as Snakemake reruns a job whose output folder is missing
+        assert_same_outputs(outputs(config), outputs(reference))
+        assert_same_bytes(state_bytes(config), state_bytes(reference))
+        return
+    lines = target.read_text().splitlines(keepends=True)
+    target.write_text("".join(lines[:2] + lines[3:]))  # a hand edit drops one epoch's row
+    plan = lrconfig.Plan(config)
+    csvs = [plan.segment_dir(e) / "metrics.csv" for e in [0, *plan.segment_ends]]
+    csvs += [plan.group_dir(g) / "metrics.csv" for g in range(len(plan.subpath_groups))]
+    with pytest.raises(trajectories.IncompleteResultsError) as info:
+        trajectories.gather_metrics(csvs, tmp_path / "metrics.csv", config)
+    assert fragment in str(info.value) and "Fix: delete the folder" in str(info.value)
+    assert not (tmp_path / "metrics.csv").exists()
