@@ -61,6 +61,7 @@ def stacked_run(trainer: Trainer, k: int) -> tuple[StackedStepper, list[torch.Ge
                       for n, _ in stepper.base.named_parameters()}
     if trainer.config["optimizer"]["momentum"]:
         stepper.buffers = {n: torch.zeros_like(v) for n, v in stepper.params.items()}
+    stepper.origin = stepper.flat()  # where each path starts (its distance travelled is logged)
     gens = [torch.Generator(device=trainer.device).manual_seed(i) for i in range(k)]
     return stepper, gens
 

@@ -42,7 +42,8 @@ from lrdecay import config as lrconfig
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = ["figure1", "figure2"]  # rules: every figure and table of the study (not the toy)
-EPOCH_LINE = re.compile(r"^(\S+ \S+) .* epoch \+(\d+)/(\d+) .* ([\d.]+)s elapsed")
+# lrdecay.train's per-epoch log line: "<date> <time> ... epoch 12 (+3 of 10): ...; 4.2 s elapsed"
+EPOCH_LINE = re.compile(r"^(\S+ \S+) .* epoch \d+ \(\+(\d+) of (\d+)\): .*; ([\d.]+) s elapsed")
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$")
 JOB_START = re.compile(r"^(?:local)?rule (\w+):$")
 JOB_ID = re.compile(r"^\s+jobid: (\d+)$")
