@@ -85,7 +85,7 @@ def _fit_exact(trajectories: Trajectories, n_components: int, chunk_rows: int,
         mean = sum(c.sum(axis=0) for c, _, _ in _chunks(trajectories, chunk_rows)) / rows
         cov = np.zeros((n_params, n_params))
         for c, _, _ in _chunks(trajectories, chunk_rows):
-            c -= mean
+            c = c - mean  # not in place: a float64 input chunk is a view of the caller's array
             cov += c.T @ c
         values, vectors = np.linalg.eigh(cov)
         order = np.argsort(values)[::-1][:n_components]

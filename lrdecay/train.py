@@ -236,7 +236,8 @@ class PathsRun:
         if active:
             self._save(memmaps, stepper, generators, active, t, rows, failures)
         state = self._state(stepper, generators, active, t, rows, failures)
-        for i, weights in zip(active, stepper.weights(), strict=True):  # full precision
+        finals = stepper.weights() if active else []  # none left when every path diverged
+        for i, weights in zip(active, finals, strict=True):  # full precision
             io.save_checkpoint(self.works[i] / "weights.pt", {"model": weights},
                                meta={"config_hash": trainer.hash, "settings": trainer.settings})
         for i in active:

@@ -118,3 +118,16 @@ def test_corrupt_trajectory_is_named(tmp_path: Path) -> None:
         handle.write(b"\x00\x01\x02")
     with pytest.raises(io.CorruptFileError, match="branch-0010.npy"):
         run_pca(files, tmp_path / "out", 2)
+
+
+def test_exact_covariance_route_leaves_float64_input_unchanged() -> None:
+    """More snapshots than parameters (the p x p route) on float64 arrays held by the caller:
+    the fit must not centre the caller's array in place (it raised on a read-only one)."""
+    rng = np.random.default_rng(3)
+    snapshots = rng.normal(size=(40, 6))
+    before = snapshots.copy()
+    snapshots.flags.writeable = False  # as a memory-mapped trajectory opened read-only
+    result = pca._fit_exact([(snapshots, {})], n_components=3, chunk_rows=7, started=0.0)
+    np.testing.assert_array_equal(snapshots, before)
+    expected = PCA(n_components=3, svd_solver="full").fit(before).explained_variance_ratio_
+    np.testing.assert_allclose(result.explained_variance_ratio, expected, rtol=1e-10)
