@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from benchmarks.common import (
     write_dataset,
 )
 from benchmarks.project import project, study_shape
+from lrdecay import io
 from lrdecay.data import DeviceData
 from lrdecay.engine import Trainer, configure_backend
 from lrdecay.stacked import StackedStepper
@@ -78,10 +78,16 @@ def batched_epoch_s(trainer: Trainer, k: int, with_eval: bool, reps: int = 1) ->
     return min(timed(epoch, trainer.device) for _ in range(reps))
 
 
-def sequential_epoch_s(trainer: Trainer, with_eval: bool, reps: int = 1) -> float:
+def one_model(trainer: Trainer) -> tuple[torch.nn.Module, torch.optim.Optimizer,
+                                          torch.Generator]:
+    """A fresh model with its optimiser and generator: the main path's engine (K = 1)."""
     model = trainer.build_model()
-    opt = trainer.build_optimizer(model, 0.01)
-    gen = torch.Generator(device=trainer.device).manual_seed(0)
+    return (model, trainer.build_optimizer(model, 0.01),
+            torch.Generator(device=trainer.device).manual_seed(0))
+
+
+def sequential_epoch_s(trainer: Trainer, with_eval: bool, reps: int = 1) -> float:
+    model, opt, gen = one_model(trainer)
 
     def epoch() -> None:
         running = trainer.train_epoch(model, opt, gen)
@@ -109,9 +115,7 @@ class Report:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.out, indent=2) + "\n")
-        os.replace(tmp, self.path)
+        io.write_json(self.path, self.out)  # atomic: a cut run leaves the last whole file
 
 
 def baseline_vs_engine(report: Report, trainer: Trainer, arrays, workers: int) -> None:

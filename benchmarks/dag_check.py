@@ -39,6 +39,7 @@ from pathlib import Path
 import yaml
 
 from lrdecay import config as lrconfig
+from lrdecay import io
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = ["figure1", "figure2"]  # rules: every figure and table of the study (not the toy)
@@ -222,14 +223,6 @@ def project(shape: dict, main_epoch_s: float, group_epoch_s: float, main_overhea
             "total_s": per_seed * seeds, "total_min": per_seed * seeds / 60}
 
 
-def write_json(path: Path, result: dict) -> None:
-    """Write dag_check.json atomically: a call cut at any moment leaves the previous complete
-    file or the new one, never half of one."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def report_lines(result: dict) -> list[str]:
     """The human-readable summary of a (possibly partial) measurement."""
     short, measured, wall = result["short_study"], result["measured"], result["snakemake_wall_s"]
@@ -293,7 +286,7 @@ def main() -> None:
     result: dict = {"device": config["device"], "tiny": args.tiny, "complete": False,
                     "snakemake_wall_s": 0.0, "short_study": short, "authors_study": full,
                     "settings": {k: config["engine"][k] for k in lrconfig.NUMERIC_ENGINE_KEYS}}
-    write_json(json_path, result)  # a call cut before the end still leaves its plan
+    io.write_json(json_path, result)  # a call cut before the end still leaves its plan
 
     log = args.work / "snakemake.out"
     logs_before = set((REPO / ".snakemake" / "log").glob("*.snakemake.log"))
@@ -309,7 +302,7 @@ def main() -> None:
     calls["wall_s"].append(wall)
     calls["jobs"].update({job["log"] or f"{job['rule']}-{i}": job
                           for i, job in enumerate(job_walls(smk_log) if smk_log else [])})
-    calls_path.write_text(json.dumps(calls, indent=2))
+    io.write_json(calls_path, calls)  # atomic: the next call resumes from it
     walls, wall = list(calls["jobs"].values()), sum(calls["wall_s"])
     measured = measure(walls, config)
     result.update(complete=complete, snakemake_wall_s=wall, calls=len(calls["wall_s"]),
@@ -334,7 +327,7 @@ def main() -> None:
         result["authors_study_projected"] = {**whole, "shape": full}
     result["report"] = report_lines(result)
     print("\n".join(result["report"]), flush=True)
-    write_json(json_path, result)
+    io.write_json(json_path, result)
     with tarfile.open(args.out / "dag_outputs.tar.gz", "w:gz") as tar:
         for path in sorted(run_dir.rglob("*")) if run_dir.exists() else []:
             if path.is_file() and (path.suffix in (".png", ".pdf", ".log", ".json")

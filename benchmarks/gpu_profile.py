@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.bench_gpu import AUTHORS, make_trainer, stacked_run
+from benchmarks.bench_gpu import AUTHORS, make_trainer, one_model, stacked_run
 from benchmarks.common import sync, synthetic
 
 TOP = 8
@@ -61,9 +61,7 @@ def epoch_of(trainer, k: int):
     """One training epoch of K fresh models: the main path's engine for K = 1, else the
     subpaths' K-at-once engine."""
     if k == 1:
-        model = trainer.build_model()
-        opt = trainer.build_optimizer(model, 0.01)
-        gen = torch.Generator(device=trainer.device).manual_seed(0)
+        model, opt, gen = one_model(trainer)
         return lambda: trainer.train_epoch(model, opt, gen)
     stepper, gens = stacked_run(trainer, k)
     return lambda: stepper.train_epoch(gens)
