@@ -138,13 +138,13 @@ def evaluate(config: dict, data_path: str | Path, out_path: str | Path, device_n
         rows.append({"point": point, "branch_epoch": branch, "epoch": epoch,
                      "top_eigenvalue": top.value, "residual": top.residual,
                      "lanczos_steps": top.steps, "converged": top.converged,
-                     "samples": len(labels), "seconds": round(time.monotonic() - t0, 3)})
+                     "samples": len(labels)})
         if not top.converged:
             log.warning("%s at epoch %d: Lanczos stopped after %d steps with residual %.3g "
                         "(tol %.3g x |%.4g|); raise sharpness.max_steps", point, epoch,
                         top.steps, top.residual, cfg["tol"], top.value)
         log.info("sharpness %d/%d: %s %d, epoch %d: top eigenvalue %.5g (%d steps, %.1fs)", i,
-                 len(todo), point, branch, epoch, top.value, top.steps, rows[-1]["seconds"])
+                 len(todo), point, branch, epoch, top.value, top.steps, time.monotonic() - t0)
     frame = pd.DataFrame(rows)
     io.write_csv(out_path, frame)
     log.info("sharpness: %d points in %.1fs", len(rows), time.monotonic() - started)

@@ -120,3 +120,8 @@ def test_sharpness_job_reads_each_branch_state_and_subpath_end(tmp_path, mode: s
     assert table["converged"].all() and (table["top_eigenvalue"] > 0).all()
     assert (table["residual"] <= 1e-3 * table["top_eigenvalue"]).all()
     assert (table["samples"] == 100).all()
+    # The table is a result: a second evaluation writes the same bytes (no wall times in it;
+    # the local-vs-SLURM comparison in CI found a `seconds` column that differed every run).
+    again = tmp_path / "again.csv"
+    sharpness.evaluate(config, plan.data_path, again, "cpu")
+    assert again.read_bytes() == (tmp_path / "sharpness.csv").read_bytes()
