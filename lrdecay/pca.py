@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import IncrementalPCA
 
-from lrdecay import io, logs
+from lrdecay import io, logs, resources
 from lrdecay.trajectories import iter_trajectories
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,29 @@ def _chunks(trajectories: Trajectories, rows: int):
     for array, meta in trajectories:
         for start in range(0, len(array), rows):
             yield np.asarray(array[start : start + rows], dtype=np.float64), meta, start
+
+
+def _row_blocks(trajectories: Trajectories, rows: int, least: int):
+    """Every snapshot in blocks of exactly `rows` rows across trajectory boundaries (a last block
+    of fewer than `least` rows joins the one before), each read straight into one float64 buffer:
+    the block never exceeds what lrdecay.resources.pca_block_rows budgets for."""
+    total = sum(len(array) for array, _ in trajectories)
+    sizes = [rows] * (total // rows) + ([total % rows] if total % rows else [])
+    if len(sizes) > 1 and sizes[-1] < least:
+        sizes[-2:] = [sizes[-2] + sizes[-1]]
+    buffer = np.empty((max(sizes, default=0), trajectories[0][0].shape[1] if total else 0))
+    arrays = (array for array, _ in trajectories)
+    array, start = None, 0
+    for size in sizes:
+        filled = 0
+        while filled < size:
+            if array is None or start >= len(array):
+                array, start = next(arrays), 0  # on into the next trajectory
+            take = min(size - filled, len(array) - start)
+            np.copyto(buffer[filled : filled + take], array[start : start + take],
+                      casting="unsafe")
+            filled, start = filled + take, start + take
+        yield buffer[:size]
 
 
 def _column_blocks(trajectories: Trajectories, cols: int, n_params: int):
@@ -138,16 +161,10 @@ def _fit(trajectories: Trajectories, n_components: int, method: str,
     else:
         model = IncrementalPCA(n_components=n_components)
         progress = logs.Progress("PCA (incremental) fit", rows, "snapshots", logger=log)
-        pending = []
-        for chunk, _, _ in _chunks(trajectories, chunk_rows):
-            pending.append(chunk)
-            if sum(len(c) for c in pending) >= max(chunk_rows, n_components):
-                model.partial_fit(np.concatenate(pending))
-                progress.advance(sum(len(c) for c in pending))
-                pending = []
-        if pending:  # a last batch smaller than n_components would be rejected: merge it back
-            model.partial_fit(np.concatenate(pending))
-            progress.advance(sum(len(c) for c in pending))
+        # a last batch smaller than n_components would be rejected: it joins the one before
+        for block in _row_blocks(trajectories, max(chunk_rows, n_components), n_components):
+            model.partial_fit(block)
+            progress.advance(len(block))
     log.info("PCA fit done in %.1fs; explained variance ratio %s", time.monotonic() - started,
              np.round(model.explained_variance_ratio_, 4).tolist())
     return PCAResult(model.mean_, model.components_, model.explained_variance_,
@@ -200,18 +217,37 @@ def check_fit(result: PCAResult, rows: int) -> None:
 
 
 def run(files: list[Path], pca_config: dict, out_variance: str | Path, out_coords: str | Path,
-        out_basis: str | Path, config_hash: str) -> PCAResult:
+        out_basis: str | Path, config_hash: str, mem_mb: int | None = None) -> PCAResult:
     """Fit, then write the explained-variance table, every snapshot's coordinates, the basis."""
     trajectories = list(iter_trajectories(files))  # verify each file's checksum once
-    return run_on(trajectories, pca_config, out_variance, out_coords, out_basis, config_hash)
+    return run_on(trajectories, pca_config, out_variance, out_coords, out_basis, config_hash,
+                  mem_mb)
+
+
+def fitting_chunk(trajectories: Trajectories, pca_config: dict, mem_mb: int | None) -> dict:
+    """`pca_config` with chunk_rows lowered so the job's modelled peak fits in `mem_mb` (the
+    job's memory request, which the cluster's cap bounds: lrdecay.resources.Caps); unchanged
+    where it fits or without a request. A smaller chunk moves incremental results by ~1e-4."""
+    rows = sum(len(array) for array, _ in trajectories)
+    chunk = resources.pca_chunk_rows(
+        mem_mb, pca_config["method"], pca_config["chunk_rows"], rows,
+        trajectories[0][0].shape[1], pca_config["n_components"],
+        max(array.dtype.itemsize for array, _ in trajectories))
+    if chunk != pca_config["chunk_rows"]:
+        log.info("PCA chunk of %d snapshots instead of pca.chunk_rows = %d: the job has %d MB "
+                 "(its request, capped)", chunk, pca_config["chunk_rows"], mem_mb)
+    return {**pca_config, "chunk_rows": chunk}
 
 
 def run_on(trajectories: Trajectories, pca_config: dict, out_variance: str | Path,
-           out_coords: str | Path, out_basis: str | Path, config_hash: str) -> PCAResult:
+           out_coords: str | Path, out_basis: str | Path, config_hash: str,
+           mem_mb: int | None = None) -> PCAResult:
     """`run` over trajectories already opened: (array (n_snapshots, n_params), sidecar) pairs,
     the main path first (`lrdecay pca` passes files that have no checksum record). Degenerate
-    snapshots (too few, identical) stop with DegeneratePCAError before anything is written."""
+    snapshots (too few, identical) stop with DegeneratePCAError before anything is written.
+    With `mem_mb` (the job's request) the chunk is chosen to fit in it (fitting_chunk)."""
     check_snapshots(trajectories, pca_config["n_components"])
+    pca_config = fitting_chunk(trajectories, pca_config, mem_mb)
     result = _fit(trajectories, pca_config["n_components"], pca_config["method"],
                   pca_config["chunk_rows"])
     check_fit(result, sum(len(array) for array, _ in trajectories))

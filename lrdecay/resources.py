@@ -6,6 +6,13 @@ snapshots it writes, the dataset, activations of one batch, and for PCA the rows
 tests/test_resources.py runs small jobs and checks each estimate against the measured peak RSS.
 Retries ask for more: memory grows linearly with the attempt, time doubles.
 
+Clusters refuse or never schedule requests above their limits, so a user sets the largest
+request once (Caps: LRDECAY_MAX_MEM_MB, LRDECAY_MAX_RUNTIME where snakemake starts) and every
+request, retries included, is clipped to it. A training job clipped in time still finishes: it
+checkpoints every engine.checkpoint_seconds into .resume/ (lrdecay.train), so its rule gets one
+retry per slice of the cap (JobCosts.retries) and each resubmission resumes where the last one
+was killed. PCA fits its memory cap by choosing its chunk (pca_chunk_rows).
+
 Plain arithmetic on the config; what depends on the model or the dataset (parameter count, cost,
 input shape, pool sizes) comes from their registries, lrdecay.models.MODELS and
 lrdecay.data.DATASETS, so a registered model or dataset gets requests without an edit here.
@@ -14,7 +21,9 @@ lrdecay.data.DATASETS, so a registered model or dataset gets requests without an
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from lrdecay import models
 from lrdecay.data import DATASETS, DatasetSpec
@@ -43,6 +52,115 @@ DTYPE_BYTES = {"float16": 2, "float32": 4, "float64": 8}
 # Every job is given this much on top (start-up, reading inputs, writing checkpoints).
 OVERHEAD_MIN = 10
 TIME_SAFETY = 2.0
+MIN_CAP_MB = 1000  # below this not even a job that only imports torch starts
+
+
+def pca_block_rows(method: str, chunk_rows: int, rows: int, n_components: int) -> int:
+    """Rows of the largest float64 block PCA holds: a chunk (exact: a chunk's worth of values),
+    incremental: plus the components and mean correction it stacks, and a last short chunk
+    merged into the one before (lrdecay.pca._row_blocks)."""
+    if method == "exact":
+        return min(chunk_rows, rows)
+    return min(max(chunk_rows, n_components), rows) + n_components + 1
+
+
+def pca_bytes(method: str, chunk_rows: int, rows: int, n_params: int, n_components: int,
+              dtype_bytes: int) -> int:
+    """Peak bytes of a PCA job beyond PCA_BASE_MB (measured: tests/test_resources.py)."""
+    block, p = pca_block_rows(method, chunk_rows, rows, n_components), n_params
+    if method == "exact":
+        # lrdecay.pca._fit_exact: the Gram (or covariance) matrix with eigh's copy and
+        # workspace; a block (chunk_rows snapshots' worth of values) read as float64 with
+        # its per-file parts; the components and their QR. The mapped trajectory pages it
+        # touched stay resident. Then the projection: seven chunk-sized float64 arrays.
+        small = min(rows, p)
+        fit = 3 * small * small * 8 + (3 * block + 3 * n_components) * p * 8
+        return rows * p * dtype_bytes + max(fit, 7 * block * p * 8)
+    # Measured about seven block-sized float64 arrays at once: the block read (as float64),
+    # scikit-learn's validated copy, the stacked block, the SVD's copy and factors (and as many
+    # while projecting: centred rows, in-plane part, residual).
+    return 7 * block * p * 8
+
+
+def pca_need_mb(method: str, chunk_rows: int, rows: int, n_params: int, n_components: int,
+                dtype_bytes: int) -> int:
+    """mem_mb (a multiple of 100) a PCA job with this chunk needs at its first attempt."""
+    need = PCA_BASE_MB + SLACK * pca_bytes(method, chunk_rows, rows, n_params, n_components,
+                                           dtype_bytes) / MB
+    return int(math.ceil(need / 100) * 100)
+
+
+def pca_min_chunk(method: str, n_components: int) -> int:
+    """Smallest chunk PCA can work with: IncrementalPCA needs a batch of n_components rows."""
+    return 2 if method == "exact" else n_components
+
+
+def pca_chunk_rows(mem_mb: int | None, method: str, chunk_rows: int, rows: int, n_params: int,
+                   n_components: int, dtype_bytes: int) -> int:
+    """The configured chunk_rows, lowered until the PCA job's modelled peak fits in `mem_mb`
+    (its request, at most the cap); never below pca_min_chunk, which the caller checks."""
+    low = pca_min_chunk(method, n_components)
+    if mem_mb is None or chunk_rows <= low:
+        return max(chunk_rows, low) if method != "exact" else chunk_rows
+    fits = lambda c: pca_need_mb(method, c, rows, n_params, n_components,  # noqa: E731
+                                 dtype_bytes) <= mem_mb
+    if fits(chunk_rows):
+        return chunk_rows
+    lo, hi = low, chunk_rows  # fits(lo) may be False: the caller refuses such a cap
+    while hi - lo > 1:  # need grows with the chunk: the largest chunk that fits
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+# Training rules that resume from .resume/ after a kill (lrdecay.train, lrdecay.subpaths).
+RESUMABLE_RULES = ("main_segment", "subpath_group")
+CAP_ENV = {"max_mem_mb": "LRDECAY_MAX_MEM_MB", "max_runtime": "LRDECAY_MAX_RUNTIME"}
+
+
+class CapsError(ValueError):
+    """A cap is malformed or too small for the jobs of this config (the message says the fix)."""
+
+
+@dataclass(frozen=True)
+class Caps:
+    """Largest request one job may make: mem_mb (MB) and runtime (minutes); None: no cap.
+
+    Set once per cluster (its partitions' MaxTime and memory per node) through the environment
+    where snakemake starts, like the account and partitions of profiles/slurm."""
+
+    max_mem_mb: int | None = None
+    max_runtime: int | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Caps:
+        """Caps from LRDECAY_MAX_MEM_MB and LRDECAY_MAX_RUNTIME (unset or empty: no cap)."""
+        env = os.environ if env is None else env
+        values: dict[str, int | None] = {}
+        for key, var in CAP_ENV.items():
+            raw = env.get(var, "").strip()
+            if not raw:
+                values[key] = None
+                continue
+            unit = "MB" if key == "max_mem_mb" else "minutes"
+            try:
+                values[key] = int(raw)
+            except ValueError:
+                raise CapsError(f"{var} = {raw!r}: expected a whole number of {unit} (e.g. "
+                                f"{var}={250000 if unit == 'MB' else 2880}); unset it for no "
+                                "cap") from None
+            floor = MIN_CAP_MB if key == "max_mem_mb" else OVERHEAD_MIN + 1
+            if values[key] < floor:
+                raise CapsError(f"{var} = {raw}: below {floor} {unit}, less than any job needs "
+                                f"to start; set it to the cluster's limit per job (at least "
+                                f"{floor}) or unset it for no cap")
+        return cls(**values)
+
+    def mem_mb(self, request: int) -> int:
+        return request if self.max_mem_mb is None else min(request, self.max_mem_mb)
+
+    def runtime(self, request: int) -> int:
+        return request if self.max_runtime is None else min(request, self.max_runtime)
 
 
 def _dataset(config: dict) -> DatasetSpec:
@@ -85,6 +203,8 @@ class JobCosts:
 
     config: dict
     gpu: bool  # jobs run on a GPU (device cuda, or auto on a machine with one)
+    # the cluster's limits (Caps.from_env in the Snakefile, then check_caps); none by default
+    caps: Caps = field(default_factory=Caps)
 
     @property
     def plan(self) -> Plan:
@@ -121,32 +241,25 @@ class JobCosts:
         activations = 0 if self.gpu else batch * activations_per_image(self.config) * 4 * paths
         return state + snapshots + activations + self._data_bytes()
 
-    def _pca_rows(self) -> tuple[int, int]:
-        """(snapshots in all, rows of one block): components + one chunk (incremental), or a
-        chunk of the projection (exact)."""
-        sched, pca = self.config["schedule"], self.config["pca"]
+    def _pca_rows(self) -> int:
+        """Snapshots in all: the main path's and every subpath's."""
+        sched = self.config["schedule"]
         rows = self._snapshots(sched["main_epochs"])
-        rows += len(self.plan.branch_epochs) * self._snapshots(sched["subpath_epochs"])
-        if pca["method"] == "exact":
-            return rows, min(pca["chunk_rows"], rows)
-        return rows, min(pca["chunk_rows"], rows) + pca["n_components"] + 1
+        return rows + len(self.plan.branch_epochs) * self._snapshots(sched["subpath_epochs"])
+
+    def _pca_args(self, chunk_rows: int) -> tuple:
+        pca = self.config["pca"]
+        return (pca["method"], chunk_rows, self._pca_rows(), n_params(self.config),
+                pca["n_components"], DTYPE_BYTES[self.config["trajectory"]["dtype"]])
+
+    def pca_chunk_rows(self, attempt: int = 1) -> int:
+        """Chunk the PCA job uses: pca.chunk_rows, or fewer rows where that would not fit in
+        its request (the memory cap); lrdecay.pca derives the same from the job's mem_mb."""
+        return pca_chunk_rows(self.mem_mb("pca", attempt),
+                              *self._pca_args(self.config["pca"]["chunk_rows"]))
 
     def _pca_bytes(self) -> int:
-        rows, block = self._pca_rows()
-        p = n_params(self.config)
-        if self.config["pca"]["method"] == "exact":
-            # lrdecay.pca._fit_exact: the Gram (or covariance) matrix with eigh's copy and
-            # workspace; a block (chunk_rows snapshots' worth of values) read as float64 with
-            # its per-file parts; the components and their QR. The mapped trajectory pages it
-            # touched stay resident. Then the projection: seven chunk-sized float64 arrays.
-            small, k = min(rows, p), self.config["pca"]["n_components"]
-            fit = 3 * small * small * 8 + (3 * block + 3 * k) * p * 8
-            mapped = rows * p * DTYPE_BYTES[self.config["trajectory"]["dtype"]]
-            return mapped + max(fit, 7 * block * p * 8)
-        # Measured about seven block-sized float64 arrays at once: the chunks read (as float64),
-        # their concatenation, scikit-learn's validated copy, the stacked block, the SVD's copy
-        # and factors (and as many while projecting: centred rows, in-plane part, residual).
-        return 7 * block * p * 8
+        return pca_bytes(*self._pca_args(self.config["pca"]["chunk_rows"]))
 
     def _bytes(self, rule: str) -> int:
         sched, p = self.config["schedule"], n_params(self.config)
@@ -172,7 +285,11 @@ class JobCosts:
         return 50 * MB  # tables and figures
 
     def mem_mb(self, rule: str, attempt: int = 1) -> int:
-        """Memory to request for a job of `rule`, in MB; grows with each retry."""
+        """Memory to request for a job of `rule`, in MB; grows with each retry, up to the cap."""
+        return self.caps.mem_mb(self.mem_estimate(rule, attempt))
+
+    def mem_estimate(self, rule: str, attempt: int = 1) -> int:
+        """Memory a job of `rule` is modelled to need (MB, no cap), times the attempt."""
         if rule.startswith(TOY_PREFIX):
             return toy_mem_mb(self.config, rule, attempt)
         cuda = CUDA_MB if self.gpu and rule in GPU_RULES else 0
@@ -196,19 +313,91 @@ class JobCosts:
         if rule == "sharpness":  # every point at its max_steps products
             return sharpness_cost(self.config)["epochs"] * per_epoch
         if rule == "pca":  # thin SVDs: rows x block x params x 4 flops at 2 GFLOP/s; reading
-            rows, block = self._pca_rows()
-            return rows * block * n_params(self.config) * 4 / 2e9 / 60
+            method, chunk, rows, p, k, _ = self._pca_args(self.pca_chunk_rows())
+            return rows * pca_block_rows(method, chunk, rows, k) * p * 4 / 2e9 / 60
         if rule in ("gather_training", "prepare_data"):
             return self._bytes(rule) / (50 * MB) / 60  # at 50 MB/s
         return 0.0
 
     def runtime(self, rule: str, attempt: int = 1) -> int:
-        """Wall-clock minutes to request for a job of `rule`; doubles with each retry."""
+        """Wall-clock minutes to request for a job of `rule`; doubles with each retry, up to
+        the cap."""
+        return self.caps.runtime(self.runtime_estimate(rule, attempt))
+
+    def runtime_estimate(self, rule: str, attempt: int = 1) -> int:
+        """Minutes a job of `rule` is modelled to take with its safety margin (no cap), doubled
+        for each retry."""
         if rule.startswith(TOY_PREFIX):
             return toy_runtime(rule, attempt)
         minutes = OVERHEAD_MIN + TIME_SAFETY * self._work_minutes(rule)
         return int(math.ceil(minutes)) * 2 ** (attempt - 1)
 
+    def checkpoint_minutes(self, rule: str) -> float:
+        """Most work a killed training job loses: engine.checkpoint_seconds and the epoch that
+        ends it (the state is saved at the first epoch boundary after the interval; one epoch
+        of a group job is its K subpaths' epoch when it trains them at once), with the margin."""
+        sched = self.config["schedule"]
+        epochs = sched["segment_epochs"] if rule == "main_segment" else (
+            sched["subpaths_per_job"] * sched["subpath_epochs"] / self._paths_at_once())
+        epoch = TIME_SAFETY * self._work_minutes(rule) / epochs
+        return self.config["engine"]["checkpoint_seconds"] / 60 + epoch
+
+    def continuations(self, rule: str) -> int:
+        """Resubmissions a training job needs to finish when its runtime is capped: each
+        attempt runs the cap, loses start-up and at most one checkpoint interval of work."""
+        cap = self.caps.max_runtime
+        need = self.runtime_estimate(rule)
+        if rule not in RESUMABLE_RULES or cap is None or need <= cap:
+            return 0
+        progress = cap - OVERHEAD_MIN - self.checkpoint_minutes(rule)
+        return math.ceil((need - OVERHEAD_MIN) / progress) - 1
+
+    def retries(self, rule: str, execution: object | None) -> int | None:
+        """The rule's `retries:`: the continuations of a time-capped training job on top of the
+        profile's retries (`execution`: Snakemake's execution settings, None in a dry run), for
+        jobs that die; None (the profile's retries) for a job the cap does not cut."""
+        extra = self.continuations(rule)
+        return (getattr(execution, "retries", 0) or 0) + extra if extra else None
+
+
+
+def check_caps(costs: JobCosts) -> None:
+    """Refuse caps under which a job cannot finish, before any job runs: PCA's smallest chunk
+    above the memory cap, a checkpoint interval that leaves a capped training job no progress."""
+    caps, config = costs.caps, costs.config
+    if caps.max_mem_mb is not None:
+        pca = config["pca"]
+        low = pca_min_chunk(pca["method"], pca["n_components"])
+        need = pca_need_mb(*costs._pca_args(low))
+        if need > caps.max_mem_mb:
+            other = "incremental" if pca["method"] == "exact" else None
+            raise CapsError(
+                f"{CAP_ENV['max_mem_mb']} = {caps.max_mem_mb}: the PCA job needs {need} MB even "
+                f"with its smallest chunk (pca.chunk_rows = {low}, pca.method = "
+                f"{pca['method']}). Fix: raise {CAP_ENV['max_mem_mb']} to at least {need}"
+                + (f", or set pca.method: {other} (it streams the snapshots)" if other else "")
+                + ", or store fewer snapshots (trajectory.every_epochs, trajectory.dtype)")
+    if caps.max_runtime is None:
+        return
+    for rule in RESUMABLE_RULES:
+        if costs.runtime_estimate(rule) <= caps.max_runtime:
+            continue
+        interval = costs.checkpoint_minutes(rule)
+        # start-up, then at least two checkpoint intervals: half of each attempt is kept
+        least = OVERHEAD_MIN + 2 * interval
+        if caps.max_runtime < least:
+            seconds = config["engine"]["checkpoint_seconds"]
+            epoch = interval - seconds / 60
+            allowed = int(((caps.max_runtime - OVERHEAD_MIN) / 2 - epoch) * 60)
+            lower = (f"set config key engine.checkpoint_seconds to at most {allowed} or "
+                     if allowed >= 0 else "")
+            raise CapsError(
+                f"{CAP_ENV['max_runtime']} = {caps.max_runtime} minutes: a {rule} job is capped "
+                f"there and resubmitted to go on, but it saves its state only every "
+                f"{interval:.1f} minutes (config key engine.checkpoint_seconds = {seconds:g} "
+                f"plus one epoch of about {epoch:.1f} minutes), so after {OVERHEAD_MIN} minutes "
+                "of start-up a resubmission would redo most of what the last one did. Fix: "
+                f"{lower}raise {CAP_ENV['max_runtime']} to at least {math.ceil(least)}")
 
 
 def sharpness_cost(config: dict) -> dict:

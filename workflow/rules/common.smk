@@ -80,7 +80,15 @@ import lrdecay.resources
 
 # Resources per job (lrdecay.resources): mem_mb and runtime follow from the config (model,
 # snapshots, chunk size, epochs, device) and grow on each retry (attempt > 1).
-COSTS = lrdecay.resources.JobCosts(config, gpu=bool(GPU))
+# Each request is clipped to the cluster's caps (LRDECAY_MAX_MEM_MB, LRDECAY_MAX_RUNTIME), and
+# caps under which a job could not finish are refused here, before any job.
+try:
+    COSTS = lrdecay.resources.JobCosts(
+        config, gpu=bool(GPU), caps=lrdecay.resources.Caps.from_env()
+    )
+    lrdecay.resources.check_caps(COSTS)
+except lrdecay.resources.CapsError as err:
+    raise WorkflowError(str(err)) from None
 TRAIN_THREADS = COSTS.threads
 # SLURM partition of the GPU-capable jobs (training, landscape), read where snakemake starts:
 # LRDECAY_SLURM_GPU_PARTITION when they run on a GPU, else LRDECAY_SLURM_PARTITION, which

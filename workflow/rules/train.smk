@@ -11,6 +11,8 @@ rule main_segment:
         directory(f"{SEED_DIR}/main/segment-{{end}}"),
     log:
         f"{SEED_DIR}/logs/main_segment-{{end}}.log",
+    # capped runtime (LRDECAY_MAX_RUNTIME): resubmitted until done, resuming from .resume/
+    retries: COSTS.retries("main_segment", workflow.execution_settings)
     conda:
         CONDA_ENV
     threads: TRAIN_THREADS
@@ -36,6 +38,8 @@ rule subpath_group:
         directory(f"{SEED_DIR}/subpaths/group-{{group}}"),
     log:
         f"{SEED_DIR}/logs/subpath_group-{{group}}.log",
+    # capped runtime (LRDECAY_MAX_RUNTIME): resubmitted until done, resuming from .resume/
+    retries: COSTS.retries("subpath_group", workflow.execution_settings)
     conda:
         CONDA_ENV
     threads: TRAIN_THREADS
