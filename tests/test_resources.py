@@ -2,12 +2,16 @@
 
 The per-job check on a whole (tiny) run is in tests/test_workflow.py (every job logs its peak
 memory); here the size-dependent part is measured where it dominates: PCA of a few hundred
-snapshots of a 60 k-parameter model, exact and incremental, in a fresh process.
+snapshots of a 60 k-parameter model, exact and incremental, in a fresh process, and again under
+a memory cap (the chunk it picks must keep the peak inside the capped request). The caps
+(LRDECAY_MAX_MEM_MB, LRDECAY_MAX_RUNTIME) clip every request, retries included.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +27,10 @@ from .conftest import REPO, TINY
 PRESETS = {name: REPO / "config" / f"{name}.yaml" for name in ("tiny", "authors", "paper")}
 
 
-def costs(*files: Path, gpu: bool = False, **sections: object) -> resources.JobCosts:
+def costs(*files: Path, gpu: bool = False, caps: resources.Caps | None = None,
+          **sections: object) -> resources.JobCosts:
     return resources.JobCosts(lrconfig.load(REPO / "config.yaml", *files, overrides=sections),
-                              gpu=gpu)
+                              gpu=gpu, caps=caps or resources.Caps())
 
 
 def test_model_size_matches_the_built_model() -> None:
@@ -59,27 +64,24 @@ def test_requests_follow_the_config_and_grow_on_retry() -> None:
 
 
 # Peak from VmHWM (lrdecay.logs): ru_maxrss of a child keeps the forking pytest's peak.
+# argv: folder, the job's mem_mb ("none": no request, as `lrdecay pca`), trajectory files.
 MEASURE = """
 import json, sys
 from pathlib import Path
 from lrdecay import logs, pca
-files = [Path(p) for p in sys.argv[2:]]
-out = Path(sys.argv[1])
+out, mem_mb, files = Path(sys.argv[1]), sys.argv[2], [Path(p) for p in sys.argv[3:]]
 pca.run(files, json.loads(out.joinpath("pca.json").read_text()), out / "v.csv", out / "c.csv",
-        out / "b.npy", "test")
+        out / "b.npy", "test", mem_mb=None if mem_mb == "none" else int(mem_mb))
 print(logs.peak_memory_mb())
 """
+MEASURED_SCHEDULE = {"main_epochs": 150, "first_branch_epoch": 10, "branch_interval": 10,
+                     "last_branch_epoch": 100, "subpath_epochs": 50, "segment_epochs": 50,
+                     "subpaths_per_job": 5}
 
 
-@pytest.mark.parametrize("method", ["exact", "incremental"])
-def test_pca_request_holds_the_measured_peak(tmp_path: Path, method: str) -> None:
-    """Trajectories shaped as the config says (661 snapshots of 60 010 parameters); the PCA job's
-    peak RSS must be below its mem_mb, and mem_mb not more than 2.5 times the peak."""
-    pca_config = {"method": method, "chunk_rows": 128, "n_components": 5}
-    job = costs(TINY, model={"name": "mlp", "hidden": [800]},
-                schedule={"main_epochs": 150, "first_branch_epoch": 10, "branch_interval": 10,
-                          "last_branch_epoch": 100, "subpath_epochs": 50, "segment_epochs": 50,
-                          "subpaths_per_job": 5}, pca=pca_config)
+def measure_pca(tmp_path: Path, job: resources.JobCosts, mem_mb: int | None) -> float:
+    """Peak RSS (MB) of a PCA job over random trajectories shaped as `job`'s config says (661
+    snapshots of 60 010 parameters), given `mem_mb` as its request."""
     p = resources.n_params(job.config)
     rng = np.random.default_rng(0)
     files = []
@@ -88,10 +90,140 @@ def test_pca_request_holds_the_measured_peak(tmp_path: Path, method: str) -> Non
         io.save_array(path, rng.standard_normal((rows, p), dtype=np.float32),
                       {"epochs": list(range(rows)), "branch_epoch": branch})
         files.append(str(path))
-    (tmp_path / "pca.json").write_text(json.dumps(pca_config))
-    result = subprocess.run([sys.executable, "-c", MEASURE, str(tmp_path), *files],
-                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    (tmp_path / "pca.json").write_text(json.dumps(job.config["pca"]))
+    result = subprocess.run([sys.executable, "-c", MEASURE, str(tmp_path), str(mem_mb).lower(),
+                             *files], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
-    peak = float(result.stdout.split()[-1])
+    return float(result.stdout.split()[-1])
+
+
+@pytest.mark.parametrize("method", ["exact", "incremental"])
+def test_pca_request_holds_the_measured_peak(tmp_path: Path, method: str) -> None:
+    """The PCA job's peak RSS must be below its mem_mb, and mem_mb not more than 2.5 times the
+    peak."""
+    pca_config = {"method": method, "chunk_rows": 128, "n_components": 5}
+    job = costs(TINY, model={"name": "mlp", "hidden": [800]}, schedule=MEASURED_SCHEDULE,
+                pca=pca_config)
+    peak = measure_pca(tmp_path, job, None)
     requested = job.mem_mb("pca")
     assert peak < requested < 2.5 * peak, f"{method}: peak {peak:.0f} MB, mem_mb {requested}"
+
+
+def test_capped_pca_picks_a_chunk_that_fits_the_cap(tmp_path: Path) -> None:
+    """Under a memory cap well below its uncapped request, the incremental PCA job asks for at
+    most the cap, lowers its chunk (the same one resources and the job derive) and its measured
+    peak stays inside what it asked for."""
+    pca_config = {"method": "incremental", "chunk_rows": 512, "n_components": 5}
+    shape = {"model": {"name": "mlp", "hidden": [800]}, "schedule": MEASURED_SCHEDULE,
+             "pca": pca_config}
+    uncapped = costs(TINY, **shape).mem_mb("pca")  # 512-row blocks: about 2.3 GB
+    cap = resources.PCA_BASE_MB + (uncapped - resources.PCA_BASE_MB) // 3
+    job = costs(TINY, caps=resources.Caps(max_mem_mb=cap), **shape)
+    requested, chunk = job.mem_mb("pca"), job.pca_chunk_rows()
+    assert requested <= cap < uncapped
+    assert 5 <= chunk < 512 // 2, chunk
+    peak = measure_pca(tmp_path, job, requested)
+    assert peak < requested, f"peak {peak:.0f} MB above the capped request {requested}"
+
+
+PAPER_RULES = ("prepare_data", "main_segment", "subpath_group", "gather_training", "pca",
+               "landscape_shard", "sharpness", "figure2", "toy_checks")
+
+
+def test_caps_clip_every_request_and_its_retries() -> None:
+    """The paper preset asks for 168 GB (PCA) and 60 h (subpath groups); under caps no request,
+    at any attempt, exceeds them, a request below a cap is unchanged, and PCA's equals
+    min(estimate, cap)."""
+    uncapped = costs(PRESETS["paper"], gpu=True)
+    caps = resources.Caps(max_mem_mb=64000, max_runtime=1440)
+    capped = costs(PRESETS["paper"], gpu=True, caps=caps)
+    assert uncapped.mem_mb("pca") > 64000 and uncapped.runtime("subpath_group") > 1440
+    for rule in PAPER_RULES:
+        for attempt in range(1, 6):
+            mem, time = capped.mem_mb(rule, attempt), capped.runtime(rule, attempt)
+            assert mem <= 64000 and time <= 1440, (rule, attempt, mem, time)
+            assert mem == min(uncapped.mem_mb(rule, attempt), 64000), (rule, attempt)
+            if rule != "pca":  # PCA's smaller chunk under the memory cap also takes less time
+                assert time == min(uncapped.runtime(rule, attempt), 1440), (rule, attempt)
+    assert capped.mem_mb("main_segment", 2) == 2 * capped.mem_mb("main_segment")  # still grows
+    assert capped.mem_mb("pca") == 64000 == capped.mem_mb("pca", 3)
+    assert capped.runtime("subpath_group", 2) == 1440
+
+
+def test_time_capped_training_jobs_get_the_attempts_they_need() -> None:
+    """A subpath group capped at 24 h of its 60 h gets enough resubmissions that the attempts,
+    each losing start-up and one checkpoint interval, cover its estimated work, on top of the
+    profile's retries; jobs under the cap keep the profile's retries (None)."""
+    class Execution:  # Snakemake's execution settings, as the rule's retries: reads them
+        retries = 1
+
+    for cap in (240, 1440, 2880):
+        job = costs(PRESETS["paper"], gpu=True, caps=resources.Caps(max_runtime=cap))
+        need = job.runtime_estimate("subpath_group")
+        extra = job.continuations("subpath_group")
+        kept = cap - resources.OVERHEAD_MIN - job.checkpoint_minutes("subpath_group")
+        assert (extra + 1) * kept >= need - resources.OVERHEAD_MIN > extra * kept, cap
+        assert job.retries("subpath_group", Execution()) == 1 + extra
+        assert job.retries("subpath_group", None) == extra  # a dry run has no settings
+        assert job.retries("main_segment", Execution()) is None  # 30 minutes: not cut
+    assert costs(PRESETS["paper"], gpu=True).retries("subpath_group", Execution()) is None
+
+
+def test_invalid_caps_are_refused_with_the_fix() -> None:
+    for env, words in [({"LRDECAY_MAX_RUNTIME": "1d"}, "whole number of minutes"),
+                       ({"LRDECAY_MAX_MEM_MB": "64G"}, "whole number of MB"),
+                       ({"LRDECAY_MAX_RUNTIME": "5"}, "below 11 minutes"),
+                       ({"LRDECAY_MAX_MEM_MB": "0"}, "below 1000 MB")]:
+        with pytest.raises(resources.CapsError, match=words):
+            resources.Caps.from_env(env)
+    assert resources.Caps.from_env({"LRDECAY_MAX_MEM_MB": " ", "LRDECAY_MAX_RUNTIME": ""}) == \
+        resources.Caps()
+    assert resources.Caps.from_env({"LRDECAY_MAX_RUNTIME": "2880"}).max_runtime == 2880
+    # a capped training job that checkpoints too rarely would redo its work on every attempt
+    job = costs(PRESETS["paper"], gpu=True, caps=resources.Caps(max_runtime=20))
+    with pytest.raises(resources.CapsError,
+                       match=r"engine\.checkpoint_seconds = 300.*at most \d+ or raise "
+                             r"LRDECAY_MAX_RUNTIME to at least \d+"):
+        resources.check_caps(job)
+    resources.check_caps(costs(PRESETS["paper"], gpu=True, caps=resources.Caps(max_runtime=20),
+                               engine={"checkpoint_seconds": 60}))
+    # PCA whose smallest chunk does not fit the memory cap
+    job = costs(PRESETS["paper"], gpu=True, caps=resources.Caps(max_mem_mb=5000))
+    with pytest.raises(resources.CapsError, match="LRDECAY_MAX_MEM_MB = 5000: the PCA job needs"):
+        resources.check_caps(job)
+
+
+def test_pca_chunk_is_the_largest_that_fits_the_cap() -> None:
+    """pca.chunk_rows where it fits; under a cap the largest chunk whose modelled need fits."""
+    paper = costs(PRESETS["paper"], gpu=True)
+    assert paper.pca_chunk_rows() == 256
+    for cap in (20000, 64000, 128000):
+        job = costs(PRESETS["paper"], gpu=True, caps=resources.Caps(max_mem_mb=cap))
+        chunk = job.pca_chunk_rows()
+        assert resources.pca_need_mb(*job._pca_args(chunk)) <= cap
+        assert resources.pca_need_mb(*job._pca_args(chunk + 1)) > cap
+        assert job.runtime("pca") < paper.runtime("pca")  # smaller thin SVDs
+    job = costs(PRESETS["paper"], gpu=True, caps=resources.Caps(max_mem_mb=500000))
+    assert job.pca_chunk_rows() == 256  # never above pca.chunk_rows
+
+
+def test_slurm_dry_run_prints_capped_requests(tmp_path: Path) -> None:
+    """`snakemake -n --profile profiles/slurm` on the paper preset with caps exported: every job's
+    mem_mb and runtime within them, PCA at the cap; a too-small cap stops before any job."""
+    env = {**os.environ, "LRDECAY_SLURM_ACCOUNT": "", "LRDECAY_SLURM_PARTITION": "cpuq",
+           "LRDECAY_SLURM_GPU_PARTITION": "gpuq", "LRDECAY_MAX_MEM_MB": "64000",
+           "LRDECAY_MAX_RUNTIME": "1440"}
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--profile",
+               str(REPO / "profiles" / "slurm"), "-n", "--forceall", "--directory",
+               str(tmp_path), "--configfile", str(PRESETS["paper"])]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    requests = re.findall(r"(?ms)^rule (\w+):\n.*?^\s+resources: [^\n]*?mem_mb=(\d+)[^\n]*?"
+                          r"runtime=(\d+)", result.stdout + result.stderr)
+    assert {"pca", "subpath_group"} <= {rule for rule, _, _ in requests}
+    for rule, mem, time in requests:
+        assert int(mem) <= 64000 and int(time) <= 1440, (rule, mem, time)
+    assert {int(mem) for rule, mem, _ in requests if rule == "pca"} == {64000}
+    env["LRDECAY_MAX_RUNTIME"] = "15"
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode != 0 and "engine.checkpoint_seconds" in result.stdout + result.stderr
