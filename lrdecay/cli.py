@@ -166,6 +166,46 @@ def measure_seconds(config: dict, size: dict, min_reps: int = 5, budget_s: float
             "steps_timed": reps}
 
 
+# The rules whose requests describe lists: the large ones, and one of the small.
+REQUEST_RULES = ("prepare_data", "main_segment", "subpath_group", "gather_training", "pca",
+                 "landscape_shard", "sharpness", "figure2")
+
+
+def request_lines(config: dict) -> list[str]:
+    """Each big rule's mem_mb and runtime as Snakemake requests them (SLURM's --mem and -t),
+    clipped to LRDECAY_MAX_MEM_MB / LRDECAY_MAX_RUNTIME as the Snakefile clips them, so the
+    requests can be checked against a cluster's limits before anything is submitted."""
+    from shutil import which
+
+    from lrdecay import resources
+
+    gpu = config["device"] == "cuda" or (config["device"] == "auto" and bool(which("nvidia-smi")))
+    caps = resources.Caps.from_env()
+    costs = resources.JobCosts(config, gpu=gpu, caps=caps)
+    resources.check_caps(costs)
+    shown = [f"{var}={getattr(caps, key)}" for key, var in resources.CAP_ENV.items()
+             if getattr(caps, key) is not None]
+    capped = ", ".join(shown) or "no caps: set LRDECAY_MAX_MEM_MB, LRDECAY_MAX_RUNTIME"
+    lines = [f"requests           per job, attempt 1 -> 2 ({capped})"]
+    for rule in REQUEST_RULES:
+        mem, minutes = costs.mem_mb(rule), costs.runtime(rule)
+        notes = []
+        if mem < costs.mem_estimate(rule):
+            notes.append(f"capped from {costs.mem_estimate(rule)}"
+                         + (f"; chunk_rows {costs.pca_chunk_rows()} of "
+                            f"{config['pca']['chunk_rows']} fits" if rule == "pca" else
+                            ": may run out of memory"))
+        if minutes < costs.runtime_estimate(rule):
+            notes.append(f"capped from {costs.runtime_estimate(rule)} min"
+                         + (f": {costs.continuations(rule)} resubmission(s) resume it"
+                            if rule in resources.RESUMABLE_RULES else
+                            ": cannot resume, may not finish"))
+        lines.append(f"  {rule:<17}mem_mb {mem:>7} -> {costs.mem_mb(rule, 2):>7}  runtime "
+                     f"{minutes:>5} -> {costs.runtime(rule, 2):>5} min"
+                     + (f"  ({'; '.join(notes)})" if notes else ""))
+    return lines
+
+
 def describe(args: argparse.Namespace) -> int:
     """Print the plan of a config: jobs, model-epochs, storage and a projected time."""
     config = load_config(args.config, args.set)
@@ -193,7 +233,7 @@ def describe(args: argparse.Namespace) -> int:
         f"{size['sharpness']['epochs_per_point']:.2f} model-epochs of work per point, "
         f"{size['sharpness']['epochs'] / size['model_epochs_per_seed']:.1%} of training",
     ]
-    print("\n".join(lines), flush=True)
+    print("\n".join([*lines, *request_lines(config)]), flush=True)
     lines = []
     if args.measure:
         print(f"timing training steps of {config['model']['name']} (batch "
