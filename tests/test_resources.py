@@ -227,3 +227,19 @@ def test_slurm_dry_run_prints_capped_requests(tmp_path: Path) -> None:
     env["LRDECAY_MAX_RUNTIME"] = "15"
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode != 0 and "engine.checkpoint_seconds" in result.stdout + result.stderr
+
+
+def test_describe_lists_the_capped_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lrdecay describe` shows the requests the Snakefile makes under the exported caps."""
+    from lrdecay import cli
+
+    monkeypatch.setenv("LRDECAY_MAX_MEM_MB", "64000")
+    monkeypatch.setenv("LRDECAY_MAX_RUNTIME", "1440")
+    config = lrconfig.load(REPO / "config.yaml", PRESETS["paper"])
+    lines = {line.split()[0]: line for line in cli.request_lines(config)}
+    job = costs(PRESETS["paper"], gpu=True, caps=resources.Caps(64000, 1440))
+    assert "LRDECAY_MAX_MEM_MB=64000" in lines["requests"]
+    assert re.search(rf"mem_mb\s+64000 ->\s+64000 .*chunk_rows {job.pca_chunk_rows()} of 256",
+                     lines["pca"])
+    assert re.search(r"runtime\s+1440 ->\s+1440 min .*capped from 3610 min: "
+                     rf"{job.continuations('subpath_group')} resubmission", lines["subpath_group"])
