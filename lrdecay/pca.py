@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import IncrementalPCA
 
-from lrdecay import io, logs, resources
+from lrdecay import io, logs, pca_budget
 from lrdecay.trajectories import iter_trajectories
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def _chunks(trajectories: Trajectories, rows: int):
 def _row_blocks(trajectories: Trajectories, rows: int, least: int):
     """Every snapshot in blocks of exactly `rows` rows across trajectory boundaries (a last block
     of fewer than `least` rows joins the one before), each read straight into one float64 buffer:
-    the block never exceeds what lrdecay.resources.pca_block_rows budgets for."""
+    the block never exceeds what lrdecay.pca_budget.pca_block_rows budgets for."""
     total = sum(len(array) for array, _ in trajectories)
     sizes = [rows] * (total // rows) + ([total % rows] if total % rows else [])
     if len(sizes) > 1 and sizes[-1] < least:
@@ -229,7 +229,7 @@ def fitting_chunk(trajectories: Trajectories, pca_config: dict, mem_mb: int | No
     job's memory request, which the cluster's cap bounds: lrdecay.resources.Caps); unchanged
     where it fits or without a request. A smaller chunk moves incremental results by ~1e-4."""
     rows = sum(len(array) for array, _ in trajectories)
-    chunk = resources.pca_chunk_rows(
+    chunk = pca_budget.pca_chunk_rows(
         mem_mb, pca_config["method"], pca_config["chunk_rows"], rows,
         trajectories[0][0].shape[1], pca_config["n_components"],
         max(array.dtype.itemsize for array, _ in trajectories))
