@@ -12,6 +12,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import patheffects  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from lrdecay import io  # noqa: E402
 
@@ -26,6 +28,7 @@ STYLE = {
     "legend.frameon": False, "mathtext.fontset": "cm", "image.cmap": "viridis",
 }
 BLUE, ORANGE, GREEN, BLACK = "#0072B2", "#E69F00", "#009E73", "#000000"
+RED = "#D62728"  # Figure 2's star: the paper's caption says red
 ETA = r"$\eta$"
 
 
@@ -159,44 +162,144 @@ def surface_note(surface: pd.DataFrame) -> str:
             f"max {off.max():.3g}")
 
 
+ZOOM_MIN_SHARE = 0.15  # a subpath drawn in the zoom spans at least this share of the zoom box
+# Figure 2's layout in inches (left, bottom, width, height): the main view and the zoom have the
+# same shape, so the zoom keeps the main view's directions; the legend goes below the zoom.
+LANDSCAPE_AXES = (0.62, 2.75, 2.1, 1.55)
+LANDSCAPE_ZOOM = (0.62, 0.45, 2.1, 1.55)
+LANDSCAPE_BAR = (2.82, 2.75, 0.1, 1.55)
+LANDSCAPE_SIZE = (COLUMN_WIDTH, 4.55)
+
+
+def colorbar_ticks(low: float, high: float) -> list[float]:
+    """Round colour-bar ticks within [low, high]: 1-2-5 steps per decade on a range of a decade or
+    more, else evenly spaced round numbers, so labels read 0.5, 1, 2 rather than 0.713, 1.49."""
+    decades = np.arange(np.floor(np.log10(low)), np.ceil(np.log10(high)) + 1)
+    for mantissas in ((1, 2, 5), (1, 3), (1,)):  # the finest steps that give at most 8 labels
+        ticks = [m * 10.0 ** e for e in decades for m in mantissas]
+        ticks = [float(t) for t in ticks if low <= t * (1 + 1e-9) and t <= high * (1 + 1e-9)]
+        if 3 <= len(ticks) <= 8:
+            return ticks
+    linear = MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]).tick_values(low, high)
+    return [float(t) for t in linear if low <= t <= high]
+
+
+def _colorbar(fig: plt.Figure, mesh, cax, label: str) -> None:
+    """A colour bar whose ticks are round numbers (``colorbar_ticks``) printed in few digits."""
+    bar = fig.colorbar(mesh, cax=cax, label=label)
+    ticks = colorbar_ticks(bar.norm.vmin, bar.norm.vmax)
+    bar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
+    bar.minorticks_off()
+
+
+def zoom_box(coordinates: pd.DataFrame, aspect: float) -> tuple[tuple[float, float],
+                                                                 tuple[float, float], list]:
+    """Limits of Figure 2's zoom on the branch region and the subpaths (branch epochs) it holds.
+
+    The box has the main view's shape (x span / y span = ``aspect``), so directions read as in the
+    main view. It holds every subpath where each is then at least ZOOM_MIN_SHARE of the box;
+    where the branch points lie too far apart for that (a short subpath at a small learning rate
+    barely moves), it holds the latest subpaths only (of those the main path goes on from, if
+    any), so the zoom still shows a subpath leaving the main path.
+    """
+    subs = coordinates[coordinates["path"] == "subpath"]
+    main_end = coordinates.loc[coordinates["path"] == "main", "epoch"].max()
+    # latest first, but first those the main path goes on from: there the zoom shows the two part
+    groups = [g for _, g in sorted(subs.groupby("branch_epoch"),
+                                   key=lambda kv: (not kv[0] < main_end, -kv[0]))]
+
+    def box(parts: list[pd.DataFrame]) -> tuple[float, float, float, float]:
+        points = pd.concat(parts)
+        x0, x1 = float(points["pc1"].min()), float(points["pc1"].max())
+        y0, y1 = float(points["pc2"].min()), float(points["pc2"].max())
+        half_y = max((y1 - y0) / 2, (x1 - x0) / 2 / aspect, 1e-12) * 1.25  # 25 % margin
+        return (x0 + x1) / 2, (y0 + y1) / 2, half_y * aspect, half_y
+
+    def share(part: pd.DataFrame, half_x: float, half_y: float) -> float:
+        dx = part["pc1"] - part["pc1"].iloc[0]
+        dy = part["pc2"] - part["pc2"].iloc[0]
+        return float(max(dx.abs().max() / half_x, dy.abs().max() / half_y)) / 2
+
+    shown = groups[:1]
+    for n in range(2, len(groups) + 1):
+        _, _, hx, hy = box(groups[:n])
+        if np.median([share(g, hx, hy) for g in groups[:n]]) < ZOOM_MIN_SHARE:
+            break
+        shown = groups[:n]
+    cx, cy, hx, hy = box(shown)
+    return (cx - hx, cx + hx), (cy - hy, cy + hy), sorted(g["branch_epoch"].iloc[0] for g in shown)
+
+
 def landscape(grid: pd.DataFrame, coordinates: pd.DataFrame, variance: pd.DataFrame,
               column: str, label: str, surface: pd.DataFrame | None = None) -> plt.Figure:
     """Figures 2a/2b: loss contours over the grid's (PC1, PC2) coordinates with the trajectories
     on top; the grid lies in the PC1-PC2 plane or on the curved surface (``surface``: the
     surface table, noted in the legend).
 
-    The main path is black with a white edge and the subpaths orange dashed with a black edge,
-    drawn above it, so both show on dark and light contours and where they overlap.
+    Colours as the paper's caption: main path orange, subpaths blue dashed, a red star at the end
+    of the longest trajectory (edges in black or white keep them visible on any contour). Below
+    the landscape a zoom (gid "zoom") on the branch region (``zoom_box``, outlined in the main
+    view) shows the subpaths leaving the main path, which at the main view's scale they barely do.
     """
     table = grid.pivot_table(index="pc2", columns="pc1", values=column)
     values = table.to_numpy()
-    fig, ax = _figure(3.6)
-    levels = log_levels(values, 25)
-    edge = {"white": [patheffects.withStroke(linewidth=2.6, foreground="white")],
-            "black": [patheffects.withStroke(linewidth=2.0, foreground="black")]}
     with plt.rc_context(STYLE):
-        mesh = ax.contourf(table.columns, table.index, values, levels=levels,
-                           norm=LogNorm(levels[0], levels[-1]))
-        ax.contour(table.columns, table.index, values, levels=levels[::3], colors="white",
-                   linewidths=0.3, alpha=0.5)
-        fig.colorbar(mesh, ax=ax, label=label, format="%.3g")
-        main = coordinates[coordinates["path"] == "main"].sort_values("epoch")
-        ax.plot(main["pc1"], main["pc2"], "-", color=BLACK, lw=1.4, path_effects=edge["white"],
-                zorder=3, label=f"main path (large {ETA})")
-        subs = coordinates[coordinates["path"] == "subpath"]
-        for i, (_, path) in enumerate(subs.groupby("branch_epoch")):
-            path = path.sort_values("epoch")
-            ax.plot(path["pc1"], path["pc2"], "--", color=ORANGE, lw=1.0, zorder=4,
-                    path_effects=edge["black"],
-                    label=f"subpaths (decayed {ETA})" if i == 0 else None)
-            ax.plot(path["pc1"].iloc[0], path["pc2"].iloc[0], "o", ms=2.5, color=ORANGE, mec=BLACK,
-                    mew=0.5, zorder=5)
-        longest = coordinates.loc[coordinates["epoch"].idxmax()]
-        ax.plot(longest["pc1"], longest["pc2"], "*", color="white", mec=BLACK, mew=0.8, ms=9,
-                zorder=6, label=f"end of longest trajectory (epoch {int(longest['epoch'])})")
+        fig = plt.figure(figsize=LANDSCAPE_SIZE)
+        w, h = LANDSCAPE_SIZE
+        ax, zoom, cax = (fig.add_axes((x / w, y / h, dx / w, dy / h)) for x, y, dx, dy in
+                         (LANDSCAPE_AXES, LANDSCAPE_ZOOM, LANDSCAPE_BAR))
+    zoom.set_gid("zoom")
+    levels = log_levels(values, 25)
+    edge = {"white": [patheffects.withStroke(linewidth=2.4, foreground="white")],
+            "black": [patheffects.withStroke(linewidth=2.6, foreground="black")]}
+    main = coordinates[coordinates["path"] == "main"].sort_values("epoch")
+    subs = coordinates[coordinates["path"] == "subpath"]
+    longest = coordinates.loc[coordinates["epoch"].idxmax()]
+    with plt.rc_context(STYLE):
+        for axes in (ax, zoom):
+            mesh = axes.contourf(table.columns, table.index, values, levels=levels,
+                                 norm=LogNorm(levels[0], levels[-1]))
+            axes.contour(table.columns, table.index, values, levels=levels[::3], colors="white",
+                         linewidths=0.3, alpha=0.5)
+            axes.plot(main["pc1"], main["pc2"], "-", color=ORANGE, lw=1.4,
+                      path_effects=edge["black"], zorder=3, label=f"main path (large {ETA})")
+            for i, (_, path) in enumerate(subs.groupby("branch_epoch")):
+                path = path.sort_values("epoch")
+                axes.plot(path["pc1"], path["pc2"], "--", color=BLUE, lw=1.0, zorder=4,
+                          path_effects=edge["white"], dashes=(3, 1.5),
+                          label=f"subpaths (decayed {ETA})" if i == 0 else None)
+                axes.plot(path["pc1"].iloc[0], path["pc2"].iloc[0], "o", ms=2.5, color=BLUE,
+                          mec="white", mew=0.5, zorder=5,
+                          label="branch points" if i == 0 else None)
+            axes.plot(longest["pc1"], longest["pc2"], "*", color=RED, mec=BLACK, mew=0.6, ms=9,
+                      zorder=6, label=f"end of longest trajectory (epoch {int(longest['epoch'])})")
+        _colorbar(fig, mesh, cax, label)
+        ax.set(xlabel=pc_label(variance, 1), ylabel=pc_label(variance, 2), title=label)
+        if len(subs):
+            x_range = float(np.ptp(table.columns.to_numpy(float)))
+            y_range = float(np.ptp(table.index.to_numpy(float)))
+            xlim, ylim, shown = zoom_box(coordinates, x_range / y_range)
+            zoom.set(xlim=xlim, ylim=ylim)
+            ax.add_patch(Rectangle((xlim[0], ylim[0]), xlim[1] - xlim[0], ylim[1] - ylim[0],
+                                   fill=False, ec="white", lw=0.8, zorder=7))
+            n_subs = subs["branch_epoch"].nunique()
+            which = f"all {n_subs}" if len(shown) == n_subs else f"{len(shown)} of {n_subs}"
+            epochs = [f"{int(b)}" for b in shown]
+            if len(epochs) > 3:
+                epochs = [f"{epochs[0]}-{epochs[-1]}"]
+            which += (f" subpaths (decayed at epoch{'s' if len(shown) > 1 else ''} "
+                      f"{', '.join(epochs)})")
+            factor = x_range / (xlim[1] - xlim[0])
+            zoom.set_title(f"zoom \u00d7{factor:.0f} on the branch region (white box):\n{which}",
+                           fontsize=7)
+        else:
+            zoom.set_visible(False)
+        zoom.set(xlabel="PC1", ylabel="PC2")
+        zoom.xaxis.set_major_locator(MaxNLocator(4))
+        zoom.yaxis.set_major_locator(MaxNLocator(4))
         if surface is not None:
             ax.plot([], [], " ", label=surface_note(surface))
-        ax.set(xlabel=pc_label(variance, 1), ylabel=pc_label(variance, 2), title=label)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
-        fig.tight_layout()
+        below = zoom if zoom.get_visible() else ax  # the legend goes below the lowest panel
+        below.legend(*ax.get_legend_handles_labels(), loc="upper center",
+                     bbox_to_anchor=(0.5, -0.28), ncol=1)
     return fig
