@@ -278,6 +278,8 @@ def landscape(grid: pd.DataFrame, coordinates: pd.DataFrame, variance: pd.DataFr
         if len(subs):
             x_range = float(np.ptp(table.columns.to_numpy(float)))
             y_range = float(np.ptp(table.index.to_numpy(float)))
+            ax.set(xlim=(table.columns.min(), table.columns.max()),  # the box may reach past
+                   ylim=(table.index.min(), table.index.max()))  # the grid: keep the view
             xlim, ylim, shown = zoom_box(coordinates, x_range / y_range)
             zoom.set(xlim=xlim, ylim=ylim)
             ax.add_patch(Rectangle((xlim[0], ylim[0]), xlim[1] - xlim[0], ylim[1] - ylim[0],

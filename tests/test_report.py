@@ -85,21 +85,122 @@ def _tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return metrics, coords, grid, variance
 
 
+def _figure2_axes(fig: plt.Figure) -> tuple[plt.Axes, plt.Axes, plt.Axes]:
+    """Figure 2's main view, its zoom (gid "zoom") and its colour bar."""
+    zoom = next(a for a in fig.axes if a.get_gid() == "zoom")
+    bar = next(a for a in fig.axes if a is not zoom and a is not fig.axes[0])
+    return fig.axes[0], zoom, bar
+
+
 def test_figure2_legend_off_the_contours_and_axes_give_the_variance() -> None:
     metrics, coords, grid, variance = _tables()
     fig = figures.landscape(grid, coords, variance, "train_loss", "train loss")
-    ax = fig.axes[0]
+    ax, zoom, bar = _figure2_axes(fig)
     assert ax.get_xlabel() == "PC1 (60.0 % of variance)"
     assert ax.get_ylabel() == "PC2 (25.0 % of variance)"
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    legend = ax.get_legend().get_window_extent(renderer)
-    assert not legend.overlaps(ax.get_window_extent(renderer)), "legend sits on the contours"
+    legend = zoom.get_legend().get_window_extent(renderer)
+    for axes in (ax, zoom, bar):  # nothing on the contours, the zoom or the colour bar
+        assert not legend.overlaps(axes.get_window_extent(renderer)), "legend sits on a panel"
+    # the zoom's title clears the main view's x label and tick labels
+    assert not zoom.title.get_window_extent(renderer).overlaps(ax.get_tightbbox(renderer))
     # subpaths are drawn above the main path, so they stay visible where the two coincide
     main = next(line for line in ax.lines if line.get_label().startswith("main path"))
     sub = next(line for line in ax.lines if line.get_label().startswith("subpaths"))
     assert sub.get_zorder() > main.get_zorder()
     assert fig.get_size_inches()[0] <= figures.COLUMN_WIDTH  # one column wide
+
+
+def _shown_branches(zoom: plt.Axes) -> list[int]:
+    """The branch epochs the zoom's title names ("decayed at epochs 10, 20" or "10-30")."""
+    named = zoom.get_title().split("decayed at epoch")[1].strip("s ()")
+    if "-" in named:
+        low, high = (int(x) for x in named.split("-"))
+        return [low, high]
+    return [int(x) for x in named.split(", ")]
+
+
+def _long_subpaths() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Coordinates, grid, variance where each subpath moves as far as the branch points' spacing."""
+    _, coords, grid, variance = _tables()
+    sub = coords["path"] == "subpath"
+    coords.loc[sub, "pc1"] += 0.1 * (coords.loc[sub, "epoch"] - coords.loc[sub, "branch_epoch"])
+    return coords, grid, variance
+
+
+def test_figure2_zoom_holds_every_subpath_when_they_can_be_seen() -> None:
+    coords, grid, variance = _long_subpaths()
+    fig = figures.landscape(grid, coords, variance, "train_loss", "train loss")
+    ax, zoom, _ = _figure2_axes(fig)
+    subs = coords[coords["path"] == "subpath"]
+    assert zoom.get_title().endswith("all 3 subpaths (decayed at epochs 10, 20, 30)")
+    (x0, x1), (y0, y1) = zoom.get_xlim(), zoom.get_ylim()
+    assert subs["pc1"].between(x0, x1).all() and subs["pc2"].between(y0, y1).all()
+    # and tight around them (a 25 % margin), not around the main path or the whole view
+    assert max(np.ptp(subs["pc1"]) / (x1 - x0), np.ptp(subs["pc2"]) / (y1 - y0)) >= 0.79
+    # a true zoom: the main view's shape, outlined in the main view
+    main_x, main_y = np.ptp(ax.get_xlim()), np.ptp(ax.get_ylim())
+    assert (x1 - x0) / (y1 - y0) == pytest.approx(main_x / main_y)
+    box = next(p for p in ax.patches if isinstance(p, plt.Rectangle))
+    assert box.get_xy() == pytest.approx((x0, y0)) and box.get_width() == pytest.approx(x1 - x0)
+    plt.close(fig)
+
+
+def test_figure2_zoom_on_short_subpaths_shows_the_ones_it_names_large() -> None:
+    """Subpaths that barely move (a small learning rate, few epochs): the zoom takes the latest
+    ones the main path goes on from, each at least ZOOM_MIN_SHARE of the box, and says so."""
+    _, coords, grid, variance = _tables()
+    sub = coords["path"] == "subpath"
+    coords.loc[sub, "pc2"] = (np.sin(coords.loc[sub, "branch_epoch"] / 5.0)
+                              + 1e-3 * (coords.loc[sub, "epoch"] - coords.loc[sub, "branch_epoch"]))
+    fig = figures.landscape(grid, coords, variance, "test_loss", "test loss")
+    _, zoom, _ = _figure2_axes(fig)
+    shown = _shown_branches(zoom)
+    assert "of 3 subpaths" in zoom.get_title() and shown == [20]  # main goes on from 20, not 30
+    (x0, x1), (y0, y1) = zoom.get_xlim(), zoom.get_ylim()
+    path = coords[sub & coords["branch_epoch"].isin(shown)]
+    assert path["pc1"].between(x0, x1).all() and path["pc2"].between(y0, y1).all()
+    assert np.ptp(path["pc2"]) / (y1 - y0) >= figures.ZOOM_MIN_SHARE
+    plt.close(fig)
+
+
+def test_figure2_colours_are_the_papers_caption() -> None:
+    """Main path orange, subpaths blue dashed, a red star at the end of the longest trajectory,
+    in the main view and the zoom alike."""
+    metrics, coords, grid, variance = _tables()
+    fig = figures.landscape(grid, coords, variance, "train_loss", "train loss")
+    ax, zoom, _ = _figure2_axes(fig)
+    for axes in (ax, zoom):
+        lines = {line.get_label(): line for line in axes.lines}
+        main = next(v for k, v in lines.items() if k.startswith("main path"))
+        sub = next(v for k, v in lines.items() if k.startswith("subpaths"))
+        star = next(v for k, v in lines.items() if k.startswith("end of longest"))
+        assert main.get_color() == figures.ORANGE and main.get_linestyle() == "-"
+        assert sub.get_color() == figures.BLUE and sub.get_linestyle() == "--"
+        assert star.get_marker() == "*" and star.get_markerfacecolor() == figures.RED
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("low, high", [(0.00407, 0.00634), (0.342, 122.0), (0.2, 1.2),
+                                       (1e-5, 3e-5), (0.05, 40.0), (3e-4, 2.0)])
+def test_colour_bar_ticks_are_round_numbers(low: float, high: float) -> None:
+    ticks = figures.colorbar_ticks(low, high)
+    assert 3 <= len(ticks) <= 8 and all(low <= t <= high for t in ticks), ticks
+    for t in ticks:  # at most two significant digits
+        assert float(f"{t:.2g}") == pytest.approx(t, rel=1e-9), ticks
+
+
+def test_figure2_colour_bar_labels_are_the_round_ticks() -> None:
+    metrics, coords, grid, variance = _tables()
+    grid["train_loss"] = 0.00407 + 0.00227 * grid["train_loss"] / grid["train_loss"].max()
+    fig = figures.landscape(grid, coords, variance, "train_loss", "train loss")
+    _, _, bar = _figure2_axes(fig)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in bar.get_yticklabels() if t.get_text()]
+    assert len(labels) >= 3, labels
+    assert all(len(label.replace("0.", "").lstrip("0")) <= 2 for label in labels), labels
+    plt.close(fig)
 
 
 def test_figures_are_one_column_wide_and_use_mathtext() -> None:

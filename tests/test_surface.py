@@ -171,7 +171,7 @@ def test_figure2_notes_the_surface_and_the_distances(kind: str) -> None:
     grid["train_loss"] = 0.1 + (grid["pc1"] - 5) ** 2 / 10 + grid["pc2"] ** 2
     variance = pd.DataFrame({"component": [1, 2, 3], "explained_variance_ratio": [0.6, 0.25, 0.1]})
     fig = figures.landscape(grid, coords, variance, "train_loss", "train loss", surface)
-    ax = fig.axes[0]
+    ax = next(a for a in fig.axes if a.get_legend())  # below the zoom, or the landscape
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
     off = surface["distance_pc123"]
     note = next(t for t in texts if "distance from it" in t)
