@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -148,8 +149,10 @@ def test_this_venv_is_the_lock() -> None:
 
     from packaging.utils import canonicalize_name
 
+    # the venv's own site-packages (setuptools puts its vendored packaging etc. on sys.path)
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
     installed = {canonicalize_name(d.metadata["Name"]): d.version
-                 for d in metadata.distributions()}
+                 for d in metadata.distributions(path=site)}
     drift = {name: (version, installed.get(name, "not installed"))
              for name, (version, _) in read_lock(LOCK).items()
              if installed.get(name) != version and name not in ("pip",)}
