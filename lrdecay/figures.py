@@ -162,12 +162,13 @@ def surface_note(surface: pd.DataFrame) -> str:
             f"max {off.max():.3g}")
 
 
+ZOOM_BOX_SHOWN = 25  # up to this zoom factor the zoomed box is large enough to see in the main view
 ZOOM_MIN_SHARE = 0.15  # a subpath drawn in the zoom spans at least this share of the zoom box
 # Figure 2's layout in inches (left, bottom, width, height): the main view and the zoom have the
 # same shape, so the zoom keeps the main view's directions; the legend goes below the zoom.
-LANDSCAPE_AXES = (0.62, 2.75, 2.1, 1.55)
-LANDSCAPE_ZOOM = (0.62, 0.45, 2.1, 1.55)
-LANDSCAPE_BAR = (2.82, 2.75, 0.1, 1.55)
+LANDSCAPE_AXES = (0.62, 2.75, 1.9, 1.55)
+LANDSCAPE_ZOOM = (0.62, 0.45, 1.9, 1.55)
+LANDSCAPE_BAR = (2.62, 2.75, 0.1, 1.55)
 LANDSCAPE_SIZE = (COLUMN_WIDTH, 4.55)
 
 
@@ -292,7 +293,9 @@ def landscape(grid: pd.DataFrame, coordinates: pd.DataFrame, variance: pd.DataFr
             which += (f" subpaths (decayed at epoch{'s' if len(shown) > 1 else ''} "
                       f"{', '.join(epochs)})")
             factor = x_range / (xlim[1] - xlim[0])
-            zoom.set_title(f"zoom \u00d7{factor:.0f} on the branch region (white box):\n{which}",
+            where = ("on the white box" if factor <= ZOOM_BOX_SHOWN else  # else too small to see
+                     f"near PC1 = {np.mean(xlim):.3g}, PC2 = {np.mean(ylim):.3g}")
+            zoom.set_title(f"branch region, zoom \u00d7{factor:.0f} {where}:\n{which}",
                            fontsize=7)
         else:
             zoom.set_visible(False)

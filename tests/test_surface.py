@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from lrdecay import config as lrconfig
 from lrdecay import landscape
@@ -156,7 +157,7 @@ def test_curved_needs_three_components(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["plane", "curved"])
-def test_figure2_notes_the_surface_and_the_distances(kind: str) -> None:
+def test_figure2_notes_the_surface_and_the_distances(kind: str, tmp_path: Path) -> None:
     from lrdecay import figures
 
     epochs = np.arange(30)
@@ -182,3 +183,5 @@ def test_figure2_notes_the_surface_and_the_distances(kind: str) -> None:
     renderer = fig.canvas.get_renderer()
     assert not ax.get_legend().get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
     assert fig.get_size_inches()[0] <= figures.COLUMN_WIDTH
+    figures.save(fig, tmp_path / "f.png", tmp_path / "f.pdf")  # as saved: labels, bar, legend
+    assert Image.open(tmp_path / "f.png").size[0] <= (figures.COLUMN_WIDTH + 0.05) * 300
