@@ -87,7 +87,7 @@ def subpath_contour(metrics: pd.DataFrame, column: str, label: str) -> plt.Figur
             mesh = ax.contourf(x, y, values, levels=20 if levels is None else levels, norm=norm)
         else:  # a single subpath: a contour needs two rows, show the one row as a strip
             mesh = ax.pcolormesh(x, [y[0] - 0.5, y[0] + 0.5], values, norm=norm)
-        fig.colorbar(mesh, ax=ax, label=label, format="%.3g")
+        _colorbar(fig, mesh, label, ax=ax)
         ax.set(xlabel=r"epochs after decay, $t - t_{\mathrm{d}}$",
                ylabel=r"epochs before decay, $t_{\mathrm{d}}$",
                title=f"Subpaths at {ETA} = {sub['lr'].iloc[0]:g}: {label}")
@@ -175,19 +175,23 @@ LANDSCAPE_SIZE = (COLUMN_WIDTH, 4.55)
 def colorbar_ticks(low: float, high: float) -> list[float]:
     """Round colour-bar ticks within [low, high]: 1-2-5 steps per decade on a range of a decade or
     more, else evenly spaced round numbers, so labels read 0.5, 1, 2 rather than 0.713, 1.49."""
+    linear = MaxNLocator(nbins=6, steps=[1, 2, 5, 10]).tick_values(low, high)
+    linear = [float(t) for t in linear if low <= t <= high]
+    if low <= 0:  # a linear scale that reaches zero: no decades
+        return linear
     decades = np.arange(np.floor(np.log10(low)), np.ceil(np.log10(high)) + 1)
     for mantissas in ((1, 2, 5), (1, 3), (1,)):  # the finest steps that give at most 8 labels
         ticks = [m * 10.0 ** e for e in decades for m in mantissas]
         ticks = [float(t) for t in ticks if low <= t * (1 + 1e-9) and t <= high * (1 + 1e-9)]
         if 3 <= len(ticks) <= 8:
             return ticks
-    linear = MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]).tick_values(low, high)
-    return [float(t) for t in linear if low <= t <= high]
+    return linear
 
 
-def _colorbar(fig: plt.Figure, mesh, cax, label: str) -> None:
-    """A colour bar whose ticks are round numbers (``colorbar_ticks``) printed in few digits."""
-    bar = fig.colorbar(mesh, cax=cax, label=label)
+def _colorbar(fig: plt.Figure, mesh, label: str, **where) -> None:
+    """A colour bar (placed by ``cax=`` or ``ax=``) whose ticks are round numbers
+    (``colorbar_ticks``) printed in few digits."""
+    bar = fig.colorbar(mesh, label=label, **where)
     ticks = colorbar_ticks(bar.norm.vmin, bar.norm.vmax)
     bar.set_ticks(ticks, labels=[f"{t:.3g}" for t in ticks])
     bar.minorticks_off()
@@ -274,7 +278,7 @@ def landscape(grid: pd.DataFrame, coordinates: pd.DataFrame, variance: pd.DataFr
                           label="branch points" if i == 0 else None)
             axes.plot(longest["pc1"], longest["pc2"], "*", color=RED, mec=BLACK, mew=0.6, ms=9,
                       zorder=6, label=f"end of longest trajectory (epoch {int(longest['epoch'])})")
-        _colorbar(fig, mesh, cax, label)
+        _colorbar(fig, mesh, label, cax=cax)
         ax.set(xlabel=pc_label(variance, 1), ylabel=pc_label(variance, 2), title=label)
         if len(subs):
             x_range = float(np.ptp(table.columns.to_numpy(float)))

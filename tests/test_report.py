@@ -246,3 +246,19 @@ def test_summary_metrics_carry_the_tables_numbers() -> None:
     assert out["pca"]["pc1_pc2_variance_ratio"] == pytest.approx(0.85)
     assert out["toy_checks"]["passed"] == 1 and out["toy_checks"]["failed"] == 1
     assert out["toy_checks"]["a@gamma=2"] == {"measured": None, "pass": 0}
+
+
+def test_figure1_contour_colour_bars_are_round_ticks() -> None:
+    """Figures 1b/1c use the same round ticks as Figure 2 (not %.3g at contour levels)."""
+    metrics, _, _, _ = _tables()
+    sub = metrics["path"] == "subpath"
+    for column in ("train_loss", "test_loss"):
+        metrics.loc[sub, column] = 0.00407 + 0.00227 * metrics.loc[sub, column] / \
+            metrics.loc[sub, column].max()
+        fig = figures.subpath_contour(metrics, column, column.replace("_", " "))
+        fig.canvas.draw()
+        bar = fig.axes[-1]
+        labels = [t.get_text() for t in bar.get_yticklabels() if t.get_text()]
+        assert len(labels) >= 3, labels
+        assert all(len(label.replace("0.", "").lstrip("0")) <= 2 for label in labels), labels
+        plt.close(fig)
