@@ -44,7 +44,8 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     if stage tests; then
         echo "== 1/4 CUDA tests (tests/test_devices.py -m cuda; the measured errors are printed)"
         SECONDS=0
-        timeout ${LIMITS[0]} $PY -m pytest -q -rA -s -p no:cacheprovider -m cuda \
+        # -o addopts=: the device image has pytest without pytest-xdist (pyproject adds -n auto)
+        timeout ${LIMITS[0]} $PY -m pytest -o addopts= -q -rA -s -p no:cacheprovider -m cuda \
             tests/test_devices.py || status=1
         echo "   [${SECONDS}s]"
     fi
