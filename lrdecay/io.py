@@ -252,6 +252,26 @@ def write_csv(path: str | Path, frame: Any) -> None:
         frame.to_csv(tmp, index=False)
 
 
+def save_csv(path: str | Path, frame: Any, meta: dict | None = None) -> None:
+    """`write_csv` with a size/checksum sidecar, for a job's result table: a value edited by hand
+    (same shape, another number) is then caught by `load_csv` instead of flowing into the
+    figures. The record is written before the table is renamed into place, so a table that
+    exists (it marks a path done) always has one, whenever the job is killed."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+        record = {"bytes": tmp.stat().st_size, "sha256": sha256(tmp),
+                  "lrdecay_version": __version__, **(meta or {})}
+        write_json(_sidecar(path), record)
+
+
+def load_csv(path: str | Path, fix: str) -> Any:
+    """Verify a table written by `save_csv` against its sidecar, then read it with pandas."""
+    import pandas as pd  # on use (module docstring)
+    verify(path, fix)
+    return pd.read_csv(path)
+
+
 def _record(path: Path, extra: dict | None = None) -> None:
     meta = {"bytes": path.stat().st_size, "sha256": sha256(path), "lrdecay_version": __version__}
     meta.update(extra or {})

@@ -83,11 +83,12 @@ def run_subpath_group(config: dict, data_path: str, group: int, out_dir: str, de
     with io.atomic_dir(out_dir, root=plan.run_dir) as tmp:
         frames = []
         for branch in branches:
-            frames.append(pd.read_csv(io.guard(works[branch] / "metrics.csv")))
+            frames.append(io.load_csv(io.guard(works[branch] / "metrics.csv"), (
+                f"delete the folder {works[branch]} and rerun; the job retrains that subpath")))
             for source, name in [("snapshots.npy", f"branch-{branch:04d}.npy"),
                                  ("weights.pt", SUBPATH_WEIGHTS.format(branch=branch))]:
                 for suffix in ("", ".json"):
                     io.link(works[branch] / f"{source}{suffix}", tmp / f"{name}{suffix}",
                             plan.run_dir)
-        io.write_csv(tmp / "metrics.csv", pd.concat(frames, ignore_index=True))
+        io.save_csv(tmp / "metrics.csv", pd.concat(frames, ignore_index=True))
     train.remove_work(group_work)

@@ -252,7 +252,7 @@ class PathsRun:
                                    meta={"config_hash": trainer.hash,
                                          "settings": trainer.settings})
             frame = pd.DataFrame(rows[i], columns=METRIC_COLUMNS + stepper.layer_columns)
-            io.write_csv(self.works[i] / "metrics.csv", frame)  # last: marks the path done
+            io.save_csv(self.works[i] / "metrics.csv", frame)  # last: marks the path done
         self.state_path.unlink(missing_ok=True)
         return failures
 

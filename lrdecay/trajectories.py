@@ -79,7 +79,8 @@ def gather_metrics(csv_paths: list[str | Path], out_path: str | Path,
                    config: dict | None = None) -> pd.DataFrame:
     """One tidy table: a row per (path, branch epoch, epoch); with `config`, every planned path
     and epoch must be there exactly once (checked before anything is written)."""
-    frame = pd.concat([pd.read_csv(p) for p in csv_paths], ignore_index=True)
+    # each job's table against its checksum record: a number edited by hand is named, not used
+    frame = pd.concat([io.load_csv(p, io.rerun_fix(p)) for p in csv_paths], ignore_index=True)
     if config is not None:
         check_complete(frame, config, csv_paths)
     frame["branch_epoch"] = frame["branch_epoch"].astype("Int64")

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from lrdecay import config as lrconfig
@@ -618,7 +619,11 @@ MIDWAY_ROWS = [
     ("subpath folder deleted", "subpaths/group-000", "delete", None),
     ("main segment folder deleted", "main/segment-0003", "delete", None),
     ("a metrics row cut from a finished job", "subpaths/group-000/metrics.csv", "cut",
+     "subpaths/group-000/metrics.csv is truncated or overwritten"),
+    ("a metrics row cut, the record resealed", "subpaths/group-000/metrics.csv", "cut+seal",
      "the training metrics do not match the plan: subpath branching at 2: 1 epoch(s) missing"),
+    ("a metrics value edited by hand", "main/segment-0003/metrics.csv", "edit",
+     "main/segment-0003/metrics.csv does not match its SHA-256 in metrics.csv.json"),
 ]
 
 
@@ -644,11 +649,20 @@ def test_a_finished_job_lost_midway_is_rebuilt_or_named(tmp_path: Path, relative
         assert_same_bytes(state_bytes(config), state_bytes(reference))
         return
     lines = target.read_text().splitlines(keepends=True)
-    target.write_text("".join(lines[:2] + lines[3:]))  # a hand edit drops one epoch's row
+    if action.startswith("cut"):
+        target.write_text("".join(lines[:2] + lines[3:]))  # a hand edit drops one epoch's row
+    else:  # one number changed, same length and shape: only the checksum can tell
+        head, row = lines[0].split(","), lines[2].split(",")
+        column = head.index("test_acc")
+        row[column] = row[column][:-1] + ("1" if row[column][-1] != "1" else "2")
+        lines[2] = ",".join(row)
+        target.write_text("".join(lines))
+    if action == "cut+seal":  # a valid record over wrong rows: the plan check must catch it
+        io.save_csv(target, pd.read_csv(target))
     plan = lrconfig.Plan(config)
     csvs = [plan.segment_dir(e) / "metrics.csv" for e in [0, *plan.segment_ends]]
     csvs += [plan.group_dir(g) / "metrics.csv" for g in range(len(plan.subpath_groups))]
-    with pytest.raises(trajectories.IncompleteResultsError) as info:
+    with pytest.raises((trajectories.IncompleteResultsError, io.CorruptFileError)) as info:
         trajectories.gather_metrics(csvs, tmp_path / "metrics.csv", config)
     assert fragment in str(info.value) and "Fix: delete the folder" in str(info.value)
     assert not (tmp_path / "metrics.csv").exists()

@@ -92,7 +92,8 @@ def test_a_group_metrics_file_cut_to_its_header_is_caught_at_gathering(
     csvs += [plan.group_dir(g) / "metrics.csv" for g in range(len(plan.subpath_groups))]
     trajectories.gather_metrics(csvs, tmp_path / "all.csv", config=config)  # complete: passes
     cut = plan.group_dir(0) / "metrics.csv"
-    cut.write_text(cut.read_text().splitlines()[0] + "\n")
+    # resealed (a valid record): the plan check, not the checksum, must catch it
+    io.save_csv(cut, pd.read_csv(cut).iloc[:0])
     with pytest.raises(trajectories.IncompleteResultsError) as err:
         trajectories.gather_metrics(csvs, tmp_path / "cut.csv", config=config)
     message = str(err.value)
@@ -104,7 +105,7 @@ def test_a_group_metrics_file_cut_to_its_header_is_caught_at_gathering(
 
     segment = plan.segment_dir(3) / "metrics.csv"  # one epoch gone, one repeated
     frame = pd.read_csv(segment)
-    io.write_csv(segment, pd.concat([frame.iloc[[0, 0]], frame.iloc[2:]]))
+    io.save_csv(segment, pd.concat([frame.iloc[[0, 0]], frame.iloc[2:]]))
     cut.unlink()
     with pytest.raises(trajectories.IncompleteResultsError,
                        match=r"main path: 1 epoch\(s\) missing \(2\).*main path: 1 epoch\(s\) "
