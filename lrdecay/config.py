@@ -26,15 +26,17 @@ from lrdecay.basics import ConfigError, config_hash  # noqa: F401
 from lrdecay.data import DATASETS
 from lrdecay.models import MODELS
 from lrdecay.plan import (  # noqa: F401
+    MAIN_PATH,
     NUMERIC_ENGINE_KEYS,
-    TRAINING_SECTIONS,
+    SUBPATH_KEYS,
+    SUBPATHS,
+    TRAINING,
     Plan,
+    Reads,
     canonical,
     engine_run,
     for_seed,
     job_config,
-    job_params,
-    training_hash,
 )
 from lrdecay.toy.instance import check_toy_config
 

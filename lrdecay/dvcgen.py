@@ -76,6 +76,7 @@ import yaml
 
 from lrdecay.config import ConfigError, check_files, read_yaml
 from lrdecay.io import write_text
+from lrdecay.plan import READS_PARAM
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = "config.yaml"
@@ -280,10 +281,14 @@ def _find_key(tree: Any, name: str, value: Any) -> bool:
 
 
 def param_sections(job: Job, config: dict) -> list[str]:
-    """Top-level config sections behind the job's Snakemake params (its params rerun trigger)."""
+    """Config keys behind the job's Snakemake params (its params rerun trigger): a stage's
+    declaration (the `reads` param, lrdecay.plan.Reads) names its keys; other params are
+    matched to the sections they were copied from."""
     sections: set[str] = set()
     for name, value in job.params.items():
-        if name in config and config[name] == value:
+        if name == READS_PARAM:
+            sections.update(value)  # declared, not inferred
+        elif name in config and config[name] == value:
             sections.add(name)
         elif (name in config and isinstance(value, dict) and isinstance(config[name], dict)
               and value and all(config[name].get(k, object()) == v for k, v in value.items())):

@@ -24,7 +24,7 @@ from torch import nn
 from lrdecay import io, models
 from lrdecay.basics import ConfigError
 from lrdecay.data import DeviceData
-from lrdecay.plan import NUMERIC_ENGINE_KEYS, training_hash
+from lrdecay.plan import NUMERIC_ENGINE_KEYS, TRAINING, Reads
 
 METRIC_COLUMNS = [
     "path", "branch_epoch", "epoch", "epochs_after_decay", "lr",
@@ -100,8 +100,10 @@ def configure_backend(engine: dict, device: torch.device, threads: int | None) -
 
 
 def numeric_settings(config: dict, device: torch.device) -> dict:
-    """The settings that change a result's numbers, recorded beside every result."""
-    return {**{key: config["engine"][key] for key in NUMERIC_ENGINE_KEYS},
+    """The settings that change a result's numbers (those of them the job reads), recorded
+    beside every result."""
+    return {**{key: value for key, value in config["engine"].items()
+               if key in NUMERIC_ENGINE_KEYS},
             "device": device.type, "torch": torch.__version__}
 
 
@@ -140,9 +142,11 @@ def divergence_message(spec: PathSpec, epoch: int, row: dict, kept: Path) -> str
 
 
 class Trainer:
-    """The model-independent parts of training shared by every path of a run."""
+    """The model-independent parts of training shared by every path of a run; `reads` is what
+    the job declares (lrdecay.plan), whose hash keys its resume states and results."""
 
-    def __init__(self, config: dict, data: DeviceData, device: torch.device):
+    def __init__(self, config: dict, data: DeviceData, device: torch.device, *,
+                 reads: Reads = TRAINING):
         self.config = config
         self.data = data
         self.device = device
@@ -151,7 +155,7 @@ class Trainer:
         self.eval_batch = config["metrics"]["eval_batch_size"]
         self.full_pass = config["metrics"]["train_metric"] == "full_pass"
         self.engine = config["engine"]
-        self.hash = training_hash(config)
+        self.hash = reads.hash(config)
         self.settings = numeric_settings(config, device)
         self.channels_last = self.engine["channels_last"]
 

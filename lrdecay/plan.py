@@ -17,15 +17,15 @@ from typing import Any
 
 from lrdecay.basics import ConfigError, config_hash
 
-# The config sections a training job's numbers depend on: its Snakemake params (a change reruns
-# it; also dvc.yaml's params) and the training hash its results and resume states carry. `seed` is
-# a training job's own seed (for_seed), not a section of the run's config.
-TRAINING_SECTIONS = ("seed", "device", "data", "model", "loss", "optimizer", "schedule", "metrics",
-                     "trajectory")
 # A subpath's final weights in its group folder (lrdecay.subpaths writes, lrdecay.sharpness reads)
 SUBPATH_WEIGHTS = "branch-{branch:04d}.weights.pt"
 # engine settings that change numbers (the others change only speed and bookkeeping)
 NUMERIC_ENGINE_KEYS = ("tf32", "channels_last", "compile", "bf16", "batched_subpaths")
+# Where outputs go: in a job's params (its paths) but changing no number, so no hash covers them.
+LAYOUT_KEYS = ("output_dir", "run_name")
+# The rule param holding a declaration's values (Reads.values); lrdecay.dvcgen lists its keys
+# as the stage's DVC params.
+READS_PARAM = "reads"
 
 
 def for_seed(config: dict, seed: int) -> dict:
@@ -49,21 +49,6 @@ def canonical(value: Any) -> Any:
     return value
 
 
-def job_params(config: dict, seed: int, sections: tuple[str, ...] = ()) -> dict:
-    """What a training-type job reads, as its rule's params (each a rerun trigger): the training
-    sections (and `sections`) of the seed's config, the engine settings that change numbers
-    (`engine`, also dvc.yaml params), and the run folder (`layout`). The settings of how to run
-    (:func:`engine_run`) are not params, so changing them reruns nothing.
-    :func:`job_config` rebuilds the job's config from both."""
-    seeded = for_seed(config, seed)
-    return canonical({
-        "seed": seeded["seed"],
-        "training": {key: seeded[key] for key in (*TRAINING_SECTIONS, *sections) if key != "seed"},
-        "engine": {key: seeded["engine"][key] for key in NUMERIC_ENGINE_KEYS},
-        "layout": {key: seeded[key] for key in ("output_dir", "run_name")},
-    })
-
-
 def engine_run(config: dict) -> dict:
     """The engine settings of how to run, not what to compute (threads, checkpoint interval,
     cuDNN algorithm search; like --cores, threads change only the last digits on CPU). A job
@@ -75,20 +60,87 @@ def engine_run(config: dict) -> dict:
 
 
 def job_config(params: Any, run: dict | None = None) -> dict:
-    """A job's config rebuilt from its rule's params (:func:`job_params`) and the run settings
-    (:func:`engine_run`): jobs never read the rest of the Snakemake config, so what changes their
-    numbers is what their rule declares."""
+    """A job's config rebuilt from its rule's params (`seed` and a declaration's
+    :meth:`Reads.values`) and the run settings (:func:`engine_run`): jobs never read the rest of
+    the Snakemake config, so what changes their numbers is what their rule declares."""
     params = dict(params.items())  # a dict, or Snakemake's params (a named list)
-    return {**params.get("layout", {}), **params["training"], "seed": int(params["seed"]),
-            "engine": {**(run or {}), **params["engine"]}}
+    config: dict = {"seed": int(params["seed"])}
+    for key, value in params[READS_PARAM].items():
+        section, _, sub = key.partition(".")
+        if sub:
+            config.setdefault(section, {})[sub] = copy.deepcopy(value)
+        else:
+            config[section] = copy.deepcopy(value)
+    config["engine"] = {**(run or {}), **config.get("engine", {})}
+    return config
 
 
-def training_hash(config: dict) -> str:
-    """Hash of everything that changes a training path's numbers (not where outputs go, nor how
-    often state is saved), so results and resume states stay valid across output folders."""
-    section = {key: config[key] for key in TRAINING_SECTIONS}
-    section["engine"] = {key: config["engine"][key] for key in NUMERIC_ENGINE_KEYS}
-    return config_hash(section)
+@dataclass(frozen=True)
+class Reads:
+    """The config keys one stage's jobs read, declared once: its rule's params (each a rerun
+    trigger, and the DVC params of its stages, lrdecay.dvcgen), the job's whole config
+    (:meth:`narrow`) and its resume and result hash (:meth:`hash`). A key is a section
+    ("data") or one key of it ("optimizer.main_lr"); a key a stage does not declare is not in
+    its job's config, so reading it fails instead of making the job depend on it unseen."""
+
+    keys: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        whole = {key for key in self.keys if "." not in key}
+        both = sorted(key for key in self.keys if key.partition(".")[0] in whole and "." in key)
+        if both or len(set(self.keys)) != len(self.keys):
+            raise ValueError(f"declared twice (as a section and a key of it, or repeated): "
+                             f"{both or self.keys}")
+
+    def plus(self, *keys: str) -> Reads:
+        """This declaration and `keys` (a later stage reading what an earlier one read)."""
+        return Reads(tuple(sorted({*self.keys, *keys})))
+
+    def values(self, config: dict) -> dict[str, Any]:
+        """Each declared key -> its value in `config` (a run's or a job's), as the rule's
+        `reads` param: keys sorted, mappings canonical, so reordering a YAML file reruns
+        nothing."""
+        out = {}
+        for key in sorted(self.keys):
+            section, _, sub = key.partition(".")
+            out[key] = canonical(config[section][sub] if sub else config[section])
+        return out
+
+    def narrow(self, config: dict) -> dict:
+        """`config` (a seed's, e.g. a test's full one) cut to what this stage reads, plus the
+        seed and the run settings: what its job sees under Snakemake, wherever it is called."""
+        return job_config({"seed": config["seed"], READS_PARAM: self.values(config)},
+                          engine_run(config))
+
+    def hash(self, config: dict) -> str:
+        """Hash of the declared values that change numbers (not where outputs go), with the
+        seed: a resume state or result is reused only by the same declaration's values."""
+        values = {key: value for key, value in self.values(config).items()
+                  if key not in LAYOUT_KEYS}
+        return config_hash({"seed": int(config["seed"]), **values})
+
+
+# What each stage reads. The main path reads no subpath-only key, so an ablation of one of them
+# (another decay lr, longer subpaths, another grouping or engine for them) retrains only the
+# subpaths and what follows them; tests/test_ablation.py checks it under Snakemake and DVC.
+MAIN_PATH = Reads((
+    "device", "data", "model", "loss", "metrics", "trajectory", *LAYOUT_KEYS,
+    "optimizer.main_lr", "optimizer.momentum", "optimizer.weight_decay",
+    "optimizer.batch_size",
+    # the segment ends and the branch epochs whose states the segments save
+    "schedule.main_epochs", "schedule.segment_epochs", "schedule.first_branch_epoch",
+    "schedule.branch_interval", "schedule.last_branch_epoch",
+    *(f"engine.{key}" for key in NUMERIC_ENGINE_KEYS if key != "batched_subpaths"),
+))
+SUBPATH_KEYS = ("optimizer.subpath_lr", "schedule.subpath_epochs", "schedule.subpaths_per_job",
+                "engine.batched_subpaths")
+# A subpath starts from a main-path state, so its hash covers the main path's keys too: every
+# key of the training sections (tests/test_ablation.py checks none is left out).
+SUBPATHS = MAIN_PATH.plus(*SUBPATH_KEYS)
+TRAINING = SUBPATHS  # what any training result depends on (the trajectories, their PCA)
+PCA = TRAINING.plus("pca")
+LANDSCAPE = TRAINING.plus("landscape")
+SHARPNESS = TRAINING.plus("sharpness")
 
 
 @dataclass(frozen=True)

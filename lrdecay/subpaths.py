@@ -16,7 +16,7 @@ import pandas as pd
 
 from lrdecay import io, logs, train
 from lrdecay.engine import PathSpec
-from lrdecay.plan import SUBPATH_WEIGHTS
+from lrdecay.plan import SUBPATH_WEIGHTS, SUBPATHS
 from lrdecay.stacked import make_stepper
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,11 @@ def run_subpath_group(config: dict, data_path: str, group: int, out_dir: str, de
                       threads: int | None = None) -> None:
     """Train the group's subpaths from their branch states; keep finished ones if one fails.
 
-    engine.batched_subpaths picks K at once (stacked, vmapped) or one after another.
+    engine.batched_subpaths picks K at once (stacked, vmapped) or one after another. Only the
+    keys the subpaths declare (lrdecay.plan.SUBPATHS) reach them.
     """
-    plan, trainer = train.setup(config, data_path, device_name, threads)
+    config = SUBPATHS.narrow(config)
+    plan, trainer = train.setup(config, data_path, device_name, threads, SUBPATHS)
     sub_epochs = config["schedule"]["subpath_epochs"]
     group_work = train.keyed_work(plan.resume_dir, f"subpath-group-{group:03d}", trainer.hash,
                                   plan.run_dir)

@@ -41,7 +41,7 @@ from lrdecay.engine import (
     resolve_device,
     single_stepper,
 )
-from lrdecay.plan import Plan
+from lrdecay.plan import MAIN_PATH, Plan, Reads
 
 log = logging.getLogger(__name__)
 
@@ -322,19 +322,24 @@ class PathsRun:
                  extra=logs.DETAIL)
 
 
-def setup(config: dict, data_path: str, device_name: str,
-           threads: int | None) -> tuple[Plan, Trainer]:
+def setup(config: dict, data_path: str, device_name: str, threads: int | None,
+          reads: Reads) -> tuple[Plan, Trainer]:
+    """The plan and trainer of a training job whose stage declares `reads`."""
     plan = Plan(config)
     device = resolve_device(device_name)
     configure_backend(config["engine"], device, threads)
     data = DeviceData(data_path, device, config["data"]["normalize"], config["data"]["augment"])
-    return plan, Trainer(config, data, device)
+    return plan, Trainer(config, data, device, reads=reads)
 
 
 def run_main_segment(config: dict, data_path: str, end: int, out_dir: str, device_name: str,
                      threads: int | None = None) -> None:
-    """Train the main path over the segment ending at `end` (end 0: initialise and evaluate)."""
-    plan, trainer = setup(config, data_path, device_name, threads)
+    """Train the main path over the segment ending at `end` (end 0: initialise and evaluate).
+
+    Only the keys the main path declares (lrdecay.plan.MAIN_PATH) reach it, also when called with
+    a whole config: reading a subpath key fails here rather than tie the main path to it."""
+    config = MAIN_PATH.narrow(config)
+    plan, trainer = setup(config, data_path, device_name, threads, MAIN_PATH)
     work = keyed_work(plan.resume_dir, f"main-segment-{end:04d}", trainer.hash, plan.run_dir)
     if end == 0:
         start, initial, branches = 0, None, ()

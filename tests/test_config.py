@@ -74,19 +74,19 @@ def test_a_seeds_jobs_depend_on_that_seed_alone(tmp_path: Path) -> None:
     every seed's training when one is added."""
     one = lrconfig.load(TINY, overrides={"output_dir": str(tmp_path), "seeds": [0]})
     three = lrconfig.load(TINY, overrides={"output_dir": str(tmp_path), "seeds": [2, 0, 5]})
-    assert lrconfig.job_params(one, 0) == lrconfig.job_params(three, 0)
-    assert lrconfig.job_params(three, 5)["seed"] == 5
-    job = lrconfig.job_config(lrconfig.job_params(three, 5), lrconfig.engine_run(three))
+    assert lrconfig.SUBPATHS.values(one) == lrconfig.SUBPATHS.values(three)
+    params = {"seed": 5, "reads": lrconfig.SUBPATHS.values(three)}
+    job = lrconfig.job_config(params, lrconfig.engine_run(three))
     assert job["seed"] == 5 and "seeds" not in job
     assert job["engine"] == three["engine"] and job["model"] == three["model"]
     # the run settings are no params (no rerun trigger), the numeric ones are
-    params = lrconfig.job_params(three, 5)
-    assert set(params) == {"seed", "training", "engine", "layout"}
-    assert set(params["engine"]) == set(lrconfig.NUMERIC_ENGINE_KEYS)
+    engine = {key for key in params["reads"] if key.startswith("engine.")}
+    assert engine == {f"engine.{key}" for key in lrconfig.NUMERIC_ENGINE_KEYS}
     assert set(lrconfig.engine_run(three)) == {"threads", "checkpoint_seconds", "cudnn_benchmark"}
-    hashes = {s: lrconfig.training_hash(lrconfig.for_seed(three, s)) for s in (2, 0, 5)}
-    assert hashes[0] == lrconfig.training_hash(lrconfig.for_seed(one, 0))
-    assert len(set(hashes.values())) == 3
+    for reads in (lrconfig.MAIN_PATH, lrconfig.SUBPATHS):
+        hashes = {s: reads.hash(lrconfig.for_seed(three, s)) for s in (2, 0, 5)}
+        assert hashes[0] == reads.hash(lrconfig.for_seed(one, 0))
+        assert len(set(hashes.values())) == 3
     run = lrconfig.Plan(three)
     assert run.seeds == [2, 0, 5] and run.seed_dir(5) == run.run_dir / "seed-5"
     assert run.for_seed(5).segment_dir(3) == run.run_dir / "seed-5" / "main" / "segment-0003"

@@ -128,7 +128,7 @@ def test_nan_in_one_subpath_leaves_the_others_intact(tmp_path: Path, device: str
     with pytest.raises(RuntimeError, match="branch-0002 diverged at epoch 3") as err:
         train_all(config, device=device)
     assert "branch-0001" not in str(err.value) and "branch-0003" not in str(err.value)
-    work = lrconfig.Plan(config).resume_dir / "subpath-group-000" / lrconfig.training_hash(config)
+    work = lrconfig.Plan(config).resume_dir / "subpath-group-000" / lrconfig.SUBPATHS.hash(config)
     kept = {}
     for branch in (1, 3):  # the others finished: compare them with the clean run's
         folder = work / f"branch-{branch:04d}"

@@ -344,12 +344,13 @@ def test_training_job_refuses_a_live_copy(tmp_path: Path) -> None:
 
 
 # -- symbolic links planted in work folders (a shared file system: others can write there) ------
-# (id, the link, relative to the seed folder ({hash}: the training hash; '../': the run folder),
+# (id, the link, relative to the seed folder ({hash}: the main path's training hash,
+# {subpath_hash}: the subpaths'; '../': the run folder),
 # whether it points at a victim folder rather than a file)
 LINK_ROWS = [
     ("resume snapshots of a main segment", ".resume/main-segment-0003/{hash}/snapshots.npy", False),
-    ("resume snapshots of a subpath", ".resume/subpath-group-000/{hash}/branch-0002/snapshots.npy",
-     False),
+    ("resume snapshots of a subpath",
+     ".resume/subpath-group-000/{subpath_hash}/branch-0002/snapshots.npy", False),
     ("resume state", ".resume/main-segment-0003/{hash}/resume.pt", False),
     ("resume folder of a job", ".resume/main-segment-0006", True),
     ("resume folder of a config", ".resume/main-segment-0003/{hash}", True),
@@ -390,7 +391,8 @@ def test_a_planted_link_is_refused_and_its_target_untouched(tmp_path: Path, rela
     config = load_tiny(tmp_path)
     seed_dir = lrconfig.Plan(config).seed_dir()
     link, victim = _plant(tmp_path, seed_dir,
-                          relative.replace("{hash}", lrconfig.training_hash(config)), folder)
+                          relative.replace("{hash}", lrconfig.MAIN_PATH.hash(config))
+                          .replace("{subpath_hash}", lrconfig.SUBPATHS.hash(config)), folder)
     before = _snapshot(victim)
     with pytest.raises(io.UnsafePathError) as info:
         if relative.startswith("../"):  # the locks: taken by Snakemake and by each training job

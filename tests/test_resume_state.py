@@ -112,8 +112,8 @@ def test_a_kill_at_the_commit_of_a_state_keeps_a_valid_state(
     reference = engine_config(tmp_path / "reference", engine=engine)
     train_all(reference)
     config = engine_config(tmp_path / "run", engine=engine)
-    interrupt_at(monkeypatch, moment, f"{path_part}/{lrconfig.training_hash(config)}/resume.pt",
-                 nth=2)
+    reads = lrconfig.MAIN_PATH if path_part.startswith("main") else lrconfig.SUBPATHS
+    interrupt_at(monkeypatch, moment, f"{path_part}/{reads.hash(config)}/resume.pt", nth=2)
     with pytest.raises(Interrupt):
         train_all(config)
     monkeypatch.setattr(io, "commit_hook", None)

@@ -111,14 +111,16 @@ def runtime(rule):
     return lambda wildcards, attempt: COSTS.runtime(rule, attempt)
 
 
-# What a training-type job reads, as its params (lrdecay.plan.job_params): the training
-# sections (lrdecay.plan.TRAINING_SECTIONS, a change reruns the job), the numeric engine
-# settings and the run folder; the seed comes from the wildcard. Jobs rebuild their config from
-# these (lrdecay.plan.job_config) plus the run settings (lrdecay.plan.engine_run), which are no
-# params: threads or checkpoint interval rerun nothing.
-JOB = lrdecay.plan.job_params(config, FIRST_SEED)
-LANDSCAPE_JOB = lrdecay.plan.job_params(config, FIRST_SEED, sections=("landscape",))
-SHARPNESS_JOB = lrdecay.plan.job_params(config, FIRST_SEED, sections=("sharpness",))
+# What each training-type job reads (lrdecay.plan.Reads), as its `reads` param: every declared
+# key with its value (a change reruns the job; also its DVC params). Jobs rebuild their config
+# from it and the seed (lrdecay.plan.job_config) plus the run settings (lrdecay.plan.engine_run),
+# which are no params: threads or checkpoint interval rerun nothing. The main path declares no
+# subpath key, so a subpath ablation reruns no main-path job.
+MAIN_PATH_READS = lrdecay.plan.MAIN_PATH.values(config)
+SUBPATH_READS = lrdecay.plan.SUBPATHS.values(config)
+PCA_READS = lrdecay.plan.PCA.values(config)
+LANDSCAPE_READS = lrdecay.plan.LANDSCAPE.values(config)
+SHARPNESS_READS = lrdecay.plan.SHARPNESS.values(config)
 
 
 def seed_of(wildcards):

@@ -22,9 +22,7 @@ rule landscape_shard:
     params:
         n_shards=PLAN.n_shards,
         seed=seed_of,
-        training=LANDSCAPE_JOB["training"],  # the training sections and landscape
-        engine=LANDSCAPE_JOB["engine"],
-        layout=LANDSCAPE_JOB["layout"],
+        reads=LANDSCAPE_READS,
     script:
         "../scripts/landscape_shard.py"
 

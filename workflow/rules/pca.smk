@@ -30,9 +30,7 @@ rule pca:
         runtime=runtime("pca"),
         gpu=0,
     params:
-        pca=lrdecay.plan.canonical(config["pca"]),
-        seed=seed_of,  # with training and engine: the training hash the outputs record
-        training=JOB["training"],
-        engine=JOB["engine"],
+        seed=seed_of,  # with reads: the training hash the outputs record
+        reads=PCA_READS,
     script:
         "../scripts/pca.py"

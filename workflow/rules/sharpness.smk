@@ -26,8 +26,6 @@ rule sharpness:
         slurm_partition=TRAIN_PARTITION,
     params:
         seed=seed_of,
-        training=SHARPNESS_JOB["training"],  # the training sections and sharpness
-        engine=SHARPNESS_JOB["engine"],
-        layout=SHARPNESS_JOB["layout"],
+        reads=SHARPNESS_READS,
     script:
         "../scripts/sharpness.py"

@@ -23,9 +23,7 @@ rule main_segment:
         slurm_partition=TRAIN_PARTITION,
     params:
         seed=seed_of,
-        training=JOB["training"],
-        engine=JOB["engine"],
-        layout=JOB["layout"],
+        reads=MAIN_PATH_READS,
     script:
         "../scripts/main_segment.py"
 
@@ -50,9 +48,7 @@ rule subpath_group:
         slurm_partition=TRAIN_PARTITION,
     params:
         seed=seed_of,
-        training=JOB["training"],
-        engine=JOB["engine"],
-        layout=JOB["layout"],
+        reads=SUBPATH_READS,
     script:
         "../scripts/subpath_group.py"
 
