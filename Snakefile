@@ -34,6 +34,15 @@ include: "workflow/rules/toy.smk"
 include: "workflow/rules/figures.smk"
 
 
+# Overrides of what to compute land in the preset's own folder: say so before any job.
+if workflow.is_main_process:
+    OVERRIDE_NOTE = lrdecay.plan.override_note(
+        dict(workflow.config_settings.config), PLAN.run_dir
+    )
+    if OVERRIDE_NOTE:
+        print(f"WARNING: {OVERRIDE_NOTE}", file=sys.stderr)
+
+
 rule all:
     input:
         every_seed(rules.decay_timing.output[0]),  # each seed's tables, trajectories, PCA

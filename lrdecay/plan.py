@@ -59,6 +59,33 @@ def engine_run(config: dict) -> dict:
             if key not in NUMERIC_ENGINE_KEYS}
 
 
+def leaf_keys(tree: dict, prefix: str = "") -> list[str]:
+    """Dotted names of a nested mapping's leaves (`{"optimizer": {"subpath_lr": 1}}` gives
+    `optimizer.subpath_lr`)."""
+    keys = []
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        keys += leaf_keys(value, f"{name}.") if isinstance(value, dict) else [name]
+    return keys
+
+
+def override_note(overrides: dict, run_dir: Path) -> str | None:
+    """The warning for `--config` overrides of what to compute that keep the preset's
+    run_name: their jobs rerun in the preset's folder and replace its results there, which a
+    user trying one value rarely means. None where nothing is replaced: a new run_name or
+    output_dir, added seeds, run settings (:func:`engine_run`)."""
+    if not overrides or set(overrides) & set(LAYOUT_KEYS):
+        return None
+    changed = [key for key in leaf_keys(overrides) if key != "seeds" and not (
+        key.startswith("engine.") and key.split(".")[1] not in NUMERIC_ENGINE_KEYS)]
+    if not changed:
+        return None
+    return (f"--config sets {', '.join(sorted(changed))} for the run in {run_dir} (run_name "
+            f"'{run_dir.name}'): the jobs these settings change rerun there and replace the "
+            "results computed with the preset's values. To keep both, add run_name=<new name> "
+            "(or output_dir=<another folder>) to --config.")
+
+
 def job_config(params: Any, run: dict | None = None) -> dict:
     """A job's config rebuilt from its rule's params (`seed` and a declaration's
     :meth:`Reads.values`) and the run settings (:func:`engine_run`): jobs never read the rest of

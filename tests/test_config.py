@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from lrdecay import config as lrconfig
+from lrdecay import plan
 
 from .conftest import REPO, TINY, load_tiny
 
@@ -215,10 +216,13 @@ def test_nested_command_line_overrides_are_typed(tmp_path: Path) -> None:
     assert cfg["optimizer"]["batch_size"] == 32  # the preset's other keys in the section stay
 
 
-def _snakemake_cli(tmp_path: Path, *config: str) -> subprocess.CompletedProcess:
+def _snakemake_cli(tmp_path: Path, *config: str, own_folder: bool = True
+                   ) -> subprocess.CompletedProcess:
+    """A dry run of the tiny preset under tmp_path (own_folder: an output_dir override too)."""
+    folder = [f"output_dir={tmp_path}/results"] if own_folder else []
     return subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--cores", "1",
-         "--configfile", str(TINY), "--config", f"output_dir={tmp_path}/results", *config],
+         "--configfile", str(TINY), "--config", *folder, *config],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
 
@@ -231,6 +235,27 @@ def test_nested_overrides_through_snakemake(tmp_path: Path) -> None:
     assert re.search(r"^main_segment\s+4$", result.stdout, re.MULTILINE), result.stdout
     bad = _snakemake_cli(tmp_path, "optimizer={main_lr: 0}")
     assert "config key optimizer.main_lr = 0: must be > 0" in bad.stdout + bad.stderr
+
+
+def test_overrides_that_replace_the_preset_s_results_are_named(tmp_path: Path) -> None:
+    """A `--config` override of what to compute keeps the preset's run_name, so its jobs rerun
+    in the preset's folder: the dry run says which keys and how to keep both; a new run_name,
+    added seeds and run settings replace nothing and say nothing."""
+    warned = _snakemake_cli(tmp_path, "optimizer={subpath_lr: 0.02}", "schedule={main_epochs: 8}",
+                            own_folder=False)
+    assert warned.returncode == 0, warned.stderr[-2000:]
+    assert ("WARNING: --config sets optimizer.subpath_lr, schedule.main_epochs for the run in "
+            "results/tiny") in warned.stderr, warned.stderr[-2000:]
+    assert "add run_name=<new name>" in warned.stderr
+    for quiet in (("optimizer={subpath_lr: 0.02}", "run_name=lr002"),
+                  ("seeds=[0, 1]", "engine={threads: 1, checkpoint_seconds: 5}")):
+        result = _snakemake_cli(tmp_path, *quiet, own_folder=False)
+        assert result.returncode == 0 and "WARNING: --config" not in result.stderr, quiet
+    run = Path("results/tiny")
+    assert plan.override_note({}, run) is None
+    assert plan.override_note({"output_dir": "/x", "loss": "ce"}, run) is None
+    assert plan.override_note({"engine": {"channels_last": False}}, run) is not None  # numbers
+    assert "model.hidden" in plan.override_note({"model": {"hidden": [8]}, "seeds": [1]}, run)
 
 
 def test_authors_cpu_preset_is_the_reduction_its_comment_states(tmp_path: Path) -> None:
