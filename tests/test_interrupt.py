@@ -28,6 +28,7 @@ from .conftest import (
     assert_same_bytes,
     assert_same_outputs,
     checkout_env,
+    edit_config_yaml,
     make_config_yaml_tiny,
     outputs,
     sh,
@@ -38,17 +39,28 @@ from .conftest import (
 # The training part of the tiny study (Snakemake target under a workdir): every training job
 # and the gathering.
 TARGET = "results/tiny/seed-0/metrics.csv"
+# The tiny preset's main path trains an epoch in milliseconds: long segments (about a second
+# each) let the signal land inside a job's training, so that its rerun resumes a saved state.
+LONG_SEGMENTS = {"schedule": {"main_epochs": 300, "segment_epochs": 150}}
+
+
+def _configfile(workdir: Path) -> Path:
+    """A copy of the tiny preset with LONG_SEGMENTS, writing under `workdir`/results."""
+    config = yaml.safe_load(TINY.read_text())
+    lrconfig._deep_update(config, {**LONG_SEGMENTS, "output_dir": str(workdir / "results")})
+    path = workdir / "tiny-long.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
 def _snakemake(workdir: Path, *extra: str) -> list[str]:
-    """The tiny preset's Snakemake command writing under `workdir`/results, on 2 cores."""
+    """Snakemake on `workdir`'s config file (`_configfile`), on 2 cores."""
     return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
-            str(workdir), "--configfile", str(TINY), "--config",
-            f"output_dir={workdir / 'results'}", "--cores", "2", *extra]
+            str(workdir), "--configfile", str(workdir / "tiny-long.yaml"), "--cores", "2", *extra]
 
 
 def _config(workdir: Path) -> dict:
-    config = lrconfig.load(TINY, overrides={"output_dir": str(workdir / "results")})
+    config = lrconfig.load(workdir / "tiny-long.yaml")
     return lrconfig.for_seed(config, config["seeds"][0])
 
 
@@ -80,21 +92,23 @@ def _interrupt(command: list[str], cwd: Path, folder: Path, started: str, seed: 
 
 
 def test_sigterm_to_snakemake_mid_run_then_rerun_is_identical(tmp_path: Path) -> None:
-    """SIGTERM to Snakemake and its jobs while main segment 3 trains; the same command again
-    finishes the study: every table and array equals an uninterrupted run's."""
+    """SIGTERM to Snakemake and its jobs while main segment 150 trains; the same command again
+    resumes it and finishes the study: every table and array equals an uninterrupted run's."""
     reference, run = tmp_path / "reference", tmp_path / "run"
     for workdir in (reference, run):
         workdir.mkdir()
+        _configfile(workdir)
     done = subprocess.run(_snakemake(reference, str(reference / TARGET)), capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     seed_dir = lrconfig.Plan(_config(run)).seed_dir()
     stopped = _interrupt(_snakemake(run, str(run / TARGET)), run, seed_dir,
-                         ".resume/main-segment-0003/*/resume.pt", seed=19, sig=signal.SIGTERM)
+                         ".resume/main-segment-0150/*/resume.pt", seed=19, sig=signal.SIGTERM)
     assert not (seed_dir / "metrics.csv").exists(), "the gathering ran before the signal"
     again = subprocess.run(_snakemake(run, str(run / TARGET)), capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 0, f"{stopped.stdout[-3000:]}\n---\n{again.stderr[-3000:]}"
+    assert "resumed at epoch" in again.stdout + again.stderr, "the signal missed the training"
     assert_same_outputs(outputs(_config(run)), outputs(_config(reference)))
     assert_same_bytes(state_bytes(_config(run)), state_bytes(_config(reference)))
     (table, main), (want_table, want_main) = _gathered(seed_dir), _gathered(
@@ -109,6 +123,7 @@ def test_dvc_repro_interrupted_then_rerun_is_identical_and_clean(tmp_path: Path)
     repo = tmp_path / "repo"
     working_tree_copy(repo)
     run = make_config_yaml_tiny(repo)  # relative to the repo: results/tiny
+    edit_config_yaml(repo, LONG_SEGMENTS)
     sh(repo, "git", "init", "-q", "-b", "main")
     sh(repo, "python", "-m", "lrdecay.dvcgen")
     sh(repo, "git", "add", "-A")
@@ -122,6 +137,7 @@ def test_dvc_repro_interrupted_then_rerun_is_identical_and_clean(tmp_path: Path)
                          env=checkout_env(repo))
     again = sh(repo, "dvc", "repro", target)
     assert "Running stage" in again, f"nothing reran after the interrupt:\n{stopped.stdout}"
+    assert "resumed at epoch" in again, "the signal missed the training"
     status = sh(repo, "dvc", "status", target)
     assert "up to date" in status, status
 
@@ -129,6 +145,7 @@ def test_dvc_repro_interrupted_then_rerun_is_identical_and_clean(tmp_path: Path)
     reference = tmp_path / "reference"
     working_tree_copy(reference)
     make_config_yaml_tiny(reference)
+    edit_config_yaml(reference, LONG_SEGMENTS)
     last = f"{run}/seed-0/main/segment-{end}"
     sh(reference, sys.executable, "-m", "snakemake", last, "--cores", "2")
     config = yaml.safe_load((repo / "config.yaml").read_text())
