@@ -1,10 +1,16 @@
-"""The run's headline numbers as one JSON file, so `dvc metrics show` / `dvc metrics diff` compare
-runs and commits: decay timing and PCA explained variance (means across seeds), the Section 2
-claims' verdicts (each on the paper's claim as the paper states it, so a dashboard counting
-supported claims counts agreement with the paper) and the toy checks' verdicts.
+"""The run's numbers as JSON, for `dvc metrics show` / `dvc metrics diff` across runs and commits.
+
+Two files. `summary.json` is the full record: decay timing per branch epoch and PCA explained
+variance (means across seeds), each Section 2 claim's value and verdict (on the paper's claim as
+the paper states it, so a dashboard counting supported claims counts agreement with the paper)
+and every toy check. `headline.json` holds the few numbers a reader looks at first, and is the
+one file the pipeline declares as DVC metrics: DVC prints a row per file and a column per number,
+so the full record (about 190 numbers) made `dvc metrics show` a row 10,000 characters wide. The
+rest is read as tables (claims.csv, toy/checks.csv) and DVC plots (lrdecay.dvcgen), or with
+`dvc metrics show <run>/summary.json`.
 
 DVC reads metrics only from JSON, YAML or TOML, not from the CSV tables that hold the results;
-this file repeats their key columns (the tables stay the source).
+these files repeat their key columns (the tables stay the source).
 """
 
 from __future__ import annotations
@@ -65,13 +71,51 @@ def summarise(decay_timing: pd.DataFrame, variance: pd.DataFrame | Sequence[pd.D
     return out
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def headline(summary: dict) -> dict:
+    """The few numbers `dvc metrics show` prints, flat and with short keys so its one row fits a
+    terminal (about 120 columns; DVC sorts the keys): the decay epoch with the lowest final test
+    loss and that loss, the mean gain of decaying over training on at the large rate for the
+    same total epochs, PC1 + PC2's share of the variance, and how many claims the run supports
+    and contradicts and toy checks fail. None (JSON null) where the run has no such number."""
+    timing = {int(key.removeprefix("decay_at_")): row
+              for key, row in summary.get("decay_timing", {}).items()}
+    losses = {branch: row["subpath_final_test_loss"] for branch, row in timing.items()
+              if row.get("subpath_final_test_loss") is not None}
+    best = min(losses, key=lambda branch: (losses[branch], branch)) if losses else None
+    gains = [row["decay_gain_vs_main_same_epoch"] for row in timing.values()
+             if row.get("decay_gain_vs_main_same_epoch") is not None]
+    verdicts = [claim["verdict"] for claim in summary.get("claims", {}).values()]
+    toy = summary.get("toy_checks")
+    return {
+        "best_decay_epoch": best,
+        "best_test_loss": None if best is None else losses[best],
+        "decay_gain": _mean(gains),
+        "pc1_pc2": summary.get("pca", {}).get("pc1_pc2_variance_ratio"),
+        "supported": verdicts.count(VERDICT_CODE["supported"]) if "claims" in summary else None,
+        "contradicted": (verdicts.count(VERDICT_CODE["contradicted"]) if "claims" in summary
+                         else None),
+        "toy_failed": None if toy is None else toy["failed"],
+    }
+
+
+def _dump(path: str | Path, content: dict) -> None:
+    """Atomically, with stable key order and formatting (DVC compares the files by hash)."""
+    io.write_text(path, json.dumps(content, indent=2, sort_keys=True) + "\n")
+
+
 def write(decay_timing: str | Path, variance: Sequence[str | Path],
           toy_checks: str | Path | None, out_path: str | Path,
-          claims: str | Path | None = None) -> dict:
-    """Read the result tables (`variance`: each seed's PCA table), write the summary atomically
-    (stable key order and formatting)."""
+          claims: str | Path | None = None, headline_path: str | Path | None = None) -> dict:
+    """Read the result tables (`variance`: each seed's PCA table), write the summary (and, given
+    `headline_path`, its headline) atomically."""
     summary = summarise(pd.read_csv(decay_timing), [pd.read_csv(p) for p in variance],
                         pd.read_csv(toy_checks) if toy_checks else None,
                         pd.read_csv(claims) if claims else None)
-    io.write_text(out_path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    _dump(out_path, summary)
+    if headline_path is not None:
+        _dump(headline_path, headline(summary))
     return summary

@@ -53,7 +53,10 @@ def test_dvc_yaml_is_generated_from_the_dag(preset: str | None) -> None:
                                 dvcgen.run_name(REPO, ["config.yaml", *extra]))
     assert path == (Path("pipelines/authors/dvc.yaml") if preset else Path("dvc.yaml"))
     content = generated(*extra)
-    assert (REPO / path).read_text() == dvcgen.render(content), (
+    # Only the quick preset's pipeline is committed (another preset's is generated when it is
+    # built, so that plain `dvc status` speaks of built stages only); one generated here is current.
+    assert preset or (REPO / path).is_file()
+    assert not (REPO / path).is_file() or (REPO / path).read_text() == dvcgen.render(content), (
         f"{path} is out of date with the Snakemake DAG: run `python -m lrdecay.dvcgen"
         f"{' --configfile ' + preset if preset else ''}`"
     )
@@ -201,7 +204,7 @@ def test_stages_own_disjoint_outputs_and_mirror_jobs() -> None:
     assert {"optimizer", "schedule", "device", "engine.bf16", "engine.compile"} <= set(params)
     assert "lrdecay/figures.py" not in stages["pca-0"]["deps"]
     assert "lrdecay/figures.py" in stages["figure1"]["deps"]
-    assert stages["summary"]["metrics"] == ["results/quick/summary.json"]
+    assert stages["summary"]["metrics"] == ["results/quick/headline.json"]
     # DVC warns about every empty dependency ("'lrdecay/toy/__init__.py' is empty")
     deps = {d for stage in stages.values() for d in stage["deps"] if not d.startswith("results/")}
     assert not [d for d in deps if (REPO / d).stat().st_size == 0]
@@ -280,7 +283,7 @@ def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
     assert "toy_checks" in stages and built.count("2 of 2 steps (100%) done") == 1, built
     assert "WARNING" not in built, [line for line in built.splitlines() if "WARNING" in line]
     metrics = sh(first, "dvc", "metrics", "show")  # the headline numbers, as DVC users read them
-    assert "pca.pc1_pc2_variance_ratio" in metrics and "decay_timing.decay_at_0002" in metrics
+    assert "pc1_pc2" in metrics and "best_decay_epoch" in metrics
     owned = [first / out for stage in yaml.safe_load((first / "dvc.lock").read_text())[
         "stages"].values() for out in (o["path"] for o in stage["outs"])]
     produced = [p for p in (first / "results").rglob("*") if p.is_file()

@@ -66,7 +66,8 @@ rule summary:
         toy=rules.toy_table.output[0],
         claims=rules.claims.output.claims,
     output:
-        f"{RUN_DIR}/summary.json",
+        summary=f"{RUN_DIR}/summary.json",
+        headline=f"{RUN_DIR}/headline.json",
     log:
         f"{RUN_DIR}/logs/summary.log",
     conda:

@@ -1,8 +1,8 @@
-"""Snakemake job: the run's headline numbers as DVC metrics (lrdecay.summary)."""
+"""Snakemake job: the run's numbers as JSON, the headline ones as DVC metrics (lrdecay.summary)."""
 
 from lrdecay import logs, summary
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
-summary.write(sm.input.timing, list(sm.input.variance), sm.input.toy, sm.output[0],
-              sm.input.claims)
+summary.write(sm.input.timing, list(sm.input.variance), sm.input.toy, sm.output.summary,
+              sm.input.claims, sm.output.headline)
