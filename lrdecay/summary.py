@@ -77,7 +77,7 @@ def _mean(values: list[float]) -> float | None:
 
 def headline(summary: dict) -> dict:
     """The few numbers `dvc metrics show` prints, flat and with short keys so its one row fits a
-    terminal (about 120 columns; DVC sorts the keys): the decay epoch with the lowest final test
+    terminal (about 130 columns; DVC sorts the keys): the decay epoch with the lowest final test
     loss and that loss, the mean gain of decaying over training on at the large rate for the
     same total epochs, PC1 + PC2's share of the variance, and how many claims the run supports
     and contradicts and toy checks fail. None (JSON null) where the run has no such number."""
