@@ -201,7 +201,10 @@ def test_stages_own_disjoint_outputs_and_mirror_jobs() -> None:
     assert "--consider-ancient main_segment=data,previous" in stages[first_segment]["cmd"]
     params = stages[first_segment]["params"][0]["config.yaml"]
     assert "results/quick/data/dataset.pt.json" in stages["prepare_data"]["outs"]
-    assert {"optimizer", "schedule", "device", "engine.bf16", "engine.compile"} <= set(params)
+    # the keys the main path declares (lrdecay.plan.MAIN_PATH), none of the subpaths' only
+    assert {"optimizer.main_lr", "schedule.main_epochs", "device", "engine.bf16",
+            "engine.compile"} <= set(params)
+    assert not {"optimizer", "schedule", "optimizer.subpath_lr"} & set(params), params
     assert "lrdecay/figures.py" not in stages["pca-0"]["deps"]
     assert "lrdecay/figures.py" in stages["figure1"]["deps"]
     assert stages["summary"]["metrics"] == ["results/quick/headline.json"]
