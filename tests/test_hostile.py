@@ -614,6 +614,37 @@ def test_a_failing_disk_is_named_with_the_path(tmp_path: Path, monkeypatch, writ
     assert fragment in message
 
 
+@pytest.fixture
+def read_only_mount(tmp_path: Path):
+    """A real read-only bind mount of a folder under tmp_path (root only: skipped elsewhere)."""
+    source, mount = tmp_path / "source", tmp_path / "read-only"
+    source.mkdir()
+    mount.mkdir()
+    bind = subprocess.run(["mount", "--bind", str(source), str(mount)], capture_output=True)
+    if bind.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {bind.stderr.decode().strip()}")
+    try:
+        remount = subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)],
+                                 capture_output=True)
+        if remount.returncode != 0:
+            pytest.skip(f"cannot remount read-only: {remount.stderr.decode().strip()}")
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_a_real_read_only_mount_is_named_with_the_path(read_only_mount: Path,
+                                                       writer: str) -> None:
+    """As the injected errno 30 above, on a real read-only file system."""
+    with pytest.raises(io.WriteError) as info:
+        WRITERS[writer](read_only_mount)
+    message = str(info.value)
+    assert message.startswith(f"cannot write {read_only_mount}/"), message
+    assert DISK_ROWS[2][2] in message, message
+    assert not any(read_only_mount.iterdir())
+
+
 # -- a finished job's folder deleted or its table edited in the middle of a study ---------------
 # (id, the folder or file under the seed folder, what is done to it, fragment of the error the
 # next step gives (None: the rerun rebuilds it, identical to the uninterrupted run))
