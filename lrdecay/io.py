@@ -260,9 +260,7 @@ def save_csv(path: str | Path, frame: Any, meta: dict | None = None) -> None:
     path = Path(path)
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
-        record = {"bytes": tmp.stat().st_size, "sha256": sha256(tmp),
-                  "lrdecay_version": __version__, **(meta or {})}
-        write_json(_sidecar(path), record)
+        _record(tmp, meta, of=path)
 
 
 def load_csv(path: str | Path, fix: str) -> Any:
@@ -272,10 +270,12 @@ def load_csv(path: str | Path, fix: str) -> Any:
     return pd.read_csv(path)
 
 
-def _record(path: Path, extra: dict | None = None) -> None:
+def _record(path: Path, extra: dict | None = None, of: Path | None = None) -> None:
+    """Write the size/checksum sidecar of `path` (beside `of`, where `path` is its temporary
+    copy not yet renamed into place)."""
     meta = {"bytes": path.stat().st_size, "sha256": sha256(path), "lrdecay_version": __version__}
     meta.update(extra or {})
-    write_json(_sidecar(path), meta)
+    write_json(_sidecar(of or path), meta)
 
 
 def verify(path: str | Path, fix: str) -> dict:
