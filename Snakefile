@@ -50,6 +50,7 @@ rule all:
         every_seed(rules.sharpness.output[0]),  # top Hessian eigenvalues per seed
         rules.figure1.output,  # the run's: decay_timing.csv across seeds, Figure 1
         rules.figure2.output,
+        rules.figure_mechanism.output,  # norm and sharpness against the decay epoch
         rules.claims.output,  # a verdict per Section 2 claim (lrdecay.analysis)
         rules.summary.output,  # headline numbers for `dvc metrics show` (lrdecay.summary)
         TOY_TARGETS,

@@ -277,19 +277,30 @@ def _main_norm_units(metrics: pd.DataFrame) -> list[tuple[float, float]]:
     return list(zip(main["epoch"].astype(float), main["param_norm"].astype(float), strict=True))
 
 
-def _norm_rows(metrics: dict[int, pd.DataFrame], seed: int, row: Callable) -> None:
+def weight_decay_note(weight_decay: float | None) -> str:
+    """The preset's weight decay in words: it shrinks the norm by itself, whatever SGD's drift."""
+    value = "" if weight_decay is None else f" = {weight_decay:g}"
+    return f"weight decay (optimizer.weight_decay{value}) shrinks the norm by itself"
+
+
+SIGN_RULE = ("supported if the 95 % interval of rho lies below 0, contradicted if above 0, "
+             "otherwise inconclusive")
+POSITIVE_RULE = ("supported if the 95 % interval of rho lies above 0, contradicted if below 0, "
+                 "otherwise inconclusive")
+
+
+def _norm_rows(metrics: dict[int, pd.DataFrame], seed: int, row: Callable,
+               weight_decay: float | None) -> None:
     """The theory's mechanism (Theorem 3.4: SGD at the large rate drifts toward the minimum-norm
     solution): the main path's norm falls between the branch points, and later decay ends at a
-    smaller norm. Weight decay shrinks the norm by itself (optimizer.weight_decay)."""
-    rule = ("supported if the 95 % interval of rho lies below 0, contradicted if above 0, "
-            "otherwise inconclusive")
+    smaller norm. Weight decay shrinks the norm by itself, so the row states the preset's."""
     m = _over_seeds_or_units({s: _main_norm_units(mt) for s, mt in metrics.items()}, _rho, seed,
                              "epochs")
     row("the norm falls during the large-learning-rate phase",
         "Spearman rho of the main path's param_norm against the epoch, first to last branch "
-        "point (weight decay, optimizer.weight_decay, shrinks the norm by itself)", m,
+        f"point ({weight_decay_note(weight_decay)})", m,
         "drift toward the minimum-norm solution (Theorem 3.4; not measured on networks)",
-        _sign_verdict(m, "negative"), rule)
+        _sign_verdict(m, "negative"), SIGN_RULE)
     final = {}
     for s, mt in metrics.items():
         sub = mt[mt["path"] == "subpath"]
@@ -299,12 +310,114 @@ def _norm_rows(metrics: dict[int, pd.DataFrame], seed: int, row: Callable) -> No
     m = _over_seeds_or_units(final, _rho, seed, "branch points")
     row("later decay ends at a smaller norm",
         "Spearman rho of each subpath's final param_norm against the decay epoch", m,
-        "implied by Theorem 3.4 (not measured on networks)", _sign_verdict(m, "negative"), rule)
+        "implied by Theorem 3.4 (not measured on networks)", _sign_verdict(m, "negative"),
+        SIGN_RULE)
+
+
+MECHANISM_COLUMNS = ["branch_epoch", "norm_at_decay", "final_norm", "sharpness_at_decay",
+                     "final_sharpness", "final_test_loss"]
+
+
+def mechanism_units(metrics: pd.DataFrame, sharpness: pd.DataFrame) -> pd.DataFrame:
+    """One row per subpath of one seed: the main path's norm and top Hessian eigenvalue at its
+    branch point, its own at its end, and its final test loss (rows missing any value left out).
+
+    The two explanations of late decay make opposite predictions about what these columns
+    track: the paper's (Theorem 3.4) the norm at decay, the flat-minima argument it disputes
+    (Section 2.2) the sharpness at the end.
+    """
+    main = metrics[metrics["path"] == "main"].set_index("epoch")
+    sub = metrics[metrics["path"] == "subpath"]
+    ends = sub.loc[sub.groupby("branch_epoch")["epochs_after_decay"].idxmax()]
+    top = {(p, int(b)): v for p, b, v in zip(sharpness["point"], sharpness["branch_epoch"],
+                                            sharpness["top_eigenvalue"], strict=True)}
+    rows = [{"branch_epoch": int(e.branch_epoch),
+             "norm_at_decay": float(main["param_norm"].get(e.branch_epoch, np.nan)),
+             "final_norm": float(e.param_norm),
+             "sharpness_at_decay": top.get(("branch", int(e.branch_epoch)), np.nan),
+             "final_sharpness": top.get(("subpath_end", int(e.branch_epoch)), np.nan),
+             "final_test_loss": float(e.test_loss)} for e in ends.itertuples(index=False)]
+    table = pd.DataFrame(rows, columns=MECHANISM_COLUMNS)
+    return table.dropna().sort_values("branch_epoch", ignore_index=True)
+
+
+MECHANISM_QUANTITIES = {  # quantity -> (x, what it is)
+    "main_norm": ("epoch", "the main path's parameter norm"),
+    "norm_at_decay": ("branch_epoch", "the main path's norm at the decay epoch"),
+    "final_norm": ("branch_epoch", "the norm at the subpath's end"),
+    "sharpness_at_decay": ("branch_epoch", "the top Hessian eigenvalue at the decay epoch"),
+    "final_sharpness": ("branch_epoch", "the top Hessian eigenvalue at the subpath's end"),
+}
+
+
+def mechanism_bands(metrics: dict[int, pd.DataFrame],
+                    sharpness: dict[int, pd.DataFrame]) -> pd.DataFrame:
+    """norm_sharpness.csv: per quantity of MECHANISM_QUANTITIES and x (epoch or decay epoch), the
+    mean across seeds with its 95 % interval (seed_summary), tidy like decay_timing.csv."""
+    parts = []
+    for s, mt in metrics.items():
+        main = mt[mt["path"] == "main"]
+        parts.append(pd.DataFrame({"seed": s, "quantity": "main_norm", "x": main["epoch"],
+                                   "value": main["param_norm"]}))
+        units = mechanism_units(mt, sharpness[s])
+        for quantity in list(MECHANISM_QUANTITIES)[1:]:
+            parts.append(pd.DataFrame({"seed": s, "quantity": quantity,
+                                       "x": units["branch_epoch"], "value": units[quantity]}))
+    joined = pd.concat(parts, ignore_index=True).dropna(subset=["value"])
+    rows = [{"quantity": quantity, "x": int(x), **seed_summary(group["value"])}
+            for (quantity, x), group in joined.groupby(["quantity", "x"], sort=False)]
+    return pd.DataFrame(rows, columns=["quantity", "x", "n_seeds", "mean", "std", "ci_low",
+                                       "ci_high"])
+
+
+def _rho_of(x: str, y: str) -> Callable[[list], float]:
+    """Spearman rho between two fields of the units (rows of mechanism_units)."""
+    return lambda units: spearman([u[x] for u in units], [u[y] for u in units])
+
+
+def _sharpness_rows(metrics: dict[int, pd.DataFrame], sharpness: dict[int, pd.DataFrame],
+                    seed: int, row: Callable) -> None:
+    """Flatness against the norm: does later decay end flatter, and which of the norm at decay
+    and the sharpness at the end tracks the final test loss across decay epochs?"""
+    units = {s: mechanism_units(metrics[s], sharpness[s]).to_dict("records") for s in metrics}
+    by_epoch = {s: [(u["branch_epoch"], u["final_sharpness"]) for u in us]
+                for s, us in units.items()}
+    m = _over_seeds_or_units(by_epoch, _rho, seed, "branch points")
+    row("later decay ends at a flatter point",
+        "Spearman rho of the top Hessian eigenvalue of the train loss at each subpath's end "
+        "against the decay epoch", m,
+        "the flat-minima argument of earlier work (Wu et al. 2018 and others), which the paper "
+        "calls 'not sufficient' (Section 2.2); not measured in the paper",
+        _sign_verdict(m, "negative"), SIGN_RULE)
+    norm = _rho_of("norm_at_decay", "final_test_loss")
+    m = _over_seeds_or_units(units, norm, seed, "branch points")
+    row("the norm at decay predicts the final test loss",
+        "Spearman rho of the main path's param_norm at the decay epoch against the subpath's "
+        "final test loss", m, "implied by Theorem 3.4 (not measured on networks)",
+        _sign_verdict(m, "positive"), POSITIVE_RULE)
+    sharp = _rho_of("final_sharpness", "final_test_loss")
+    m = _over_seeds_or_units(units, sharp, seed, "branch points")
+    row("the sharpness at the end predicts the final test loss",
+        "Spearman rho of the top Hessian eigenvalue at the subpath's end against its final test "
+        "loss", m, "the flat-minima argument (Section 2.2: 'not sufficient'); not measured",
+        _sign_verdict(m, "positive"), POSITIVE_RULE)
+    m = _over_seeds_or_units(units, lambda us: abs(norm(us)) - abs(sharp(us)), seed,
+                             "branch points")
+    row("the norm predicts the final test loss better than the sharpness",
+        "|rho(norm at decay, final test loss)| - |rho(sharpness at the end, final test loss)|, "
+        "both over the same subpaths", m,
+        "the paper's explanation (minimum-norm drift, Theorem 3.4) over flat minima "
+        "(Section 2.2); not measured", _sign_verdict(m, "positive"),
+        "supported if the 95 % interval of the difference lies above 0, contradicted if below "
+        "0, otherwise inconclusive")
 
 
 def claims_table(metrics: dict[int, pd.DataFrame], variance: dict[int, pd.DataFrame],
-                 coordinates: dict[int, pd.DataFrame], seed: int = 0) -> pd.DataFrame:
-    """One row per claim of the paper's Section 2, each seed's tables keyed by the seed."""
+                 coordinates: dict[int, pd.DataFrame], seed: int = 0,
+                 sharpness: dict[int, pd.DataFrame] | None = None,
+                 weight_decay: float | None = None) -> pd.DataFrame:
+    """One row per claim of the paper's Section 2, each seed's tables keyed by the seed; the
+    mechanism's rows where the metrics hold norms (and `sharpness` the top eigenvalues)."""
     timings = {s: decay_timing_table(m) for s, m in metrics.items()}
     rows = []
 
@@ -319,9 +432,7 @@ def claims_table(metrics: dict[int, pd.DataFrame], variance: dict[int, pd.DataFr
                              seed, "branch points")
     row("later decay gives a lower final test loss",
         f"Spearman rho of {column} against the decay epoch", m,
-        "lower for later decay (Fig. 1c)", _sign_verdict(m, "negative"),
-        "supported if the 95 % interval of rho lies below 0, contradicted if above 0, "
-        "otherwise inconclusive")
+        "lower for later decay (Fig. 1c)", _sign_verdict(m, "negative"), SIGN_RULE)
 
     # The paper's claim here is the absence of a trend: a strong one contradicts it.
     column = "subpath_final_train_loss"
@@ -345,8 +456,7 @@ def claims_table(metrics: dict[int, pd.DataFrame], variance: dict[int, pd.DataFr
         "out)", m,
         "not measured in the paper", _sign_verdict(m, "negative"),
         "the decayed subpaths compared at the same total epoch (the last one all reach): "
-        "supported if the 95 % interval of rho lies below 0, contradicted if above 0, "
-        "otherwise inconclusive")
+        + SIGN_RULE)
 
     m = _over_seeds_or_units(
         {s: [float(v.loc[v["component"] == 2, "cumulative_ratio"].iloc[0])]
@@ -367,7 +477,9 @@ def claims_table(metrics: dict[int, pd.DataFrame], variance: dict[int, pd.DataFr
         "supported if the interval (or the value) is >= 0.8, contradicted if < 0.8")
 
     if all("param_norm" in mt for mt in metrics.values()):  # runs from before the norms: none
-        _norm_rows(metrics, seed, row)
+        _norm_rows(metrics, seed, row, weight_decay)
+        if sharpness is not None:
+            _sharpness_rows(metrics, sharpness, seed, row)
 
     m = _over_seeds_or_units({s: _subpath_displacements(c) for s, c in coordinates.items()},
                              _mean, seed, "subpaths")
@@ -417,17 +529,20 @@ def claims_html(table: pd.DataFrame) -> str:
 def write_claims(seeds: Sequence[int], metrics: Sequence[str | Path],
                  variance: Sequence[str | Path], coordinates: Sequence[str | Path],
                  out_claims: str | Path, out_trends: str | Path,
-                 out_readable: str | Path | None = None) -> pd.DataFrame:
+                 out_readable: str | Path | None = None,
+                 sharpness: Sequence[str | Path] | None = None,
+                 weight_decay: float | None = None) -> pd.DataFrame:
     """Read each seed's tables (in the order of `seeds`), write claims.csv and trends.csv (and
     the rounded claims table as HTML at `out_readable`); log each verdict. The first seed seeds
-    the bootstrap."""
+    the bootstrap; `weight_decay`, the preset's, is stated in the norm row."""
     def read(paths: Sequence[str | Path]) -> dict[int, pd.DataFrame]:
         return {s: pd.read_csv(p) for s, p in zip(seeds, paths, strict=True)}
 
     frames = {"metrics": read(metrics), "variance": read(variance),
               "coordinates": read(coordinates)}
     table = claims_table(frames["metrics"], frames["variance"], frames["coordinates"],
-                         seed=seeds[0])
+                         seed=seeds[0], sharpness=None if sharpness is None else read(sharpness),
+                         weight_decay=weight_decay)
     io.write_csv(out_claims, table)
     if out_readable is not None:
         io.write_text(out_readable, claims_html(table))

@@ -1,4 +1,5 @@
-"""Figures 1 and 2 of the paper, and the decay-timing summary, computed from the result tables."""
+"""Figures 1 and 2 of the paper, the decay-timing summary and the norm/sharpness figure, computed
+from the result tables."""
 
 from __future__ import annotations
 
@@ -135,6 +136,52 @@ def decay_timing(table: pd.DataFrame) -> plt.Figure:
                     "subpath's end)", transform=ax.transAxes, fontsize=6, va="bottom")
         ax.grid(alpha=0.3, lw=0.4)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=1)
+        fig.tight_layout()
+    return fig
+
+
+MECHANISM_LINES = [  # (panel, norm_sharpness.csv quantity, line style, colour, marker size, label)
+    (0, "main_norm", "-", ORANGE, 0, "main path"),
+    (1, "norm_at_decay", "^:", BLACK, 3, r"at the decay epoch $t_{\mathrm{d}}$ (main path)"),
+    (1, "final_norm", "o-", BLUE, 3.5, "at the subpath's end"),
+    (2, "sharpness_at_decay", "^:", BLACK, 3, r"at the decay epoch $t_{\mathrm{d}}$ (main path)"),
+    (2, "final_sharpness", "o-", BLUE, 3.5, "at the subpath's end"),
+]
+
+
+def _band(ax, rows: pd.DataFrame, colour: str) -> None:
+    low, high = rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float)
+    shown = np.isfinite(low) & np.isfinite(high)
+    if shown.any():
+        ax.fill_between(rows["x"], low, high, where=shown, color=colour, alpha=0.2, lw=0)
+
+
+def mechanism(bands: pd.DataFrame) -> plt.Figure:
+    """The mechanism against flat minima: the main path's norm with the branch points marked
+    (top); the norm (middle) and the top Hessian eigenvalue (bottom) at each decay epoch and
+    at each subpath's end. `bands` is norm_sharpness.csv (lrdecay.analysis.mechanism_bands)."""
+    fig, axes = _figure(5.6, rows=3)
+    n_seeds = int(bands["n_seeds"].max())
+    with plt.rc_context(STYLE):
+        for panel, quantity, style, colour, size, label in MECHANISM_LINES:
+            rows = bands[bands["quantity"] == quantity].sort_values("x")
+            axes[panel].plot(rows["x"], rows["mean"], style, color=colour, ms=size, label=label,
+                             gid=quantity)
+            _band(axes[panel], rows, colour)
+        branches = bands[bands["quantity"] == "norm_at_decay"].sort_values("x")
+        axes[0].plot(branches["x"], branches["mean"], "^", color=BLACK, ms=3,
+                     label=r"branch points $t_{\mathrm{d}}$", gid="branch_points")
+        title = f"Norm and sharpness ({ETA} large, then decayed)"
+        if n_seeds > 1:
+            title += f"\n(mean of {n_seeds} seeds, band: 95 % interval)"
+        axes[0].set(xlabel="epoch $t$", ylabel=r"$\|\theta\|_2$", title=title)
+        axes[1].set(xlabel=r"decay epoch $t_{\mathrm{d}}$", ylabel=r"$\|\theta\|_2$")
+        axes[2].set(xlabel=r"decay epoch $t_{\mathrm{d}}$",
+                    ylabel=r"top eigenvalue $\lambda_{\max}$")
+        for ax in axes:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
+            ax.grid(alpha=0.3, lw=0.4)
+            ax.legend()
         fig.tight_layout()
     return fig
 

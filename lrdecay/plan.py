@@ -168,6 +168,7 @@ TRAINING = SUBPATHS  # what any training result depends on (the trajectories, th
 PCA = TRAINING.plus("pca")
 LANDSCAPE = TRAINING.plus("landscape")
 SHARPNESS = TRAINING.plus("sharpness")
+CLAIMS = Reads(("optimizer.weight_decay",))  # stated beside the norm row (lrdecay.analysis)
 
 
 @dataclass(frozen=True)

@@ -247,3 +247,119 @@ def test_norm_rows_follow_the_norms() -> None:
     assert (with_norms(-0.01).loc[rows, "verdict"] == "supported").all()
     assert (with_norms(+0.01).loc[rows, "verdict"] == "contradicted").all()
     assert not set(rows) & set(claims(-0.05, 1).index)
+
+
+def _mechanism_study(seeds: int, norm_tracks: bool, flatter_later: bool = True,
+                     ) -> tuple[dict[int, pd.DataFrame], dict[int, pd.DataFrame]]:
+    """Synthetic runs with norms and sharpness: the final test loss falls with the decay epoch;
+    either the norm at decay tracks it (and the sharpness at the end is shuffled noise) or the
+    other way round. The main path's sharpness at the branch points runs against the subpaths'
+    ends, so reading the wrong point flips the flatter-point row."""
+    metrics, sharpness = {}, {}
+    for s in range(seeds):
+        run = study(-0.05, s, n_branches=12)["metrics"]
+        rng = np.random.default_rng(100 + s)
+        branches = sorted(run["branch_epoch"].dropna().unique())
+        order = rng.permutation(len(branches))
+        tracking = {b: 10.0 - i for i, b in enumerate(branches)}  # falls with the decay epoch
+        noise = {b: 10.0 - order[i] for i, b in enumerate(branches)}
+        at_decay = tracking if norm_tracks else noise
+        main = run["path"] == "main"
+        run["param_norm"] = np.where(main, 50.0 - run["epoch"] / 10, 5.0)
+        for b in branches:
+            run.loc[main & (run["epoch"] == b), "param_norm"] = at_decay[b]
+        ends = noise if norm_tracks else tracking
+        if not flatter_later:
+            ends = {b: 20.0 - v for b, v in ends.items()}
+        sharpness[s] = pd.DataFrame(
+            [{"point": "branch", "branch_epoch": b, "epoch": b, "top_eigenvalue": 100 - ends[b]}
+             for b in branches]
+            + [{"point": "subpath_end", "branch_epoch": b, "epoch": b + 19,
+                "top_eigenvalue": ends[b]} for b in branches])
+        metrics[s] = run
+    return metrics, sharpness
+
+
+def _mechanism_claims(metrics: dict, sharpness: dict, weight_decay: float | None = 5e-4,
+                      ) -> pd.DataFrame:
+    runs = {s: study(-0.05, s) for s in metrics}
+    return analysis.claims_table(metrics, {s: r["variance"] for s, r in runs.items()},
+                                 {s: r["coordinates"] for s, r in runs.items()},
+                                 sharpness=sharpness, weight_decay=weight_decay
+                                 ).set_index("claim")
+
+
+NORM_AT_DECAY = "the norm at decay predicts the final test loss"
+SHARPNESS_AT_END = "the sharpness at the end predicts the final test loss"
+NORM_BETTER = "the norm predicts the final test loss better than the sharpness"
+FLATTER = "later decay ends at a flatter point"
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_norm_or_sharpness_rows_follow_which_one_tracks_the_test_loss(seeds: int) -> None:
+    """Where the norm at decay tracks the final test loss the norm rows win (rho = 1); where
+    the sharpness at the end does, they lose; and the flatter-point row reads the subpaths'
+    ends (the branch points' eigenvalues run the other way)."""
+    norm_case = _mechanism_claims(*_mechanism_study(seeds, norm_tracks=True))
+    sharp_case = _mechanism_claims(*_mechanism_study(seeds, norm_tracks=False))
+    assert norm_case.loc[NORM_AT_DECAY, "value"] == pytest.approx(1.0)
+    assert norm_case.loc[NORM_AT_DECAY, "verdict"] == "supported"
+    assert norm_case.loc[NORM_BETTER, "verdict"] == "supported"
+    assert sharp_case.loc[SHARPNESS_AT_END, "value"] == pytest.approx(1.0)
+    assert sharp_case.loc[SHARPNESS_AT_END, "verdict"] == "supported"
+    assert sharp_case.loc[NORM_BETTER, "verdict"] == "contradicted"
+    assert sharp_case.loc[NORM_BETTER, "ci_high"] < 0
+    # |rho_norm| - |rho_sharp| worked out from the synthetic values, per seed, then the mean
+    metrics, sharpness = _mechanism_study(seeds, norm_tracks=True)
+    expected = []
+    for s in metrics:
+        units = analysis.mechanism_units(metrics[s], sharpness[s])
+        expected.append(abs(analysis.spearman(units["norm_at_decay"], units["final_test_loss"]))
+                        - abs(analysis.spearman(units["final_sharpness"],
+                                                units["final_test_loss"])))
+    assert norm_case.loc[NORM_BETTER, "value"] == pytest.approx(np.mean(expected))
+    # the flatter-point row: ends falling with the decay epoch (sharp_case) support it; rising
+    # ends contradict it
+    assert sharp_case.loc[FLATTER, "verdict"] == "supported"
+    rising = _mechanism_claims(*_mechanism_study(seeds, norm_tracks=False, flatter_later=False))
+    assert rising.loc[FLATTER, "verdict"] == "contradicted"
+    assert rising.loc[FLATTER, "value"] == pytest.approx(1.0)
+
+
+def test_mechanism_units_pair_each_subpath_with_its_branch_and_end() -> None:
+    metrics, sharpness = _mechanism_study(1, norm_tracks=True)
+    units = analysis.mechanism_units(metrics[0], sharpness[0]).set_index("branch_epoch")
+    top = sharpness[0].set_index(["point", "branch_epoch"])["top_eigenvalue"]
+    main = metrics[0][metrics[0]["path"] == "main"].set_index("epoch")["param_norm"]
+    for b, unit in units.iterrows():
+        assert unit["final_sharpness"] == top[("subpath_end", b)]
+        assert unit["sharpness_at_decay"] == top[("branch", b)]
+        assert unit["norm_at_decay"] == main[b]
+        assert unit["final_norm"] == 5.0
+    assert len(units) == metrics[0]["branch_epoch"].nunique()
+
+
+def test_norm_row_states_the_presets_weight_decay_and_no_sharpness_no_rows() -> None:
+    metrics, sharpness = _mechanism_study(1, norm_tracks=True)
+    table = _mechanism_claims(metrics, sharpness, weight_decay=5e-4)
+    assert "optimizer.weight_decay = 0.0005" in table.loc[
+        "the norm falls during the large-learning-rate phase", "measure"]
+    runs = {0: study(-0.05, 0)}
+    without = analysis.claims_table(metrics, {0: runs[0]["variance"]},
+                                    {0: runs[0]["coordinates"]}).set_index("claim")
+    assert not {NORM_AT_DECAY, SHARPNESS_AT_END, NORM_BETTER, FLATTER} & set(without.index)
+
+
+def test_mechanism_bands_are_the_seed_means_and_intervals() -> None:
+    metrics, sharpness = _mechanism_study(3, norm_tracks=True)
+    bands = analysis.mechanism_bands(metrics, sharpness)
+    assert set(bands["quantity"]) == set(analysis.MECHANISM_QUANTITIES)
+    b = int(sorted(metrics[0]["branch_epoch"].dropna().unique())[2])
+    values = [float(t.loc[(t["point"] == "subpath_end") & (t["branch_epoch"] == b),
+                          "top_eigenvalue"].iloc[0]) for t in sharpness.values()]
+    row = bands[(bands["quantity"] == "final_sharpness") & (bands["x"] == b)].iloc[0]
+    assert row["n_seeds"] == 3 and row["mean"] == pytest.approx(np.mean(values))
+    half = 4.302653 * np.std(values, ddof=1) / np.sqrt(3)  # t(0.975, 2)
+    assert row["ci_high"] - row["mean"] == pytest.approx(half, rel=1e-5)
+    main = bands[(bands["quantity"] == "main_norm") & (bands["x"] == 7)].iloc[0]
+    assert main["mean"] == pytest.approx(50 - 0.7) and main["std"] == pytest.approx(0)

@@ -262,3 +262,40 @@ def test_figure1_contour_colour_bars_are_round_ticks() -> None:
         assert len(labels) >= 3, labels
         assert all(len(label.replace("0.", "").lstrip("0")) <= 2 for label in labels), labels
         plt.close(fig)
+
+
+def _mechanism_bands(seeds: int = 3) -> tuple[pd.DataFrame, list[int]]:
+    """norm_sharpness.csv of `seeds` made-up runs of _tables(): the norm falls along the main
+    path; the subpaths' ends are flatter for later decay."""
+    metrics, sharpness = {}, {}
+    for s in range(seeds):
+        m = _tables()[0]
+        m["param_norm"] = 40 - m["epoch"] / 2 + s
+        branches = sorted(int(b) for b in m["branch_epoch"].dropna().unique())
+        sharpness[s] = pd.DataFrame(
+            [{"point": "branch", "branch_epoch": b, "epoch": b, "top_eigenvalue": 30 + s}
+             for b in branches]
+            + [{"point": "subpath_end", "branch_epoch": b, "epoch": b + 5,
+                "top_eigenvalue": 60 - b + s} for b in branches])
+        metrics[s] = m
+    return analysis.mechanism_bands(metrics, sharpness), branches
+
+
+def test_mechanism_figure_draws_each_quantity_with_its_band_and_marks_the_branches() -> None:
+    bands, branches = _mechanism_bands()
+    fig = figures.mechanism(bands)
+    lines = {line.get_gid(): line for ax in fig.axes for line in ax.get_lines()}
+    assert set(analysis.MECHANISM_QUANTITIES) | {"branch_points"} <= set(lines)
+    for quantity in analysis.MECHANISM_QUANTITIES:  # each line is the table's seed mean
+        rows = bands[bands["quantity"] == quantity].sort_values("x")
+        np.testing.assert_allclose(lines[quantity].get_ydata(), rows["mean"])
+    np.testing.assert_allclose(lines["branch_points"].get_xdata(), branches)
+    top, middle, bottom = fig.axes[:3]
+    assert lines["main_norm"] in top.get_lines() and lines["final_norm"] in middle.get_lines()
+    assert lines["final_sharpness"] in bottom.get_lines()
+    assert all(ax.collections for ax in (top, middle, bottom))  # seed bands
+    assert "3 seeds" in top.get_title()
+    assert fig.get_size_inches()[0] <= figures.COLUMN_WIDTH
+    labels = [t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()]
+    assert "at the subpath's end" in labels and "main path" in labels
+    plt.close(fig)

@@ -7,6 +7,7 @@ rule claims:
         metrics=every_seed(rules.gather_training.output.metrics),
         variance=every_seed(rules.pca.output.variance),
         coordinates=every_seed(rules.pca.output.coordinates),
+        sharpness=every_seed(rules.sharpness.output[0]),
     output:
         claims=report(
             f"{RUN_DIR}/claims.csv",
@@ -34,5 +35,6 @@ rule claims:
         gpu=0,
     params:
         seeds=SEEDS,  # the seed of each input table, in order; the first seeds the bootstrap
+        reads=CLAIMS_READS,
     script:
         "../scripts/claims.py"

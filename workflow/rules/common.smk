@@ -121,6 +121,7 @@ SUBPATH_READS = lrdecay.plan.SUBPATHS.values(config)
 PCA_READS = lrdecay.plan.PCA.values(config)
 LANDSCAPE_READS = lrdecay.plan.LANDSCAPE.values(config)
 SHARPNESS_READS = lrdecay.plan.SHARPNESS.values(config)
+CLAIMS_READS = lrdecay.plan.CLAIMS.values(config)
 
 
 def seed_of(wildcards):

@@ -1,5 +1,5 @@
 # Figures 1 and 2 (lrdecay/figures.py), computed from the result tables: 1a-c and 2 show the
-# first seed, 1d every seed (mean and 95 % interval); and the run's headline numbers as DVC
+# first seed, 1d and the norm/sharpness figure every seed (mean and 95 % interval); and the run's headline numbers as DVC
 # metrics (lrdecay/summary.py).
 
 
@@ -57,6 +57,32 @@ rule figure2:
         gpu=0,
     script:
         "../scripts/figure2.py"
+
+
+rule figure_mechanism:
+    input:
+        metrics=every_seed(rules.gather_training.output.metrics),
+        sharpness=every_seed(rules.sharpness.output[0]),
+    output:
+        figure=figure("fig_norm_sharpness", "fig_norm_sharpness"),
+        table=report(
+            f"{RUN_DIR}/norm_sharpness.csv",
+            caption="../report/norm_sharpness.rst",
+            category="Tables",
+        ),
+    log:
+        f"{RUN_DIR}/logs/figure_mechanism.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=mem_mb("figure_mechanism"),
+        runtime=runtime("figure_mechanism"),
+        gpu=0,
+    params:
+        seeds=SEEDS,  # the seed of each input table, in order
+    script:
+        "../scripts/figure_mechanism.py"
 
 
 rule summary:

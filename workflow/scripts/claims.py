@@ -6,4 +6,6 @@ from lrdecay import analysis, logs
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
 analysis.write_claims(sm.params.seeds, sm.input.metrics, sm.input.variance, sm.input.coordinates,
-                      sm.output.claims, sm.output.trends, sm.output.readable)
+                      sm.output.claims, sm.output.trends, sm.output.readable,
+                      sharpness=sm.input.sharpness,
+                      weight_decay=sm.params.reads["optimizer.weight_decay"])
