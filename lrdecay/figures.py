@@ -181,6 +181,7 @@ def mechanism(bands: pd.DataFrame) -> plt.Figure:
         for ax in axes:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
             ax.grid(alpha=0.3, lw=0.4)
+        for ax in axes[:2]:  # the bottom panel's lines are the middle one's: one legend
             ax.legend()
         fig.tight_layout()
     return fig

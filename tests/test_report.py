@@ -296,6 +296,7 @@ def test_mechanism_figure_draws_each_quantity_with_its_band_and_marks_the_branch
     assert all(ax.collections for ax in (top, middle, bottom))  # seed bands
     assert "3 seeds" in top.get_title()
     assert fig.get_size_inches()[0] <= figures.COLUMN_WIDTH
-    labels = [t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()]
+    labels = [t.get_text() for ax in (top, middle) for t in ax.get_legend().get_texts()]
+    assert bottom.get_legend() is None  # its lines are the middle panel's (legend: there)
     assert "at the subpath's end" in labels and "main path" in labels
     plt.close(fig)
