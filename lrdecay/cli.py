@@ -264,7 +264,8 @@ def describe(args: argparse.Namespace) -> int:
             f"on one {device} (K-at-once on a GPU is faster: see benchmarks/RESULTS.md)",
             f"sharpness          at most {size['sharpness']['epochs_per_point'] * epoch_s:.2f} s "
             f"per point, {size['sharpness']['epochs'] * size['n_seeds'] * epoch_s / 3600:.2f} h "
-            "in all (Lanczos usually stops well before max_steps: seconds in sharpness.csv)",
+            "in all (Lanczos usually stops well before max_steps; each point's time is in the "
+            "sharpness job's log)",
         ]
     if lines:
         print("\n".join(lines))
