@@ -26,6 +26,12 @@ LAYOUT_KEYS = ("output_dir", "run_name")
 # The rule param holding a declaration's values (Reads.values); lrdecay.dvcgen lists its keys
 # as the stage's DVC params.
 READS_PARAM = "reads"
+# Keys added after results existed (new features), each -> the schema default that keeps what
+# those results computed; tests/test_config.py checks they agree with the schema. At that value a
+# key is left out of every declaration's values (rule params, DVC params, resume and result
+# hashes) and put back by job_config, so adding a feature reruns no job and changes no record of
+# a study that does not use it. The one place to register such a key.
+LATER_DEFAULTS: dict[str, Any] = {}
 
 
 def for_seed(config: dict, seed: int) -> dict:
@@ -86,10 +92,13 @@ def override_note(overrides: dict, run_dir: Path) -> str | None:
             "(or output_dir=<another folder>) to --config.")
 
 
-def job_config(params: Any, run: dict | None = None) -> dict:
+def job_config(params: Any, run: dict | None = None, reads: Reads | None = None) -> dict:
     """A job's config rebuilt from its rule's params (`seed` and a declaration's
     :meth:`Reads.values`) and the run settings (:func:`engine_run`): jobs never read the rest of
-    the Snakemake config, so what changes their numbers is what their rule declares."""
+    the Snakemake config, so what changes their numbers is what their rule declares. With the
+    stage's declaration `reads`, the later-added keys it declares that the params leave out at
+    their default (LATER_DEFAULTS) are put back, and params that are not that declaration's are
+    refused (a script handed another stage's params)."""
     params = dict(params.items())  # a dict, or Snakemake's params (a named list)
     config: dict = {"seed": int(params["seed"])}
     for key, value in params[READS_PARAM].items():
@@ -99,7 +108,21 @@ def job_config(params: Any, run: dict | None = None) -> dict:
         else:
             config[section] = copy.deepcopy(value)
     config["engine"] = {**(run or {}), **config.get("engine", {})}
+    if reads is not None:
+        given = set(params[READS_PARAM])
+        if not given <= set(reads.keys) or not set(reads.keys) - set(LATER_DEFAULTS) <= given:
+            raise ConfigError(f"the job's params declare {sorted(given)}, not its stage's "
+                              f"keys {sorted(reads.keys)}: the rule and its script disagree")
+        for key, value in LATER_DEFAULTS.items():
+            section, _, sub = key.partition(".")
+            if key in reads.keys or section in reads.keys:
+                config.setdefault(section, {}).setdefault(sub, copy.deepcopy(value))
     return config
+
+
+def at_later_default(key: str, value: Any) -> bool:
+    """Whether `key` is a later-added key (LATER_DEFAULTS) at the default that keeps old results."""
+    return key in LATER_DEFAULTS and canonical(value) == canonical(LATER_DEFAULTS[key])
 
 
 @dataclass(frozen=True)
@@ -126,18 +149,25 @@ class Reads:
     def values(self, config: dict) -> dict[str, Any]:
         """Each declared key -> its value in `config` (a run's or a job's), as the rule's
         `reads` param: keys sorted, mappings canonical, so reordering a YAML file reruns
-        nothing."""
+        nothing. A later-added key at its default (LATER_DEFAULTS) is left out, also inside a
+        declared section, so old params and hashes stay as they were."""
         out = {}
         for key in sorted(self.keys):
             section, _, sub = key.partition(".")
-            out[key] = canonical(config[section][sub] if sub else config[section])
+            value = config[section][sub] if sub else config[section]
+            if sub and at_later_default(key, value):
+                continue
+            if not sub and isinstance(value, dict):
+                value = {k: v for k, v in value.items()
+                         if not at_later_default(f"{section}.{k}", v)}
+            out[key] = canonical(value)
         return out
 
     def narrow(self, config: dict) -> dict:
         """`config` (a seed's, e.g. a test's full one) cut to what this stage reads, plus the
         seed and the run settings: what its job sees under Snakemake, wherever it is called."""
         return job_config({"seed": config["seed"], READS_PARAM: self.values(config)},
-                          engine_run(config))
+                          engine_run(config), self)
 
     def hash(self, config: dict) -> str:
         """Hash of the declared values that change numbers (not where outputs go), with the

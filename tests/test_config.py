@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from lrdecay import config as lrconfig
+from lrdecay.basics import ConfigError
 from lrdecay import plan
 
 from .conftest import REPO, TINY, load_tiny
@@ -297,3 +298,45 @@ def test_authors_cpu_preset_is_the_reduction_its_comment_states(tmp_path: Path) 
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "subpath_group" in result.stdout and "figure2" in result.stdout
+
+
+def test_a_later_added_key_at_its_default_changes_no_params_or_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A key registered in plan.LATER_DEFAULTS (a new feature) is left out of the stage's values
+    at its default, inside a declared section and as a declared key, so an old study's params
+    and hashes stay as they were; the job's config gets it back; set to another value it is in
+    both. A script handed another stage's params is refused."""
+    config = lrconfig.load(TINY, overrides={"output_dir": str(tmp_path)})
+    config = lrconfig.for_seed(config, 0)
+    before = {r: (r.values(config), r.hash(config)) for r in (plan.MAIN_PATH, plan.SUBPATHS)}
+    monkeypatch.setitem(plan.LATER_DEFAULTS, "model.new_width", 1.0)  # in a declared section
+    monkeypatch.setitem(plan.LATER_DEFAULTS, "optimizer.subpath_lr", 0.5)  # a declared key
+    monkeypatch.setitem(plan.LATER_DEFAULTS, "schedule.new_shape", "step")  # declared by none
+    old_lr = config["optimizer"]["subpath_lr"]
+    config["model"]["new_width"] = 1.0
+    config["schedule"]["new_shape"] = "step"
+    for reads, (values, digest) in before.items():
+        assert reads.values(config) == values and reads.hash(config) == digest
+    config["optimizer"]["subpath_lr"] = 0.5
+    assert "optimizer.subpath_lr" not in plan.SUBPATHS.values(config)
+    job = plan.SUBPATHS.narrow(config)
+    assert job["model"]["new_width"] == 1.0 and job["optimizer"]["subpath_lr"] == 0.5
+    assert "new_shape" not in job["schedule"]  # no stage declares it: never put back
+    assert "subpath_lr" not in plan.MAIN_PATH.narrow(config)["optimizer"]
+    config["model"]["new_width"] = 0.5
+    config["optimizer"]["subpath_lr"] = old_lr
+    assert plan.MAIN_PATH.values(config)["model"]["new_width"] == 0.5
+    assert plan.MAIN_PATH.hash(config) != before[plan.MAIN_PATH][1]
+    assert plan.SUBPATHS.values(config)["optimizer.subpath_lr"] == old_lr
+    params = {"seed": 0, "reads": plan.SUBPATHS.values(config)}
+    with pytest.raises(ConfigError, match="the rule and its script disagree"):
+        plan.job_config(params, None, plan.MAIN_PATH)
+
+
+def test_later_defaults_are_the_schema_defaults() -> None:
+    """Each registered later key's value is its schema default (the value old results used)."""
+    defaults = lrconfig.validate({})
+    for key, value in plan.LATER_DEFAULTS.items():
+        section, _, sub = key.partition(".")
+        assert plan.canonical(defaults[section][sub]) == plan.canonical(value), key

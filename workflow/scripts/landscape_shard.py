@@ -5,7 +5,7 @@ from lrdecay import gpu, landscape, logs, plan
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
 # the seed's config, from what the rule declares (and how to run it)
-cfg = plan.job_config(sm.params, plan.engine_run(sm.config))
+cfg = plan.job_config(sm.params, plan.engine_run(sm.config), plan.LANDSCAPE)
 with gpu.device_slot(cfg["device"]):
     landscape.evaluate_shard(cfg, sm.input.data, sm.input.basis, sm.input.coordinates,
                              int(sm.wildcards.shard), sm.params.n_shards, sm.output[0],

@@ -5,6 +5,6 @@ from lrdecay import logs, pca, plan, trajectories
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
 files = trajectories.trajectory_files(sm.input.main, sm.input.groups)
-cfg = plan.job_config(sm.params)  # what the rule declares (lrdecay.plan.PCA)
+cfg = plan.job_config(sm.params, reads=plan.PCA)  # what the rule declares
 pca.run(files, cfg["pca"], sm.output.variance, sm.output.coordinates, sm.output.basis,
         plan.TRAINING.hash(cfg), mem_mb=sm.resources.mem_mb)  # chunk fits the request

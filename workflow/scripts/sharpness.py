@@ -5,7 +5,7 @@ from lrdecay import gpu, logs, plan, sharpness
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
 # the seed's config, from what the rule declares (and how to run it)
-cfg = plan.job_config(sm.params, plan.engine_run(sm.config))
+cfg = plan.job_config(sm.params, plan.engine_run(sm.config), plan.SHARPNESS)
 with gpu.device_slot(cfg["device"]):
     sharpness.evaluate(cfg, sm.input.data, sm.output[0], cfg["device"],
                        cfg["engine"]["threads"] or sm.threads)

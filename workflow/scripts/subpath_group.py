@@ -5,7 +5,7 @@ from lrdecay import gpu, lock, logs, plan, subpaths
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
 # the seed's config, from what the rule declares (and how to run it)
-cfg = plan.job_config(sm.params, plan.engine_run(sm.config))
+cfg = plan.job_config(sm.params, plan.engine_run(sm.config), plan.SUBPATHS)
 # One copy of this job at a time: one left running by a killed Snakemake is named, not raced.
 with (lock.job(plan.Plan(cfg).run_dir, f"{sm.rule}-seed-{cfg['seed']}-{sm.wildcards.group}"),
       gpu.device_slot(cfg["device"])):
