@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from lrdecay import config as lrconfig
-from lrdecay.basics import ConfigError
 from lrdecay import plan
+from lrdecay.basics import ConfigError
 
 from .conftest import REPO, TINY, load_tiny
 
