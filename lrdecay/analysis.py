@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from lrdecay import io
+from lrdecay import io, trajectories
 
 log = logging.getLogger(__name__)
 
@@ -531,14 +531,20 @@ def write_claims(seeds: Sequence[int], metrics: Sequence[str | Path],
                  out_claims: str | Path, out_trends: str | Path,
                  out_readable: str | Path | None = None,
                  sharpness: Sequence[str | Path] | None = None,
-                 weight_decay: float | None = None) -> pd.DataFrame:
+                 weight_decay: float | None = None,
+                 schedule: dict | None = None) -> pd.DataFrame:
     """Read each seed's tables (in the order of `seeds`), write claims.csv and trends.csv (and
     the rounded claims table as HTML at `out_readable`); log each verdict. The first seed seeds
-    the bootstrap; `weight_decay`, the preset's, is stated in the norm row."""
-    def read(paths: Sequence[str | Path]) -> dict[int, pd.DataFrame]:
-        return {s: pd.read_csv(p) for s, p in zip(seeds, paths, strict=True)}
+    the bootstrap; `weight_decay`, the preset's, is stated in the norm row. The gathered
+    metrics tables are verified against their records and, given the `schedule`, the plan
+    (lrdecay.trajectories.load_metrics)."""
+    def read(paths: Sequence[str | Path],
+             reader: Callable[[str | Path], pd.DataFrame] = pd.read_csv) -> dict[int, pd.DataFrame]:
+        return {s: reader(p) for s, p in zip(seeds, paths, strict=True)}
 
-    frames = {"metrics": read(metrics), "variance": read(variance),
+    plan = None if schedule is None else {"schedule": schedule}
+    frames = {"metrics": read(metrics, lambda p: trajectories.load_metrics(p, plan)),
+              "variance": read(variance),
               "coordinates": read(coordinates)}
     table = claims_table(frames["metrics"], frames["variance"], frames["coordinates"],
                          seed=seeds[0], sharpness=None if sharpness is None else read(sharpness),

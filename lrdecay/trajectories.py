@@ -51,8 +51,10 @@ def planned_rows(config: dict) -> set[tuple[int, int]]:
     return rows
 
 
-def check_complete(frame: pd.DataFrame, config: dict, sources: list[str | Path]) -> None:
-    """Raise naming the missing (or unplanned, or repeated) paths and epochs and the fix."""
+def check_complete(frame: pd.DataFrame, config: dict, sources: list[str | Path],
+                   fix: str | None = None) -> None:
+    """Raise naming the missing (or unplanned, or repeated) paths and epochs and the fix (by
+    default: rerun the job folders the rows were read from)."""
     found = list(zip(frame["branch_epoch"].fillna(-1).astype(int), frame["epoch"].astype(int),
                      strict=True))
     planned = planned_rows(config)
@@ -69,10 +71,12 @@ def check_complete(frame: pd.DataFrame, config: dict, sources: list[str | Path])
             problems.append(f"{name}: {len(epochs)} epoch(s) {what} ({span})")
     if problems:
         folders = sorted({str(Path(p).parent) for p in sources})
+        where = (f"Read from {', '.join(folders)}. Fix: delete the folder of the job that lacks "
+                 "them and rerun the same command (Snakemake reruns that job)."
+                 if fix is None else f"Read from {', '.join(map(str, sources))}. Fix: {fix}")
         raise IncompleteResultsError(
             "the training metrics do not match the plan: " + "; ".join(problems[:10])
-            + f". Read from {', '.join(folders)}. Fix: delete the folder of the job that lacks "
-            "them and rerun the same command (Snakemake reruns that job).")
+            + f". {where}")
 
 
 def gather_metrics(csv_paths: list[str | Path], out_path: str | Path,
@@ -86,7 +90,27 @@ def gather_metrics(csv_paths: list[str | Path], out_path: str | Path,
     frame["branch_epoch"] = frame["branch_epoch"].astype("Int64")
     frame["epochs_after_decay"] = frame["epochs_after_decay"].astype("Int64")
     frame = frame.sort_values(["path", "branch_epoch", "epoch"], na_position="first")
-    io.write_csv(out_path, frame)
+    io.save_csv(out_path, frame)  # with its record: load_metrics catches a later hand edit
+    return frame
+
+
+def gathered_fix(path: str | Path) -> str:
+    """How to regenerate the gathered table: it is a file output of its own job (not a folder),
+    so deleting it and its record makes Snakemake rerun gather_training."""
+    path = Path(path)
+    return (f"delete {path} and its record {path.name}.json and rerun the same command; "
+            f"Snakemake then regathers it from the training jobs' tables (or: snakemake --force "
+            f"{path})")
+
+
+def load_metrics(path: str | Path, config: dict | None = None) -> pd.DataFrame:
+    """A seed's gathered metrics table (gather_metrics), the one way downstream jobs read it:
+    verified against its size/SHA-256 record, so a value edited by hand is named instead of
+    drawn, and, with `config` (its `schedule`), checked to hold every planned path and epoch
+    exactly once, so a row cut and the record resealed is named too."""
+    frame = io.load_csv(path, gathered_fix(path))
+    if config is not None:
+        check_complete(frame, config, [path], gathered_fix(path))
     return frame
 
 

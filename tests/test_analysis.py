@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrdecay import analysis, data, subpaths, summary, train, trajectories
+from lrdecay import analysis, data, io, subpaths, summary, train, trajectories
 from lrdecay import config as lrconfig
 from tests.conftest import load_tiny
 
@@ -55,7 +55,9 @@ def test_decay_timing_on_a_tiny_run_matches_the_metrics_looked_up_by_hand(tmp_pa
     csvs = [plan.segment_dir(e) / "metrics.csv" for e in [0, *plan.segment_ends]]
     csvs += [plan.group_dir(g) / "metrics.csv" for g in range(len(plan.subpath_groups))]
     metrics = trajectories.gather_metrics(csvs, tmp_path / "metrics.csv")
-    table = analysis.decay_timing_table(pd.read_csv(tmp_path / "metrics.csv"))
+    # read as the decay_timing job reads it: record and plan checked
+    table = analysis.decay_timing_table(trajectories.load_metrics(tmp_path / "metrics.csv",
+                                                                  config))
     assert table["branch_epoch"].tolist() == [2, 4]  # tiny: branches 2, 4; 3 epochs each
     for row in table.itertuples():
         main = metrics[(metrics.path == "main")]
@@ -225,7 +227,8 @@ def test_claims_read_rounded_while_the_csv_stays_exact(tmp_path: Path) -> None:
 
 
 def _csv(folder: Path, name: str, frame: pd.DataFrame) -> Path:
-    frame.to_csv(folder / name, index=False)
+    """`frame` written as a job writes its table (with the record the gathered metrics need)."""
+    io.save_csv(folder / name, frame)
     return folder / name
 
 

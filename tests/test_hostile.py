@@ -699,3 +699,109 @@ def test_a_finished_job_lost_midway_is_rebuilt_or_named(tmp_path: Path, relative
         trajectories.gather_metrics(csvs, tmp_path / "metrics.csv", config)
     assert fragment in str(info.value) and "Fix: delete the folder" in str(info.value)
     assert not (tmp_path / "metrics.csv").exists()
+
+
+# -- a seed's gathered metrics table (gather_training's output) edited by hand -------------------
+# Its readers are the jobs of these scripts (each given the inputs their rule declares; those not
+# read before the metrics are left empty): the check must run in every one of them.
+GATHERED_READERS = ("decay_timing", "figure1", "figure_mechanism", "claims")
+# (id, what is done to <seed>/metrics.csv, fragment of every reader's error)
+GATHERED_ROWS = [
+    ("a gathered value edited by hand", "edit",
+     "seed-0/metrics.csv does not match its SHA-256 in metrics.csv.json"),
+    ("a gathered row cut", "cut", "seed-0/metrics.csv is truncated or overwritten"),
+    ("a gathered row cut, the record resealed", "cut+seal",
+     "the training metrics do not match the plan: subpath branching at 4: 1 epoch(s) missing"),
+]
+
+
+class _Named(list):
+    """A stand-in for Snakemake's named lists (input, output, params, log)."""
+
+    def __init__(self, **items: object) -> None:
+        super().__init__(items.values())
+        self.__dict__.update(items)
+
+
+@pytest.fixture(scope="module")
+def gathered(tmp_path_factory) -> tuple[dict, Path]:
+    """A trained tiny seed, its gathered metrics table (with record) and its decay-timing table
+    computed from it: what a hand edit of the gathered table must leave as it was."""
+    from lrdecay import analysis, trajectories
+
+    config = load_tiny(tmp_path_factory.mktemp("gathered"))
+    train_all(config)
+    plan = lrconfig.Plan(config)
+    csvs = [plan.segment_dir(e) / "metrics.csv" for e in [0, *plan.segment_ends]]
+    csvs += [plan.group_dir(g) / "metrics.csv" for g in range(len(plan.subpath_groups))]
+    table = plan.seed_dir() / "metrics.csv"
+    trajectories.gather_metrics(csvs, table, config)
+    io.write_csv(plan.seed_dir() / "decay_timing.csv",
+                 analysis.decay_timing_table(trajectories.load_metrics(table, config)))
+    return config, plan.seed_dir()
+
+
+def _run_reader(script: str, seed_dir: Path, schedule: dict, out: Path) -> None:
+    """The job script `script` on seed_dir's gathered table, as Snakemake runs it."""
+    import runpy
+
+    metrics, record = str(seed_dir / "metrics.csv"), str(seed_dir / "metrics.csv.json")
+    inputs = {
+        "decay_timing": _Named(metrics=metrics, metrics_record=record),
+        "figure1": _Named(metrics=metrics, metrics_record=record, timings=[]),
+        "figure_mechanism": _Named(metrics=[metrics], metrics_records=[record], sharpness=[]),
+        "claims": _Named(metrics=[metrics], metrics_records=[record], variance=[],
+                         coordinates=[], sharpness=[]),
+    }[script]
+    outputs = {
+        "decay_timing": _Named(table=str(seed_dir / "decay_timing.csv")),  # the one computed
+        "figure1": _Named(fig1a=[str(out / "a.pdf")], fig1b=[str(out / "b.pdf")],
+                          fig1c=[str(out / "c.pdf")], fig1d=[str(out / "d.pdf")],
+                          table=str(out / "timing.csv")),
+        "figure_mechanism": _Named(figure=[str(out / "m.pdf")], table=str(out / "bands.csv")),
+        "claims": _Named(claims=str(out / "claims.csv"), trends=str(out / "trends.csv"),
+                         readable=str(out / "claims.html")),
+    }[script]
+    params = _Named(seeds=[0], schedule=schedule, reads={"optimizer.weight_decay": 0.0})
+    job = _Named(input=inputs, output=outputs, params=params, log=[str(out / "job.log")])
+    runpy.run_path(str(REPO / "workflow" / "scripts" / f"{script}.py"),
+                   init_globals={"snakemake": job}, run_name="__main__")
+
+
+@pytest.mark.parametrize("script", GATHERED_READERS)
+@pytest.mark.parametrize(("action", "fragment"), [row[1:] for row in GATHERED_ROWS],
+                         ids=[row[0] for row in GATHERED_ROWS])
+def test_a_hand_edit_of_the_gathered_metrics_is_named_by_every_reader(
+        gathered: tuple[dict, Path], tmp_path: Path, monkeypatch, action: str, fragment: str,
+        script: str) -> None:
+    """Every job that reads a seed's gathered metrics (lrdecay.trajectories.load_metrics) stops
+    on a hand edit, naming the file and the fix, and no file already computed changes."""
+    import shutil
+
+    from lrdecay import logs, trajectories
+
+    config, source = gathered
+    seed_dir = tmp_path / "seed-0"
+    shutil.copytree(source, seed_dir)
+    target = seed_dir / "metrics.csv"
+    lines = target.read_text().splitlines(keepends=True)
+    if action.startswith("cut"):
+        target.write_text("".join(lines[:-1]))  # a hand edit drops the last subpath's last row
+    else:  # one number changed, same length and shape: only the checksum can tell
+        head, row = lines[0].split(","), lines[2].split(",")
+        column = head.index("test_loss")
+        row[column] = row[column][:-1] + ("1" if row[column][-1] != "1" else "2")
+        lines[2] = ",".join(row)
+        target.write_text("".join(lines))
+    if action == "cut+seal":  # a valid record over wrong rows: the plan check must catch it
+        io.save_csv(target, pd.read_csv(target))
+    before = {p: p.read_bytes() for p in sorted(seed_dir.rglob("*")) if p.is_file()}
+    monkeypatch.setattr(logs, "setup", lambda *args: None)  # no process-wide logging in pytest
+    out = tmp_path / "out"
+    with pytest.raises((trajectories.IncompleteResultsError, io.CorruptFileError)) as info:
+        _run_reader(script, seed_dir, lrconfig.canonical(config["schedule"]), out)
+    message = str(info.value)
+    assert fragment in message, message
+    assert f"Fix: delete {target} and its record metrics.csv.json and rerun" in message, message
+    assert before == {p: p.read_bytes() for p in sorted(seed_dir.rglob("*")) if p.is_file()}
+    assert not out.exists() or not any(out.iterdir())

@@ -5,6 +5,7 @@
 rule claims:
     input:
         metrics=every_seed(rules.gather_training.output.metrics),
+        metrics_records=every_seed(rules.gather_training.output.metrics_record),
         variance=every_seed(rules.pca.output.variance),
         coordinates=every_seed(rules.pca.output.coordinates),
         sharpness=every_seed(rules.sharpness.output[0]),
@@ -36,5 +37,6 @@ rule claims:
     params:
         seeds=SEEDS,  # the seed of each input table, in order; the first seeds the bootstrap
         reads=CLAIMS_READS,
+        schedule=SCHEDULE,  # the rows each gathered table must hold
     script:
         "../scripts/claims.py"

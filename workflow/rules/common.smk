@@ -122,6 +122,9 @@ PCA_READS = lrdecay.plan.PCA.values(config)
 LANDSCAPE_READS = lrdecay.plan.LANDSCAPE.values(config)
 SHARPNESS_READS = lrdecay.plan.SHARPNESS.values(config)
 CLAIMS_READS = lrdecay.plan.CLAIMS.values(config)
+# The schedule, canonical: every planned path and epoch must be in a seed's gathered metrics
+# table, checked where it is gathered and wherever it is read (lrdecay.trajectories.load_metrics).
+SCHEDULE = lrdecay.plan.canonical(config["schedule"])
 
 
 def seed_of(wildcards):

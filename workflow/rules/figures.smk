@@ -6,6 +6,7 @@
 rule figure1:
     input:
         metrics=first_seed(rules.gather_training.output.metrics),
+        metrics_record=first_seed(rules.gather_training.output.metrics_record),
         timings=every_seed(rules.decay_timing.output[0]),
     output:
         fig1a=figure("fig1a_learning_curves", "fig1a"),
@@ -28,6 +29,7 @@ rule figure1:
         gpu=0,
     params:
         seeds=SEEDS,  # the seed of each table in input.timings, in order
+        schedule=SCHEDULE,  # the rows the gathered table must hold
     script:
         "../scripts/figure1.py"
 
@@ -62,6 +64,7 @@ rule figure2:
 rule figure_mechanism:
     input:
         metrics=every_seed(rules.gather_training.output.metrics),
+        metrics_records=every_seed(rules.gather_training.output.metrics_record),
         sharpness=every_seed(rules.sharpness.output[0]),
     output:
         figure=figure("fig_norm_sharpness", "fig_norm_sharpness"),
@@ -81,6 +84,7 @@ rule figure_mechanism:
         gpu=0,
     params:
         seeds=SEEDS,  # the seed of each input table, in order
+        schedule=SCHEDULE,  # the rows each gathered table must hold
     script:
         "../scripts/figure_mechanism.py"
 

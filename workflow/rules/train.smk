@@ -66,6 +66,7 @@ rule gather_training:
         ),
         main=f"{SEED_DIR}/trajectories/main.npy",
         main_record=f"{SEED_DIR}/trajectories/main.npy.json",  # layout, size and SHA-256
+        metrics_record=f"{SEED_DIR}/metrics.csv.json",  # size and SHA-256
     log:
         f"{SEED_DIR}/logs/gather_training.log",
     conda:
@@ -77,14 +78,15 @@ rule gather_training:
         gpu=0,
     params:
         # every planned path and epoch must be there
-        schedule=lrdecay.plan.canonical(config["schedule"]),
+        schedule=SCHEDULE,
     script:
         "../scripts/gather_training.py"
 
 
 rule decay_timing:
     input:
-        rules.gather_training.output.metrics,
+        metrics=rules.gather_training.output.metrics,
+        metrics_record=rules.gather_training.output.metrics_record,
     output:
         report(
             f"{SEED_DIR}/decay_timing.csv",
@@ -101,5 +103,7 @@ rule decay_timing:
         mem_mb=mem_mb("decay_timing"),
         runtime=runtime("decay_timing"),
         gpu=0,
+    params:
+        schedule=SCHEDULE,  # the rows the gathered table must hold
     script:
         "../scripts/decay_timing.py"

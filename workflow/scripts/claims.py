@@ -8,4 +8,5 @@ logs.setup(sm.log[0])
 analysis.write_claims(sm.params.seeds, sm.input.metrics, sm.input.variance, sm.input.coordinates,
                       sm.output.claims, sm.output.trends, sm.output.readable,
                       sharpness=sm.input.sharpness,
-                      weight_decay=sm.params.reads["optimizer.weight_decay"])
+                      weight_decay=sm.params.reads["optimizer.weight_decay"],
+                      schedule=sm.params.schedule)

@@ -3,11 +3,11 @@ with its error bands (lrdecay.figures, lrdecay.analysis)."""
 
 import pandas as pd
 
-from lrdecay import analysis, figures, io, logs
+from lrdecay import analysis, figures, io, logs, trajectories
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
-metrics = pd.read_csv(sm.input.metrics)
+metrics = trajectories.load_metrics(sm.input.metrics, {"schedule": sm.params.schedule})
 figures.save(figures.learning_curves(metrics), *sm.output.fig1a)
 figures.save(figures.subpath_contour(metrics, "train_loss", "train loss"), *sm.output.fig1b)
 figures.save(figures.subpath_contour(metrics, "test_loss", "test loss"), *sm.output.fig1c)
