@@ -711,7 +711,7 @@ GATHERED_ROWS = [
      "seed-0/metrics.csv does not match its SHA-256 in metrics.csv.json"),
     ("a gathered row cut", "cut", "seed-0/metrics.csv is truncated or overwritten"),
     ("a gathered row cut, the record resealed", "cut+seal",
-     "the training metrics do not match the plan: subpath branching at 4: 1 epoch(s) missing"),
+     "the training metrics do not match the plan: subpath branching at 6: 1 epoch(s) missing (9)"),
 ]
 
 
