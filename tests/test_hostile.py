@@ -805,3 +805,22 @@ def test_a_hand_edit_of_the_gathered_metrics_is_named_by_every_reader(
     assert f"Fix: delete {target} and its record metrics.csv.json and rerun" in message, message
     assert before == {p: p.read_bytes() for p in sorted(seed_dir.rglob("*")) if p.is_file()}
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_every_reader_of_the_gathered_metrics_is_checked_and_declares_its_record() -> None:
+    """Each rule that reads a seed's gathered metrics runs a script in GATHERED_READERS (so the
+    test above covers it) and declares the record as an input (so Snakemake and DVC know it
+    reads it, and `dvc pull` brings it)."""
+    import re
+
+    readers, undeclared = set(), []
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for name, body in re.findall(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", path.read_text(),
+                                     re.MULTILINE | re.DOTALL):
+            if not re.search(r"rules\.gather_training\.output\.metrics\b(?!_)", body):
+                continue
+            readers.add(re.search(r'"\.\./scripts/(\w+)\.py"', body)[1])
+            if "rules.gather_training.output.metrics_record" not in body:
+                undeclared.append(name)
+    assert readers == set(GATHERED_READERS), readers
+    assert not undeclared, f"rules reading metrics.csv without its record: {undeclared}"
