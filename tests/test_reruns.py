@@ -25,14 +25,14 @@ from .conftest import REPO, make_config_yaml_tiny, sh, working_tree_copy
 
 # A module -> the rules whose jobs import it (by hand, as tests/test_dvc.py's RERUN_BY_FILE, not
 # from the closure under test); an edit reruns these and their downstream jobs.
-EDITS = {
-    "lrdecay/stacked.py": {"subpath_group"},  # the vmap code: subpaths only, no main path
-    "lrdecay/toy/simulate.py": {"toy_checks", "toy_table"},
-    "lrdecay/figures.py": {"figure1", "figure2", "figure_mechanism", "toy_figure3",
-                           "toy_figures"},
-    "lrdecay/config.py": set(),  # validation only: no job imports it (DVC: the DAG check)
-    "README.md": set(),
-    "tests/test_cli.py": set(),
+# Files that rerun nothing are edited together (one dry run).
+EDITS: dict[tuple[str, ...], set[str]] = {
+    ("lrdecay/stacked.py",): {"subpath_group"},  # the vmap code: subpaths only, no main path
+    ("lrdecay/toy/simulate.py",): {"toy_checks", "toy_table"},
+    ("lrdecay/figures.py",): {"figure1", "figure2", "figure_mechanism", "toy_figure3",
+                              "toy_figures"},
+    # validation only: no job imports it (under DVC: the DAG check); a test file; the README
+    ("lrdecay/config.py", "tests/test_cli.py", "README.md"): set(),
 }
 OLD, NOW = 1_600_000_000, 1_700_000_000  # mtimes: the code's, and every output's
 
@@ -77,25 +77,27 @@ def downstream(jobs: list[dvcgen.Job], rules: set[str]) -> set[str]:
         found |= more
 
 
-@pytest.mark.parametrize("path", EDITS, ids=list(EDITS))
+@pytest.mark.parametrize("paths", EDITS, ids=[" ".join(paths) for paths in EDITS])
 def test_an_edit_reruns_exactly_the_jobs_that_import_it(
-        placed: tuple[Path, list[dvcgen.Job]], path: str) -> None:
-    """An appended comment (a newer mtime) schedules the jobs of EDITS[path] and their
+        placed: tuple[Path, list[dvcgen.Job]], paths: tuple[str, ...]) -> None:
+    """An appended comment (a newer mtime) schedules the jobs of EDITS[paths] and their
     downstream jobs, nothing else; under DVC the same rules' stages list the file as a dep (the
     committed quick-preset pipeline: `dvc status` reports those stages)."""
     repo, jobs = placed
-    target = repo / path
-    original = target.read_text()
-    target.write_text(original + "\n# an edit\n")
+    originals = {path: (repo / path).read_text() for path in paths}
+    for path, text in originals.items():
+        (repo / path).write_text(text + "\n# an edit\n")
     try:
         scheduled = dry_run(repo)
     finally:
-        target.write_text(original)
-        os.utime(target, (OLD, OLD))
-    assert set(scheduled) == downstream(jobs, EDITS[path]), scheduled
+        for path, text in originals.items():
+            (repo / path).write_text(text)
+            os.utime(repo / path, (OLD, OLD))
+    assert set(scheduled) == downstream(jobs, EDITS[paths]), scheduled
     stages = yaml.safe_load((REPO / dvcgen.DVC_YAML).read_text())["stages"]
-    under_dvc = {name.split("-")[0] for name, stage in stages.items() if path in stage["deps"]}
-    assert under_dvc - {dvcgen.CHECK_STAGE} == EDITS[path], under_dvc
+    under_dvc = {name.split("-")[0] for name, stage in stages.items()
+                 if set(paths) & set(stage["deps"])}
+    assert under_dvc - {dvcgen.CHECK_STAGE} == EDITS[paths], under_dvc
 
 
 def test_every_job_declares_its_scripts_import_closure(
