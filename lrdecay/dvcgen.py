@@ -71,6 +71,7 @@ import argparse
 import ast
 import contextlib
 import fnmatch
+import functools
 import io
 import sys
 from collections.abc import Iterable, Iterator
@@ -255,8 +256,19 @@ def _module_file(repo: Path, module: str) -> Path | None:
     return None
 
 
-def _imported_modules(path: Path, package: str) -> Iterator[str]:
-    """Absolute names of the modules `path` (in `package`) imports, with `from pkg import sub`."""
+def _imported_modules(path: Path, package: str) -> tuple[str, ...]:
+    """Absolute names of the modules `path` (in `package`) imports, with `from pkg import sub`.
+    Parsed once per file version: the Snakefile asks for every rule's closure at each start."""
+    stat = path.stat()
+    return _parsed_imports(path, package, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _parsed_imports(path: Path, package: str, _mtime_ns: int, _size: int) -> tuple[str, ...]:
+    return tuple(_walk_imports(path, package))
+
+
+def _walk_imports(path: Path, package: str) -> Iterator[str]:
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
