@@ -108,7 +108,8 @@ def code(script):
     module it imports, transitively (lrdecay.dvcgen.code_files, which also gives DVC's deps).
     Snakemake's own code trigger hashes only the script; as inputs, an edited module is newer
     than the outputs of exactly the jobs that run it, and their mtime trigger reruns them. Paths
-    are relative to the working directory, so a moved checkout reruns nothing."""
+    are relative to the working directory: Snakemake's record of a job's inputs does not name
+    where the checkout lies."""
     base = Path(workflow.basedir)
     files = [
         os.path.relpath(base / path)
