@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -333,6 +334,23 @@ def landscape_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# argparse types of the schema's scalar types
+_SCHEMA_TYPES = {"integer": int, "number": float, "string": str}
+
+
+def schema_option(key: str) -> dict[str, Any]:
+    """argparse settings (type, default, choices, help) of an option that sets config key `key`
+    (dotted), read from the schema, so an option never restates a default that could drift."""
+    section, name = key.split(".")
+    spec = lrconfig.load_schema()["properties"][section]["properties"][name]
+    described = spec["description"].replace("%", "%%")  # argparse formats help with %
+    option: dict[str, Any] = {"type": _SCHEMA_TYPES[spec["type"]], "default": spec["default"],
+                              "help": f"{described} (config key {key}; default {spec['default']})"}
+    if "enum" in spec:
+        option["choices"] = spec["enum"]
+    return option
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="lrdecay",
@@ -365,10 +383,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("trajectories", nargs="+")
     p.add_argument("--out", required=True, help="folder for explained_variance.csv, "
                    "coordinates.csv and basis.npy")
-    p.add_argument("--components", type=int, default=5)
-    p.add_argument("--method", choices=["exact", "incremental"], default="exact")
-    p.add_argument("--chunk-rows", type=int, default=1024,
-                   help="rows per chunk of the incremental method")
+    p.add_argument("--components", **schema_option("pca.n_components"))
+    p.add_argument("--method", **schema_option("pca.method"))
+    p.add_argument("--chunk-rows", **schema_option("pca.chunk_rows"))
     p.set_defaults(func=pca_command)
 
     p = sub.add_parser("landscape", help="train/test loss on the config's landscape grid in the "

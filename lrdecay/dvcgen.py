@@ -71,6 +71,7 @@ import argparse
 import ast
 import contextlib
 import fnmatch
+import functools
 import io
 import sys
 from collections.abc import Iterable, Iterator
@@ -108,6 +109,10 @@ HEADER = """\
 # A training-type job's seed comes from its {seed} wildcard, so it is in the stage's paths (and a
 # new seed is a new stage): not a DVC param.
 DERIVED_PARAMS: dict[str, tuple[str, ...]] = {"n_shards": ("landscape",), "seed": ()}
+
+# The input that names a job's code (workflow/rules/common.smk's code(): its script's closure,
+# code_files), so that an edit in lrdecay/ reruns under plain Snakemake what it reruns here.
+CODE_INPUT = "code"
 
 # lrdecay.io writes a checksum record `<file>.json` beside every checkpoint and array it saves and
 # verifies it on reading, so a pulled file without its record is unusable. The rules declare
@@ -157,6 +162,7 @@ class Job:
     snakefile: Path
     input_names: tuple[str, ...]
     ancient_inputs: tuple[str, ...]
+    code_inputs: tuple[str, ...] = ()  # its `code` input (workflow/rules/common.smk's code())
 
     @property
     def stage(self) -> str:
@@ -235,6 +241,7 @@ def _as_job(job: Any) -> Job:
         snakefile=Path(rule.snakefile).resolve(),
         input_names=tuple(job.input.keys()),
         ancient_inputs=tuple(str(f) for f in job.input if is_flagged(f, "ancient")),
+        code_inputs=tuple(str(f) for f in job.input.get(CODE_INPUT, [])),
     )
 
 
@@ -249,8 +256,19 @@ def _module_file(repo: Path, module: str) -> Path | None:
     return None
 
 
-def _imported_modules(path: Path, package: str) -> Iterator[str]:
-    """Absolute names of the modules `path` (in `package`) imports, with `from pkg import sub`."""
+def _imported_modules(path: Path, package: str) -> tuple[str, ...]:
+    """Absolute names of the modules `path` (in `package`) imports, with `from pkg import sub`.
+    Parsed once per file version: the Snakefile asks for every rule's closure at each start."""
+    stat = path.stat()
+    return _parsed_imports(path, package, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _parsed_imports(path: Path, package: str, _mtime_ns: int, _size: int) -> tuple[str, ...]:
+    return tuple(_walk_imports(path, package))
+
+
+def _walk_imports(path: Path, package: str) -> Iterator[str]:
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
@@ -290,6 +308,21 @@ def _job_code(repo: Path, job: Job, known: dict[Path, list[str]]) -> list[str]:
     if entry not in known:
         known[entry] = code_files(repo, entry)
     return known[entry]
+
+
+def check_code_input(repo: Path, job: Job, code: list[str]) -> None:
+    """A job with a script declares its code (the script's import closure, `code`) as its
+    CODE_INPUT, so plain Snakemake reruns it after an edit in lrdecay/ as DVC does."""
+    if job.script is None:
+        return
+    repo = repo.resolve()  # the inputs are relative to the workdir, the repository
+    given = {str((repo / f).resolve().relative_to(repo)) for f in job.code_inputs}
+    if given != set(code):
+        raise ValueError(
+            f"rule {job.rule}: its `{CODE_INPUT}` input is not its script's import closure "
+            f"(missing {sorted(set(code) - given)}, extra {sorted(given - set(code))}); give "
+            f"it {CODE_INPUT}=code(\"{job.script.name}\") (workflow/rules/common.smk)"
+        )
 
 
 def _find_key(tree: Any, name: str, value: Any) -> bool:
@@ -490,13 +523,16 @@ def _job_stage(repo: Path, jobs: list[Job], configfiles: list[str], config: dict
                known_code: dict[Path, list[str]]) -> dict[str, Any]:
     """The stage of one rule's `jobs`: its command, deps (inputs, code; `stamp` when no stage is
     upstream), the config sections of its params, outs and metrics."""
-    inputs = {f for job in jobs for f in job.inputs}
+    code = _job_code(repo, jobs[0], known_code)
+    for job in jobs:
+        check_code_input(repo, job, code)
+    # the code inputs are listed once, as the stage's code
+    inputs = {f for job in jobs for f in job.inputs if f not in job.code_inputs}
     outputs = [out for job in jobs for out in job.outputs]
     stage: dict[str, Any] = {
         "desc": _describe(jobs),
         "cmd": command(jobs, configfiles, ancient),
-        "deps": ([stamp] if stamp else []) + sorted(inputs)
-        + _job_code(repo, jobs[0], known_code),
+        "deps": ([stamp] if stamp else []) + sorted(inputs) + code,
     }
     sections = sorted({s for job in jobs for s in param_sections(job, config)})
     params = _params_entry(trees, sections)

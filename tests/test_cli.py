@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -120,3 +121,41 @@ def test_version_names_the_package(capsys: pytest.CaptureFixture) -> None:
         cli.main(["--version"])
     assert stopped.value.code == 0
     assert capsys.readouterr().out.strip() == f"lrdecay {__version__}"
+
+
+# Every CLI option that sets a config key -> that key: its default, type and choices come from
+# the schema (cli.schema_option), never restated by hand.
+CLI_CONFIG_KEYS = {
+    ("pca", "components"): "pca.n_components",
+    ("pca", "method"): "pca.method",
+    ("pca", "chunk_rows"): "pca.chunk_rows",
+}
+
+
+def _options() -> dict[tuple[str, str], argparse.Action]:
+    """(subcommand, option dest) -> the argparse action of every option of every subcommand."""
+    subparsers = next(a for a in cli.parser()._actions  # noqa: SLF001
+                      if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+    return {(name, action.dest): action for name, sub in subparsers.choices.items()
+            for action in sub._actions if action.option_strings}  # noqa: SLF001
+
+
+def test_cli_defaults_are_the_schema_defaults() -> None:
+    """`lrdecay pca --chunk-rows` once defaulted to 1024 while the schema said 512: each option
+    that sets a config key has the schema's default (and its choices), and no other option has
+    a default beyond "not given" or a flag's, so a new option restating one is caught."""
+    from lrdecay import config as lrconfig
+
+    schema = lrconfig.load_schema()["properties"]
+    options = _options()
+    for (command, dest), key in CLI_CONFIG_KEYS.items():
+        section, name = key.split(".")
+        spec, action = schema[section]["properties"][name], options[(command, dest)]
+        assert action.default == spec["default"], (command, dest, action.default, key)
+        assert action.choices == spec.get("enum"), (command, dest)
+        assert action.type(str(spec["default"])) == spec["default"], (command, dest)
+    set_by_hand = {where for where, action in options.items()
+                   if not (action.default is None or isinstance(action.default, bool)
+                           or action.default in ([], argparse.SUPPRESS))
+                   and where not in CLI_CONFIG_KEYS}
+    assert not set_by_hand, f"options with a default of their own: {set_by_hand}"

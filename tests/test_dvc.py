@@ -198,7 +198,8 @@ def test_stages_own_disjoint_outputs_and_mirror_jobs() -> None:
     assert len(stages["toy_checks"]["outs"]) == 4 * 3  # 3 gammas, 4 files each
     first_segment = next(name for name in stages if name.startswith("main_segment-")
                          and not name.endswith("-0000"))
-    assert "--consider-ancient main_segment=data,previous" in stages[first_segment]["cmd"]
+    # code too: a module's checkout mtime must not rerun an upstream segment
+    assert "--consider-ancient main_segment=code,data,previous" in stages[first_segment]["cmd"]
     params = stages[first_segment]["params"][0]["config.yaml"]
     assert "results/quick/data/dataset.pt.json" in stages["prepare_data"]["outs"]
     # the keys the main path declares (lrdecay.plan.MAIN_PATH), none of the subpaths' only

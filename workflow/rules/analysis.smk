@@ -9,6 +9,7 @@ rule claims:
         variance=every_seed(rules.pca.output.variance),
         coordinates=every_seed(rules.pca.output.coordinates),
         sharpness=every_seed(rules.sharpness.output[0]),
+        code=code("claims.py"),  # the script and the lrdecay modules it imports
     output:
         claims=report(
             f"{RUN_DIR}/claims.csv",

@@ -75,7 +75,9 @@ wildcard_constraints:
 
 
 import os
+from pathlib import Path
 
+import lrdecay.dvcgen
 import lrdecay.resources
 
 # Resources per job (lrdecay.resources): mem_mb and runtime follow from the config (model,
@@ -99,6 +101,23 @@ TRAIN_PARTITION = (
 )
 # Figures' PDFs carry their creation date unless this is set: fixed, they are byte-stable.
 os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
+
+
+def code(script):
+    """The `code` input of a rule running workflow/scripts/<script>: the script and every lrdecay
+    module it imports, transitively (lrdecay.dvcgen.code_files, which also gives DVC's deps).
+    Snakemake's own code trigger hashes only the script; as inputs, an edited module is newer
+    than the outputs of exactly the jobs that run it, and their mtime trigger reruns them. Paths
+    are relative to the working directory: Snakemake's record of a job's inputs does not name
+    where the checkout lies."""
+    base = Path(workflow.basedir)
+    files = [
+        os.path.relpath(base / path)
+        for path in lrdecay.dvcgen.code_files(
+            base, base / "workflow" / "scripts" / script
+        )
+    ]
+    return lambda wildcards: files
 
 
 def mem_mb(rule):

@@ -3,6 +3,8 @@
 
 
 rule prepare_data:
+    input:
+        code=code("prepare_data.py"),  # the script and the lrdecay modules it imports
     output:
         data=str(PLAN.data_path),
         record=f"{PLAN.data_path}.json",  # size and SHA-256 (lrdecay.io)

@@ -8,6 +8,7 @@ rule figure1:
         metrics=first_seed(rules.gather_training.output.metrics),
         metrics_record=first_seed(rules.gather_training.output.metrics_record),
         timings=every_seed(rules.decay_timing.output[0]),
+        code=code("figure1.py"),  # the script and the lrdecay modules it imports
     output:
         fig1a=figure("fig1a_learning_curves", "fig1a"),
         fig1b=figure("fig1b_subpath_train_loss", "fig1b"),
@@ -45,6 +46,7 @@ rule figure2:
             if config["pca"]["n_components"] >= 3
             else []
         ),
+        code=code("figure2.py"),  # the script and the lrdecay modules it imports
     output:
         fig2a=figure("fig2a_landscape_train", "fig2a"),
         fig2b=figure("fig2b_landscape_test", "fig2b"),
@@ -66,6 +68,7 @@ rule figure_mechanism:
         metrics=every_seed(rules.gather_training.output.metrics),
         metrics_records=every_seed(rules.gather_training.output.metrics_record),
         sharpness=every_seed(rules.sharpness.output[0]),
+        code=code("figure_mechanism.py"),  # the script and the lrdecay modules it imports
     output:
         figure=figure("fig_norm_sharpness", "fig_norm_sharpness"),
         table=report(
@@ -95,6 +98,7 @@ rule summary:
         variance=every_seed(rules.pca.output.variance),
         toy=rules.toy_table.output[0],
         claims=rules.claims.output.claims,
+        code=code("summary.py"),  # the script and the lrdecay modules it imports
     output:
         summary=f"{RUN_DIR}/summary.json",
         headline=f"{RUN_DIR}/headline.json",

@@ -7,6 +7,7 @@ rule landscape_shard:
         data=rules.prepare_data.output.data,
         basis=rules.pca.output.basis,
         coordinates=rules.pca.output.coordinates,
+        code=code("landscape_shard.py"),  # the script and the lrdecay modules it imports
     output:
         f"{SEED_DIR}/landscape/shard-{{shard}}.csv",
     log:
@@ -29,11 +30,12 @@ rule landscape_shard:
 
 rule landscape_gather:
     input:
-        expand(
+        shards=expand(
             rules.landscape_shard.output[0],
             shard=[f"{s:03d}" for s in range(PLAN.n_shards)],
             allow_missing=True,
         ),
+        code=code("landscape_gather.py"),  # the script and the lrdecay modules it imports
     output:
         report(
             f"{SEED_DIR}/landscape/grid.csv",
@@ -57,6 +59,7 @@ rule landscape_gather:
 rule landscape_surface:
     input:
         coordinates=rules.pca.output.coordinates,
+        code=code("landscape_surface.py"),  # the script and the lrdecay modules it imports
     output:
         report(
             f"{SEED_DIR}/landscape/surface.csv",

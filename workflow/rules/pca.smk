@@ -5,6 +5,7 @@ rule pca:
     input:
         main=rules.gather_training.output.main,
         groups=group_dirs,
+        code=code("pca.py"),  # the script and the lrdecay modules it imports
     output:
         variance=report(
             f"{SEED_DIR}/pca/explained_variance.csv",

@@ -7,6 +7,7 @@ rule sharpness:
         data=rules.prepare_data.output.data,
         segments=segment_dirs,  # the main path's states at the branch points
         groups=group_dirs,  # each subpath's final weights
+        code=code("sharpness.py"),  # the script and the lrdecay modules it imports
     output:
         report(
             f"{SEED_DIR}/sharpness.csv",

@@ -16,6 +16,8 @@ wildcard_constraints:
 
 
 rule toy_checks:
+    input:
+        code=code("toy_checks.py"),  # the script and the lrdecay modules it imports
     output:
         instance=f"{TOY_DIR}/gamma-{{gamma}}/instance.npz",
         instance_record=f"{TOY_DIR}/gamma-{{gamma}}/instance.npz.json",
@@ -38,7 +40,8 @@ rule toy_checks:
 
 rule toy_table:
     input:
-        expand(rules.toy_checks.output.table, gamma=TOY_GAMMAS),
+        checks=expand(rules.toy_checks.output.table, gamma=TOY_GAMMAS),
+        code=code("toy_table.py"),  # the script and the lrdecay modules it imports
     output:
         report(
             f"{TOY_DIR}/checks.csv",
@@ -59,6 +62,8 @@ rule toy_table:
 
 
 rule toy_figure3:
+    input:
+        code=code("toy_figure3.py"),  # the script and the lrdecay modules it imports
     output:
         png=report(
             f"{TOY_DIR}/figure3.png",
@@ -84,6 +89,7 @@ rule toy_figure3:
 rule toy_figures:
     input:
         traces=expand(rules.toy_checks.output.traces, gamma=TOY_GAMMAS),
+        code=code("toy_figures.py"),  # the script and the lrdecay modules it imports
     output:
         fig4_png=report(
             f"{TOY_DIR}/figure4.png",

@@ -7,6 +7,7 @@ rule main_segment:
     input:
         data=rules.prepare_data.output.data,
         previous=segment_input,
+        code=code("main_segment.py"),  # the script and the lrdecay modules it imports
     output:
         directory(f"{SEED_DIR}/main/segment-{{end}}"),
     log:
@@ -32,6 +33,7 @@ rule subpath_group:
     input:
         data=rules.prepare_data.output.data,
         segments=group_inputs,
+        code=code("subpath_group.py"),  # the script and the lrdecay modules it imports
     output:
         directory(f"{SEED_DIR}/subpaths/group-{{group}}"),
     log:
@@ -57,6 +59,7 @@ rule gather_training:
     input:
         segments=segment_dirs,
         groups=group_dirs,
+        code=code("gather_training.py"),  # the script and the lrdecay modules it imports
     output:
         metrics=report(
             f"{SEED_DIR}/metrics.csv",
@@ -87,6 +90,7 @@ rule decay_timing:
     input:
         metrics=rules.gather_training.output.metrics,
         metrics_record=rules.gather_training.output.metrics_record,
+        code=code("decay_timing.py"),  # the script and the lrdecay modules it imports
     output:
         report(
             f"{SEED_DIR}/decay_timing.csv",

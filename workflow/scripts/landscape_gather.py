@@ -3,4 +3,4 @@
 from lrdecay import landscape, logs
 
 logs.setup(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
-landscape.gather(list(snakemake.input), snakemake.output[0])  # noqa: F821
+landscape.gather(list(snakemake.input.shards), snakemake.output[0])  # noqa: F821

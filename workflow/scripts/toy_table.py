@@ -5,4 +5,4 @@ from lrdecay.toy.pipeline import build_table
 
 logs.setup(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 
-build_table(list(snakemake.input), snakemake.output[0])  # noqa: F821
+build_table(list(snakemake.input.checks), snakemake.output[0])  # noqa: F821
