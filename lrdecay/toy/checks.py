@@ -14,6 +14,8 @@ tau_II = 1 / lambda_loc with lambda_loc the exact local rate of Eq. 3.15 (Phase 
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,6 +32,8 @@ from lrdecay.toy.instance import (
     retract_batch,
     trace_stats,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _row(gamma: float, check: str, claim: str, equation: str, measured: float, reference: float,
@@ -981,12 +985,20 @@ def run_gamma(toy: dict, gamma: float,
     traces: dict = {f"ts_{k}": v for k, v in ts.items()}
     failed: set[str] = set()
 
+    began = time.monotonic()
+
     def attempt(part: str, fn: Callable[[], list[dict]]) -> None:
+        started = time.monotonic()
         try:
             rows.extend(fn())
         except NUMERICAL_ERRORS as error:
             failed.add(part)
             rows.append(failure_row(gamma, part, error))
+        # one line per part (each well under 30 s on the quick preset), so the job is never
+        # silent for long and its log says where its time went
+        log.info("toy gamma = %g: part %s %s in %.1f s (%.0f s elapsed)", gamma, part,
+                 "FAILED" if part in failed else "done", time.monotonic() - started,
+                 time.monotonic() - began)
 
     def geometry() -> list[dict]:
         return (check_minimum_norm(inst, rng, toy["minnorm_starts"])
