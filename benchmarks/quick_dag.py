@@ -6,10 +6,11 @@
 Each commit is exported (`git archive`) to its own folder and built there by `snakemake --cores
 N` with its own code first on PYTHONPATH, into a fresh results folder; the runs alternate
 (baseline, candidate, baseline, ...), so both see the same load. Prints every run's wall time,
-the per-job walls from Snakemake's log, the longest silence in any job's log (the time between
-two of its lines), the candidate/baseline ratio of the medians and the load average (`uptime`)
-before and after: on a shared machine absolute times are upper bounds, the ratio is the
-measurement. With --compare, the toy table and the claims of both are compared byte for byte.
+its CPU time (Snakemake and all its jobs, from getrusage), the per-job walls from Snakemake's
+log, the longest silence in any job's log (the time between two of its lines), the
+candidate/baseline ratios of the medians and the load average (`uptime`) before and after: on a
+shared machine absolute times are upper bounds, the ratio is the measurement. With --compare,
+the toy table and the claims of both are compared byte for byte.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import hashlib
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -62,17 +64,22 @@ def build(tree: Path, out: Path, cores: int, targets: list[str]) -> dict:
                "--directory", str(tree), "--cores", str(cores), "--nolock",
                "--config", f"output_dir={results}", *targets]
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.monotonic()
     with open(log, "w") as handle:
         done = subprocess.run(command, cwd=tree, env=env, stdout=handle, stderr=subprocess.STDOUT)
     wall = time.monotonic() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of Snakemake and every job (waited-for descendants): unlike the wall time,
+    # this hardly depends on what else the machine runs; wall on N idle cores >= cpu / N
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         sys.exit(f"snakemake failed in {tree} (exit {done.returncode}); see {log}")
     # Snakemake's log names each job's log relative to --directory
     jobs = job_walls(log)
     for job in jobs:
         job["silence_s"] = longest_silence(tree / job["log"]) if job["log"] else 0.0
-    return {"wall_s": wall, "jobs": jobs, "results": results}
+    return {"wall_s": wall, "cpu_s": cpu, "jobs": jobs, "results": results}
 
 
 def digests(results: Path) -> dict[str, str]:
@@ -110,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
           f"targets {args.target or ['(all)']}", flush=True)
     print("load before:", load(), flush=True)
     walls: dict[str, list[float]] = {"baseline": [], "candidate": []}
+    cpus: dict[str, list[float]] = {"baseline": [], "candidate": []}
     last: dict[str, dict] = {}
     for rep in range(args.reps):
         order = ("baseline", "candidate") if rep % 2 == 0 else ("candidate", "baseline")
@@ -118,11 +126,12 @@ def main(argv: list[str] | None = None) -> None:
             out.mkdir(parents=True)
             run = build(trees[role], out, args.cores, args.target)
             walls[role].append(run["wall_s"])
+            cpus[role].append(run["cpu_s"])
             last[role] = run
             top = sorted(run["jobs"], key=lambda j: -j["wall_s"])[:6]
             silent = max(run["jobs"], key=lambda j: j["silence_s"], default=None)
             print(f"{role} ({names[role]}) rep {rep}: {run['wall_s']:.1f} s wall, "
-                  f"{len(run['jobs'])} jobs; longest:", ", ".join(
+                  f"{run['cpu_s']:.1f} CPU-s, {len(run['jobs'])} jobs; longest:", ", ".join(
                       f"{j['rule']} {j['wall_s']:.0f} s" for j in top), flush=True)
             if silent:
                 print(f"  longest silence in a job's log: {silent['silence_s']:.0f} s "
@@ -130,6 +139,9 @@ def main(argv: list[str] | None = None) -> None:
             print("  load:", load(), flush=True)
     base, cand = statistics.median(walls["baseline"]), statistics.median(walls["candidate"])
     print(f"median wall: baseline {base:.1f} s, candidate {cand:.1f} s, ratio candidate/baseline "
+          f"{cand / base:.3f}", flush=True)
+    base, cand = statistics.median(cpus["baseline"]), statistics.median(cpus["candidate"])
+    print(f"median CPU: baseline {base:.1f} s, candidate {cand:.1f} s, ratio candidate/baseline "
           f"{cand / base:.3f}", flush=True)
     if args.compare:
         a, b = digests(last["baseline"]["results"]), digests(last["candidate"]["results"])
