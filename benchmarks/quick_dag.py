@@ -61,8 +61,8 @@ def build(tree: Path, out: Path, cores: int, targets: list[str]) -> dict:
     results = out / "results"
     log = out / "snakemake.log"
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(tree / "Snakefile"),
-               "--directory", str(tree), "--cores", str(cores), "--nolock",
-               "--config", f"output_dir={results}", *targets]
+               "--directory", str(tree), "--cores", str(cores), "--nolock", *targets,
+               "--config", f"output_dir={results}"]  # last: --config takes what follows
     env = {**os.environ, "PYTHONPATH": str(tree)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.monotonic()
