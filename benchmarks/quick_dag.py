@@ -26,13 +26,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from benchmarks.dag_check import job_walls
 
 REPO = Path(__file__).resolve().parents[1]
 LOG_STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})")
+END_LINE = re.compile(r"job ended after ([\d.]+) s")  # lrdecay.logs.END_OF_JOB
 
 
 def export(rev: str, into: Path) -> str:
@@ -46,12 +47,17 @@ def export(rev: str, into: Path) -> str:
 
 
 def longest_silence(log: Path) -> float:
-    """Longest time between consecutive timestamped lines of a job's log (its first line to the
-    last), in seconds; 0 for a log with fewer than two."""
+    """Longest time between consecutive timestamped lines of a job's log, counting the job's start
+    (its end-of-job line's stamp minus the wall time it states) as a line: a job that logs
+    nothing until it ends was silent for its whole run. 0 for a log with no timed line."""
     stamps = []
     for line in log.read_text(errors="replace").splitlines():
         if m := LOG_STAMP.match(line):
-            stamps.append(datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"))
+            stamp = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
+            stamps.append(stamp)
+            if ended := END_LINE.search(line):
+                stamps.append(stamp - timedelta(seconds=float(ended.group(1))))
+    stamps.sort()
     gaps = [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:], strict=False)]
     return max(gaps, default=0.0)
 
