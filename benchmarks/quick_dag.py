@@ -10,7 +10,7 @@ its CPU time (Snakemake and all its jobs, from getrusage), the per-job walls fro
 log, the longest silence in any job's log (the time between two of its lines), the
 candidate/baseline ratios of the medians and the load average (`uptime`) before and after: on a
 shared machine absolute times are upper bounds, the ratio is the measurement. With --compare,
-the toy table and the claims of both are compared byte for byte.
+every table and array (.csv, .npy, .npz) of both is compared byte for byte.
 """
 
 from __future__ import annotations
@@ -89,12 +89,10 @@ def build(tree: Path, out: Path, cores: int, targets: list[str]) -> dict:
 
 
 def digests(results: Path) -> dict[str, str]:
-    """sha256 of the toy table and the claims files under a results folder."""
-    out = {}
-    for path in sorted(results.rglob("*")):
-        if path.is_file() and (path.name == "toy_table.csv" or path.name.startswith("claims")):
-            out[str(path.relative_to(results))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
+    """sha256 of every table and array (.csv, .npy, .npz) under a results folder."""
+    return {str(path.relative_to(results)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(results.rglob("*"))
+            if path.is_file() and path.suffix in (".csv", ".npy", ".npz")}
 
 
 def load() -> str:
@@ -110,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", action="append", default=[],
                         help="Snakemake targets (default: the whole DAG)")
     parser.add_argument("--compare", action="store_true",
-                        help="compare the toy table and claims files of both, byte for byte")
+                        help="compare every .csv, .npy and .npz of both, byte for byte")
     parser.add_argument("--keep", action="store_true", help="keep the build folders")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="quick_dag-"))
@@ -151,8 +149,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{cand / base:.3f}", flush=True)
     if args.compare:
         a, b = digests(last["baseline"]["results"]), digests(last["candidate"]["results"])
-        for key in sorted(set(a) | set(b)):
-            print(f"  {key}: {'identical' if a.get(key) == b.get(key) else 'DIFFERENT'}")
+        differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        print(f"tables and arrays (.csv, .npy, .npz): {len(set(a) | set(b)) - len(differ)} "
+              f"byte-identical, {len(differ)} differ{': ' if differ else ''}{', '.join(differ)}")
     print("load after:", load(), flush=True)
     if args.keep:
         print("build folders kept in", work)
