@@ -706,14 +706,21 @@ def check_main_path(inst: Instance, toy: dict, w0: np.ndarray, ts: dict,
     (+- SE) and `floor_bias` are the O(eta) corrections measured at this eta by
     :func:`check_lemma_3_3`."""
     eta = toy["eta_large"]
+    began = time.monotonic()
     path = _simulate_main_path(inst, toy, w0, ts, rng)
+    log.info("toy gamma = %g: main path (%d starts x %d replicas, %d steps) in %.1f s",
+             inst.gamma, len(path.groups), toy["replicas"], path.k1 + path.k2,
+             time.monotonic() - began)
     rows = [_phase_I_time_row(inst.gamma, path, ts),
             _phase_II_flat_row(inst.gamma, path, eta, floor_bias),
             _phase_II_test_row(inst, path, ts, eta, time_factor, time_factor_se),
             _decay_placement_row(inst, path, eta), _replica_independence_row(inst, path)]
     decay: dict[str, dict] = {}
     if late_decay:
+        began = time.monotonic()
         decay = _decay_and_finish(inst, toy, path, ts, rng)
+        log.info("toy gamma = %g: Phase III from %d decay steps of every start in %.1f s",
+                 inst.gamma, len(path.decay), time.monotonic() - began)
         for name, grp in path.groups.items():
             rows.append(_late_decay_prediction_row(inst, name, grp, decay[name]))
             rows.append(_late_decay_shape_row(inst, name, grp, decay[name]))
