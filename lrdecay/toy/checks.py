@@ -23,6 +23,7 @@ import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 from scipy.stats import f as f_dist
 
+from lrdecay.logs import DETAIL
 from lrdecay.toy import model, simulate
 from lrdecay.toy.instance import (
     Instance,
@@ -710,7 +711,7 @@ def check_main_path(inst: Instance, toy: dict, w0: np.ndarray, ts: dict,
     path = _simulate_main_path(inst, toy, w0, ts, rng)
     log.info("toy gamma = %g: main path (%d starts x %d replicas, %d steps) in %.1f s",
              inst.gamma, len(path.groups), toy["replicas"], path.k1 + path.k2,
-             time.monotonic() - began)
+             time.monotonic() - began, extra=DETAIL)
     rows = [_phase_I_time_row(inst.gamma, path, ts),
             _phase_II_flat_row(inst.gamma, path, eta, floor_bias),
             _phase_II_test_row(inst, path, ts, eta, time_factor, time_factor_se),
@@ -720,7 +721,7 @@ def check_main_path(inst: Instance, toy: dict, w0: np.ndarray, ts: dict,
         began = time.monotonic()
         decay = _decay_and_finish(inst, toy, path, ts, rng)
         log.info("toy gamma = %g: Phase III from %d decay steps of every start in %.1f s",
-                 inst.gamma, len(path.decay), time.monotonic() - began)
+                 inst.gamma, len(path.decay), time.monotonic() - began, extra=DETAIL)
         for name, grp in path.groups.items():
             rows.append(_late_decay_prediction_row(inst, name, grp, decay[name]))
             rows.append(_late_decay_shape_row(inst, name, grp, decay[name]))
