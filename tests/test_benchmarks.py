@@ -116,3 +116,23 @@ def test_authors_preset_has_few_gpu_jobs_per_seed() -> None:
     plan = lrconfig.Plan(lrconfig.load(REPO / "config" / "authors.yaml"))
     per_seed = len(plan.segment_ends) + 1 + len(plan.subpath_groups) + plan.n_shards
     assert per_seed <= 10, per_seed
+
+
+def test_quick_dag_reports_the_longest_silence_of_a_job_log(tmp_path: Path) -> None:
+    """benchmarks/quick_dag.py's check of 'no job silent for more than 30 s': the longest gap
+    between two timestamped lines of a job's log (untimed lines, such as a traceback's, skipped),
+    the job's start (end line minus its stated wall) counted."""
+    from benchmarks.quick_dag import longest_silence
+
+    log = tmp_path / "job.log"
+    log.write_text("2026-12-04 10:00:05,120 INFO lrdecay.toy.checks: part geometry done\n"
+                   "  an untimed line\n"
+                   "2026-12-04 10:00:36,500 INFO lrdecay.toy.checks: part lemma done\n"
+                   "2026-12-04 10:00:50,000 INFO lrdecay: job ended after 50.0 s; peak memory"
+                   " 90 MB\n")
+    assert longest_silence(log) == 31.0
+    log.write_text("2026-12-04 10:00:40,000 INFO lrdecay: job ended after 36.6 s; peak memory"
+                   " 90 MB\n")  # a job that says nothing until it ends: silent all along
+    assert longest_silence(log) == 36.6
+    log.write_text("no timed line\n")
+    assert longest_silence(log) == 0.0

@@ -14,6 +14,8 @@ tau_II = 1 / lambda_loc with lambda_loc the exact local rate of Eq. 3.15 (Phase 
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +23,7 @@ import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 from scipy.stats import f as f_dist
 
+from lrdecay.logs import DETAIL
 from lrdecay.toy import model, simulate
 from lrdecay.toy.instance import (
     Instance,
@@ -30,6 +33,8 @@ from lrdecay.toy.instance import (
     retract_batch,
     trace_stats,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _row(gamma: float, check: str, claim: str, equation: str, measured: float, reference: float,
@@ -702,14 +707,21 @@ def check_main_path(inst: Instance, toy: dict, w0: np.ndarray, ts: dict,
     (+- SE) and `floor_bias` are the O(eta) corrections measured at this eta by
     :func:`check_lemma_3_3`."""
     eta = toy["eta_large"]
+    began = time.monotonic()
     path = _simulate_main_path(inst, toy, w0, ts, rng)
+    log.info("toy gamma = %g: main path (%d starts x %d replicas, %d steps) in %.1f s",
+             inst.gamma, len(path.groups), toy["replicas"], path.k1 + path.k2,
+             time.monotonic() - began, extra=DETAIL)
     rows = [_phase_I_time_row(inst.gamma, path, ts),
             _phase_II_flat_row(inst.gamma, path, eta, floor_bias),
             _phase_II_test_row(inst, path, ts, eta, time_factor, time_factor_se),
             _decay_placement_row(inst, path, eta), _replica_independence_row(inst, path)]
     decay: dict[str, dict] = {}
     if late_decay:
+        began = time.monotonic()
         decay = _decay_and_finish(inst, toy, path, ts, rng)
+        log.info("toy gamma = %g: Phase III from %d decay steps of every start in %.1f s",
+                 inst.gamma, len(path.decay), time.monotonic() - began, extra=DETAIL)
         for name, grp in path.groups.items():
             rows.append(_late_decay_prediction_row(inst, name, grp, decay[name]))
             rows.append(_late_decay_shape_row(inst, name, grp, decay[name]))
@@ -981,12 +993,20 @@ def run_gamma(toy: dict, gamma: float,
     traces: dict = {f"ts_{k}": v for k, v in ts.items()}
     failed: set[str] = set()
 
+    began = time.monotonic()
+
     def attempt(part: str, fn: Callable[[], list[dict]]) -> None:
+        started = time.monotonic()
         try:
             rows.extend(fn())
         except NUMERICAL_ERRORS as error:
             failed.add(part)
             rows.append(failure_row(gamma, part, error))
+        # one line per part (each well under 30 s on the quick preset), so the job is never
+        # silent for long and its log says where its time went
+        log.info("toy gamma = %g: part %s %s in %.1f s (%.0f s elapsed)", gamma, part,
+                 "FAILED" if part in failed else "done", time.monotonic() - started,
+                 time.monotonic() - began)
 
     def geometry() -> list[dict]:
         return (check_minimum_norm(inst, rng, toy["minnorm_starts"])

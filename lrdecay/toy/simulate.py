@@ -117,6 +117,46 @@ def minibatch_gradient(w: np.ndarray, x: np.ndarray, target: np.ndarray,
     return scale * (g_alpha + gamma * np.sum(wbar * g_alpha, axis=1, keepdims=True) * wbar)
 
 
+class GradientWorkspace:
+    """Buffers for :func:`minibatch_gradient` at one shape, so a step allocates no (R, d)
+    arrays: the toy runs hundreds of thousands of small steps, where numpy's per-call
+    allocation (and, for thousands of replicas, the page faults of fresh arrays) cost more than
+    the arithmetic. Each operation is the one :func:`minibatch_gradient` does, in the same
+    order, so the results are bit-identical to it (tests/toy/test_simulate.py)."""
+
+    def __init__(self, R: int, batch: int, d: int) -> None:
+        self.a, self.wbar, self.g = (np.empty((R, d)) for _ in range(3))
+        self.rho, self.dot = np.empty((R, 1)), np.empty((R, 1))
+        self.res3 = np.empty((R, batch, 1))
+        self.res = np.empty((R, batch))
+        self.g3 = np.empty((R, 1, d)) if batch > 1 else None
+
+    def step(self, w: np.ndarray, x: np.ndarray, target: np.ndarray, gamma: float,
+             eta: float) -> None:
+        """w -= eta * minibatch_gradient(w, x, target, gamma), in place."""
+        a, wbar, g, rho, dot, res = self.a, self.wbar, self.g, self.rho, self.dot, self.res
+        np.multiply(w, w, out=a)
+        np.add.reduce(a, axis=1, keepdims=True, out=rho)
+        np.sqrt(rho, out=rho)
+        scale = rho**gamma
+        np.multiply(scale, w, out=a)
+        np.matmul(x, a[:, :, None], out=self.res3)
+        np.subtract(self.res3[:, :, 0], target, out=res)
+        if self.g3 is None:  # B = 1: matmul's (1 x 1) @ (1 x d) is this product, exactly
+            np.multiply(res, x[:, 0, :], out=g)
+        else:
+            np.matmul(res[:, None, :], x, out=self.g3)
+            np.divide(self.g3[:, 0, :], x.shape[1], out=g)
+        np.divide(w, rho, out=wbar)
+        np.multiply(wbar, g, out=a)
+        np.add.reduce(a, axis=1, keepdims=True, out=dot)
+        np.multiply(gamma * dot, wbar, out=a)
+        np.add(g, a, out=a)
+        np.multiply(scale, a, out=a)
+        np.multiply(eta, a, out=a)
+        np.subtract(w, a, out=w)
+
+
 def sgd(inst: Instance, w0: np.ndarray, eta: float, sigma: float | np.ndarray, steps: int,
         batch: int,
         rng: np.random.Generator, record_every: int, recorder: Recorder | None = None,
@@ -134,6 +174,7 @@ def sgd(inst: Instance, w0: np.ndarray, eta: float, sigma: float | np.ndarray, s
     # the block's inputs and noisy labels at once: the step itself is then a few array ops
     chunk = max(16, min(512, 2**20 // (R * batch * inst.d)))
     blocks: dict = {}
+    work = GradientWorkspace(R, batch, inst.d)
 
     def step(w: np.ndarray, k: int) -> None:
         j = k % chunk
@@ -141,7 +182,7 @@ def sgd(inst: Instance, w0: np.ndarray, eta: float, sigma: float | np.ndarray, s
             idx = draw_minibatches(rng, inst.n, (chunk, R, batch))
             noise = label_noise(rng, sigma, idx.shape) if np.any(sigma) else 0.0
             blocks["x"], blocks["target"] = Xt[idx], y[idx] + noise
-        w -= eta * minibatch_gradient(w, blocks["x"][j], blocks["target"][j], inst.gamma)
+        work.step(w, blocks["x"][j], blocks["target"][j], inst.gamma, eta)
 
     out = _integrate(w0, steps, eta, record_every, recorder or basic_stats(inst), step,
                      (eta, key, sigma), snapshot_steps)

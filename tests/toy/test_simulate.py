@@ -72,3 +72,21 @@ def test_divergence_gives_a_clear_message(inst):
     with pytest.raises(simulate.StepSizeTooLargeError, match="toy.eta_large = 5.0"):
         simulate.sgd(inst, np.tile(3 * inst.w_dagger, (2, 1)), 5.0, 0.0, 200, 1,
                      np.random.default_rng(0), 10)
+
+
+@pytest.mark.parametrize("gamma, batch", [(0.5, 1), (1.0, 1), (2.0, 1), (1.5, 3)])
+def test_gradient_workspace_step_is_bit_identical(gamma, batch):
+    """sgd's in-place step (simulate.GradientWorkspace) equals w -= eta * minibatch_gradient bit
+    for bit over many steps, so the toy tables do not depend on which one runs."""
+    rng = np.random.default_rng(5)
+    R, d, eta = 37, 11, 0.01
+    w_ref = 0.3 * rng.standard_normal((R, d)) + 0.5
+    w = w_ref.copy()
+    work = simulate.GradientWorkspace(R, batch, d)
+    for _ in range(200):
+        x = 0.5 * rng.standard_normal((R, batch, d))
+        target = rng.standard_normal((R, batch))
+        w_ref -= eta * simulate.minibatch_gradient(w_ref, x, target, gamma)
+        work.step(w, x, target, gamma, eta)
+    assert np.all(np.isfinite(w_ref))
+    assert np.array_equal(w, w_ref)
