@@ -100,6 +100,9 @@ def _describe(error: jsonschema.ValidationError, schema_name: str, prefix: str =
     allowed = KEY_HINTS.get(key, allowed) if rule in ("pattern", "maxLength") else allowed
     if key.startswith("landscape.points") and rule == "minimum":
         allowed = "a grid needs at least 2 points a side"
+    if key == "data.label_noise" and rule in ("minimum", "exclusiveMaximum"):
+        allowed = ("the fraction of training labels flipped must be in [0, 1): use e.g. 0.2, "
+                   "or 0 for no label noise")
     return f"config key {key} = {_short(repr(error.instance))}: {allowed or _short(error.message)}"
 
 

@@ -6,6 +6,7 @@ rule prepare_data:
     output:
         data=str(PLAN.data_path),
         record=f"{PLAN.data_path}.json",  # size and SHA-256 (lrdecay.io)
+        **label_noise_outputs(),  # the flipped indices, with data.label_noise only
     log:
         f"{RUN_DIR}/logs/prepare_data.log",
     conda:
@@ -16,6 +17,6 @@ rule prepare_data:
         runtime=runtime("prepare_data"),
         gpu=0,
     params:
-        data=lrdecay.plan.canonical(config["data"]),
+        data=DATA_READS,
     script:
         "../scripts/prepare_data.py"
