@@ -129,7 +129,8 @@ DATA_READS = lrdecay.plan.DATA.values(config)["data"]
 
 def label_noise_outputs():
     """prepare_data's extra output with data.label_noise > 0: the flipped training indices
-    (and their sidecar). None at 0, so a run without label noise has the outputs it had."""
+    (and their sidecar). None at 0, so a run without label noise has the outputs it had.
+    """
     if config["data"]["label_noise"] == 0:
         return {}
     path = str(PLAN.flipped_path)

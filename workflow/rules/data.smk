@@ -4,9 +4,9 @@
 
 rule prepare_data:
     output:
+        **label_noise_outputs(),  # the flipped indices, with data.label_noise only
         data=str(PLAN.data_path),
         record=f"{PLAN.data_path}.json",  # size and SHA-256 (lrdecay.io)
-        **label_noise_outputs(),  # the flipped indices, with data.label_noise only
     log:
         f"{RUN_DIR}/logs/prepare_data.log",
     conda:
