@@ -100,6 +100,9 @@ def _describe(error: jsonschema.ValidationError, schema_name: str, prefix: str =
     allowed = KEY_HINTS.get(key, allowed) if rule in ("pattern", "maxLength") else allowed
     if key.startswith("landscape.points") and rule == "minimum":
         allowed = "a grid needs at least 2 points a side"
+    if key == "data.label_noise" and rule in ("minimum", "exclusiveMaximum"):
+        allowed = ("the fraction of training labels flipped must be in [0, 1): use e.g. 0.2, "
+                   "or 0 for no label noise")
     return f"config key {key} = {_short(repr(error.instance))}: {allowed or _short(error.message)}"
 
 
@@ -445,6 +448,23 @@ def check_semantics(config: dict) -> None:
             f"config key model.name = {model!r}: needs inputs of shape {needs} (data.name: "
             f"{' or '.join(fits)}), but {data['name']} has {tuple(dataset.input_shape)}; use "
             f"{' or '.join(others)} for {data['name']}"
+        )
+    outputs = MODELS[model].n_outputs
+    if outputs is not None and outputs != dataset.n_classes:
+        fits = [name for name, spec in DATASETS.items() if spec.n_classes == outputs]
+        heads = [name for name, spec in MODELS.items() if spec.n_outputs is None]
+        problems.append(
+            f"config key model.name = {model!r}: has {outputs} outputs, but data.name = "
+            f"{data['name']!r} has {dataset.n_classes} classes; use data.name: "
+            f"{' or '.join(fits) or '(none registered)'}, or a model with one output per class "
+            f"({', '.join(heads)})"
+        )
+    noise, per_class = data["label_noise"], data["train_per_class"]
+    if noise > 0 and per_class is not None and round(noise * per_class * dataset.n_classes) == 0:
+        problems.append(
+            f"config key data.label_noise = {noise}: flips round({noise} x "
+            f"{per_class * dataset.n_classes} training images) = 0 labels; use at least "
+            f"{0.5 / (per_class * dataset.n_classes):.2g}, or 0 for no label noise"
         )
     if not problems:  # the plan and the model are well defined now
         problems += plan_problems(config)

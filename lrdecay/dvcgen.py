@@ -83,7 +83,7 @@ import yaml
 
 from lrdecay.config import ConfigError, check_files, read_yaml
 from lrdecay.io import write_text
-from lrdecay.plan import READS_PARAM
+from lrdecay.plan import READS_PARAM, Reads
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = "config.yaml"
@@ -344,6 +344,9 @@ def param_sections(job: Job, config: dict) -> list[str]:
             sections.update(value)  # declared, not inferred
         elif name in config and config[name] == value:
             sections.add(name)
+        elif (name in config and isinstance(config[name], dict)
+              and Reads((name,)).values(config)[name] == value):
+            sections.add(name)  # the whole section, less its later-added keys at their default
         elif (name in config and isinstance(value, dict) and isinstance(config[name], dict)
               and value and all(config[name].get(k, object()) == v for k, v in value.items())):
             sections.update(f"{name}.{key}" for key in value)  # some keys of a section

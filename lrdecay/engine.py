@@ -32,6 +32,11 @@ METRIC_COLUMNS = [
     "param_norm", "distance_from_start",
 ]  # then one norm column per layer (layer_norm_columns), which depend on the model
 EVAL_KEYS = ["train_loss", "train_acc", "test_loss", "test_acc"]
+# With data.label_noise > 0 only (after METRIC_COLUMNS, so a run without it keeps its columns):
+# full-pass loss and accuracy on the clean and on the flipped training examples, each against
+# the label trained on (for flipped ones the wrong label: accuracy there is memorisation).
+NOISE_COLUMNS = ["train_loss_clean", "train_acc_clean", "train_loss_flipped",
+                 "train_acc_flipped"]
 LAYER_NORM_PREFIX = "norm."
 
 
@@ -158,6 +163,7 @@ class Trainer:
         self.hash = reads.hash(config)
         self.settings = numeric_settings(config, device)
         self.channels_last = self.engine["channels_last"]
+        self.noise_columns = [] if data.noise_splits is None else list(NOISE_COLUMNS)
 
     def build_model(self) -> nn.Module:
         torch.manual_seed(self.config["seed"])
@@ -237,13 +243,16 @@ class Trainer:
         return loss_sum / len(labels), correct.float() / len(labels)
 
     def epoch_values(self, model: nn.Module, running: tuple | None) -> torch.Tensor:
-        """(4,) train_loss, train_acc, test_loss, test_acc, left on the device."""
+        """(4 + len(noise_columns),) train_loss, train_acc, test_loss, test_acc (then the clean
+        and flipped losses and accuracies, NOISE_COLUMNS), left on the device."""
         test = self.evaluate(model, self.data.test_x, self.data.test_y)
         if self.full_pass or running is None:
             train = self.evaluate(model, self.data.train_x, self.data.train_y)
         else:
             train = running
-        return torch.stack([train[0], train[1], test[0], test[1]])
+        noise = [value for split in self.data.noise_splits or ()
+                 for value in self.evaluate(model, *split)]
+        return torch.stack([train[0], train[1], test[0], test[1], *noise])
 
     @staticmethod
     def make_row(spec: PathSpec, epoch: int, values: dict[str, float], full_pass: bool) -> dict:
@@ -262,11 +271,11 @@ class Trainer:
         }
 
 
-def named_values(losses: torch.Tensor, norms: torch.Tensor,
-                 columns: list[str]) -> list[dict[str, float]]:
-    """Per model, {column: value} from (K, 4) losses and (K, 2 + n_layers) norms: the one read
-    back to the host per epoch."""
-    names = EVAL_KEYS + METRIC_COLUMNS[-2:] + columns
+def named_values(losses: torch.Tensor, norms: torch.Tensor, columns: list[str],
+                 noise_columns: list[str] | None = None) -> list[dict[str, float]]:
+    """Per model, {column: value} from (K, 4 + len(noise_columns)) losses and
+    (K, 2 + n_layers) norms: the one read back to the host per epoch."""
+    names = EVAL_KEYS + (noise_columns or []) + METRIC_COLUMNS[-2:] + columns
     return [dict(zip(names, row, strict=True))
             for row in torch.cat([losses, norms.to(losses.dtype)], dim=1).tolist()]
 
@@ -334,7 +343,7 @@ class ModuleStepper:
     def evaluate(self, running: tuple | None) -> list[dict[str, float]]:
         losses = self.trainer.epoch_values(self.model, running)[None]
         norms = norm_values(self.flat(), self.origin, self.layers)
-        return named_values(losses, norms, self.layer_columns)
+        return named_values(losses, norms, self.layer_columns, self.trainer.noise_columns)
 
     def flat(self) -> torch.Tensor:
         return flat_parameters(self.model)[None]

@@ -118,6 +118,9 @@ class ModelSpec:
     count: (input_shape, n_classes, **model_config) -> trainable parameters, without building
         the model; None counts them on a model built on the meta device (which imports torch
         wherever the count is needed, the Snakefile included: slower Snakemake starts).
+    n_outputs: a fixed output size (a head built for one dataset), or None: one output per
+        class of the configured dataset. The config check refuses a dataset whose class count
+        differs (e.g. CIFAR-100 with a 10-way head) before any job.
     """
 
     build: Callable[..., nn.Module]
@@ -125,6 +128,7 @@ class ModelSpec:
     input_shape: tuple[int, ...] | None = None
     convs: tuple = ()
     count: Callable[..., int] | None = None
+    n_outputs: int | None = None
 
 
 MODELS: dict[str, ModelSpec] = {

@@ -19,6 +19,8 @@ from lrdecay.basics import ConfigError, config_hash
 
 # A subpath's final weights in its group folder (lrdecay.subpaths writes, lrdecay.sharpness reads)
 SUBPATH_WEIGHTS = "branch-{branch:04d}.weights.pt"
+# The flipped training indices of data.label_noise, beside the dataset (lrdecay.data writes)
+FLIPPED_NAME = "flipped.npy"
 # engine settings that change numbers (the others change only speed and bookkeeping)
 NUMERIC_ENGINE_KEYS = ("tf32", "channels_last", "compile", "bf16", "batched_subpaths")
 # Where outputs go: in a job's params (its paths) but changing no number, so no hash covers them.
@@ -31,7 +33,9 @@ READS_PARAM = "reads"
 # key is left out of every declaration's values (rule params, DVC params, resume and result
 # hashes) and put back by job_config, so adding a feature reruns no job and changes no record of
 # a study that does not use it. The one place to register such a key.
-LATER_DEFAULTS: dict[str, Any] = {}
+LATER_DEFAULTS: dict[str, Any] = {
+    "data.label_noise": 0.0,  # issue 25: labels as given
+}
 
 
 def for_seed(config: dict, seed: int) -> dict:
@@ -120,6 +124,18 @@ def job_config(params: Any, run: dict | None = None, reads: Reads | None = None)
     return config
 
 
+def with_later_defaults(section: str, values: dict) -> dict:
+    """A config section's `values` (as a rule's params hold them) with each later-added key of it
+    that they leave out (LATER_DEFAULTS) put back at its default: what a job reading the whole
+    section, such as prepare_data, computes with."""
+    out = copy.deepcopy(dict(values))
+    for key, value in LATER_DEFAULTS.items():
+        name, _, sub = key.partition(".")
+        if name == section:
+            out.setdefault(sub, copy.deepcopy(value))
+    return out
+
+
 def at_later_default(key: str, value: Any) -> bool:
     """Whether `key` is a later-added key (LATER_DEFAULTS) at the default that keeps old results."""
     return key in LATER_DEFAULTS and canonical(value) == canonical(LATER_DEFAULTS[key])
@@ -198,6 +214,7 @@ TRAINING = SUBPATHS  # what any training result depends on (the trajectories, th
 PCA = TRAINING.plus("pca")
 LANDSCAPE = TRAINING.plus("landscape")
 SHARPNESS = TRAINING.plus("sharpness")
+DATA = Reads(("data",))  # prepare_data: the dataset file every seed of a run shares
 CLAIMS = Reads(("optimizer.weight_decay",))  # stated beside the norm row (lrdecay.analysis)
 
 
@@ -283,6 +300,11 @@ class Plan:
     @property
     def data_path(self) -> Path:
         return self.run_dir / "data" / "dataset.pt"
+
+    @property
+    def flipped_path(self) -> Path:
+        """The flipped training indices of data.label_noise (lrdecay.data.flipped_path)."""
+        return self.data_path.with_name(FLIPPED_NAME)
 
     def segment_dir(self, end: int) -> Path:
         return self.seed_dir() / "main" / f"segment-{end:04d}"

@@ -194,9 +194,11 @@ class StackedStepper:
             train = self.stacked.evaluate(self.params, data.train_x, data.train_y)
         else:
             train = running
-        losses = torch.stack([train[0], train[1], test[0], test[1]], dim=1)
+        noise = [value for split in data.noise_splits or ()
+                 for value in self.stacked.evaluate(self.params, *split)]
+        losses = torch.stack([train[0], train[1], test[0], test[1], *noise], dim=1)
         return named_values(losses, norm_values(self.flat(), self.origin, self.layers),
-                            self.layer_columns)
+                            self.layer_columns, self.trainer.noise_columns)
 
     def flat(self) -> torch.Tensor:
         return self.stacked.flat(self.params)

@@ -251,7 +251,8 @@ class PathsRun:
                 io.save_checkpoint(self.works[i] / "state.pt", state,
                                    meta={"config_hash": trainer.hash,
                                          "settings": trainer.settings})
-            frame = pd.DataFrame(rows[i], columns=METRIC_COLUMNS + stepper.layer_columns)
+            frame = pd.DataFrame(rows[i], columns=METRIC_COLUMNS + trainer.noise_columns
+                                 + stepper.layer_columns)
             io.save_csv(self.works[i] / "metrics.csv", frame)  # last: marks the path done
         self.state_path.unlink(missing_ok=True)
         return failures

@@ -203,7 +203,7 @@ def subprocess_env() -> dict[str, str]:
 # -- CIFAR-10 files in both official layouts, at a small size ------------------------------------
 # The official checks at the size of the files written here: 20 images per file, five training
 # files with 10 images of each class, a test file with 2 of each.
-CIFAR_SMALL = data.CifarSpec(records_per_file=20, train_per_class=10, test_per_class=2)
+CIFAR_SMALL = data.CifarSpec(train_per_class=10, test_per_class=2)
 
 
 def _write_batches(

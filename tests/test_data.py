@@ -222,7 +222,7 @@ def test_checksum_warnings_name_the_file(tmp_path: Path, caplog) -> None:
         assert f"{data.CIFAR10_PY}/{name}: MD5" in caplog.text
     assert "differs from the official c99cafc152244af753f735de768cd75f" in caplog.text
     folder = tmp_path / data.CIFAR10_PY
-    own = data.CifarSpec(20, 10, 2, py_md5={p.name: data._md5(p) for p in folder.iterdir()})
+    own = data.CifarSpec(10, 2, py_md5={p.name: data._md5(p) for p in folder.iterdir()})
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="lrdecay.data"):
         data.load_cifar10(tmp_path, spec=own)

@@ -146,6 +146,19 @@ CLAIMS_READS = lrdecay.plan.CLAIMS.values(config)
 SCHEDULE = lrdecay.plan.canonical(config["schedule"])
 
 
+DATA_READS = lrdecay.plan.DATA.values(config)["data"]
+
+
+def label_noise_outputs():
+    """prepare_data's extra output with data.label_noise > 0: the flipped training indices
+    (and their sidecar). None at 0, so a run without label noise has the outputs it had.
+    """
+    if config["data"]["label_noise"] == 0:
+        return {}
+    path = str(PLAN.flipped_path)
+    return {"flipped": path, "flipped_record": f"{path}.json"}
+
+
 def seed_of(wildcards):
     """The job's training seed (its {seed} wildcard) as a param."""
     return int(wildcards.seed)

@@ -6,6 +6,7 @@ rule prepare_data:
     input:
         code=code("prepare_data.py"),  # the script and the lrdecay modules it imports
     output:
+        **label_noise_outputs(),  # the flipped indices, with data.label_noise only
         data=str(PLAN.data_path),
         record=f"{PLAN.data_path}.json",  # size and SHA-256 (lrdecay.io)
     log:
@@ -18,6 +19,6 @@ rule prepare_data:
         runtime=runtime("prepare_data"),
         gpu=0,
     params:
-        data=lrdecay.plan.canonical(config["data"]),
+        data=DATA_READS,
     script:
         "../scripts/prepare_data.py"
