@@ -159,6 +159,13 @@ def label_noise_outputs():
     return {"flipped": path, "flipped_record": f"{path}.json"}
 
 
+def label_noise_inputs():
+    """The flipped indices as main_segment's input (data.label_noise > 0; none at 0)."""
+    return (
+        {"flipped": label_noise_outputs()["flipped"]} if label_noise_outputs() else {}
+    )
+
+
 def seed_of(wildcards):
     """The job's training seed (its {seed} wildcard) as a param."""
     return int(wildcards.seed)

@@ -5,7 +5,10 @@
 
 rule main_segment:
     input:
+        **label_noise_inputs(),
         data=rules.prepare_data.output.data,
+        # with label noise: requested, so a new label_noise reruns prepare_data (Snakemake skips
+        # its params check while an output has no record, and runs a job only for requested ones)
         previous=segment_input,
         code=code("main_segment.py"),  # the script and the lrdecay modules it imports
     output:
