@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from lrdecay import config as lrconfig
-from lrdecay import engine, plan, schedules, stacked
+from lrdecay import plan, schedules, stacked
 from lrdecay.basics import ConfigError
 from tests.conftest import (
     REPO,
