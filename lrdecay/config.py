@@ -402,6 +402,33 @@ def available_memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def schedule_problems(sched: dict) -> list[str]:
+    """The warm-up and cooldown (lrdecay.schedules) must fit the paths they shape."""
+    problems = []
+    decay, sub = sched["decay"], sched["subpath_epochs"]
+    if decay["shape"] == "step" and decay["epochs"] != 0:
+        problems.append(
+            f"config key schedule.decay.epochs = {decay['epochs']}: the step shape drops the lr "
+            "at the branch point and has no length; set schedule.decay.epochs: 0, or a shape "
+            "(linear, cosine, sqrt, square) that spreads the decay over those epochs")
+    if decay["shape"] != "step" and decay["epochs"] == 0:
+        problems.append(
+            f"config key schedule.decay.epochs = 0: a {decay['shape']} cooldown needs its length; "
+            f"set schedule.decay.epochs to 1..{sub} (schedule.subpath_epochs), or shape: step")
+    if decay["epochs"] > sub:
+        problems.append(
+            f"config key schedule.decay.epochs = {decay['epochs']}: the cooldown is longer than "
+            f"the subpath (schedule.subpath_epochs = {sub}); use at most {sub} or lengthen "
+            "schedule.subpath_epochs")
+    if sched["warmup_epochs"] > sched["first_branch_epoch"]:
+        problems.append(
+            f"config key schedule.warmup_epochs = {sched['warmup_epochs']}: the warm-up runs past "
+            f"the first branch epoch (schedule.first_branch_epoch = "
+            f"{sched['first_branch_epoch']}), so a subpath would branch mid-warm-up; use at most "
+            f"{sched['first_branch_epoch']} or branch later")
+    return problems
+
+
 def check_semantics(config: dict) -> None:
     """Rules that span several keys."""
     sched = config["schedule"]
@@ -423,6 +450,7 @@ def check_semantics(config: dict) -> None:
             f"config key schedule.last_branch_epoch = {last}: must be >= "
             f"schedule.first_branch_epoch = {sched['first_branch_epoch']}"
         )
+    problems += schedule_problems(sched)
 
     data = config["data"]
     dataset = DATASETS[data["name"]]

@@ -184,16 +184,21 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def train_epoch(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+        lrs: list[float] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One epoch of SGD; returns (mean batch loss, accuracy) of the epoch, on the device."""
+        """One epoch of SGD; returns (mean batch loss, accuracy) of the epoch, on the device.
+        `lrs`: the lr of each step (lrdecay.schedules), None to keep the optimizer's."""
         model.train()
         n = len(self.data.train_y)
         order, draws = self.data.epoch_order(generator)  # the epoch's randomness, drawn up front
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         step = self._step_function(model, optimizer)
-        for start in range(0, n, self.batch_size):
+        for number, start in enumerate(range(0, n, self.batch_size)):
+            if lrs is not None:  # warm-up or cooldown: this step's lr
+                for group in optimizer.param_groups:
+                    group["lr"] = lrs[number]
             index = order[start : start + self.batch_size]
             inputs = self.data.train_batch(
                 index, None if draws is None else draws[:, start : start + self.batch_size]
@@ -255,16 +260,18 @@ class Trainer:
         return torch.stack([train[0], train[1], test[0], test[1], *noise])
 
     @staticmethod
-    def make_row(spec: PathSpec, epoch: int, values: dict[str, float], full_pass: bool) -> dict:
+    def make_row(spec: PathSpec, epoch: int, values: dict[str, float], full_pass: bool,
+                 lr: float | None = None) -> dict:
         """A metrics row from one model's values: the losses and accuracies (EVAL_KEYS), then
-        its norms (param_norm, distance_from_start, a norm.<layer> per layer)."""
+        its norms (param_norm, distance_from_start, a norm.<layer> per layer). `lr`: the lr of
+        the epoch's last step where a schedule varies it (None: the path's constant lr)."""
         after = None if spec.branch_epoch is None else epoch - spec.branch_epoch
         return {
             "path": "main" if spec.branch_epoch is None else "subpath",
             "branch_epoch": spec.branch_epoch,
             "epoch": epoch,
             "epochs_after_decay": after,
-            "lr": spec.lr,
+            "lr": spec.lr if lr is None else lr,
             **{key: values[key] for key in EVAL_KEYS},
             "train_metric": "full_pass" if full_pass else "running",
             **{key: value for key, value in values.items() if key not in EVAL_KEYS},
@@ -291,7 +298,8 @@ class Stepper(Protocol):
                      from_init: bool = False) -> None: ...
     def state(self) -> dict: ...
     def load_state(self, state: dict) -> None: ...
-    def train_epoch(self, generators: list[torch.Generator]) -> tuple: ...
+    def train_epoch(self, generators: list[torch.Generator],
+                    lrs: list[float] | None = None) -> tuple: ...
     def evaluate(self, running: tuple | None) -> list[dict[str, float]]: ...
     def flat(self) -> torch.Tensor: ...
     def weights(self) -> list[dict[str, torch.Tensor]]: ...
@@ -336,9 +344,10 @@ class ModuleStepper:
         self.optimizer.load_state_dict(state["optimizer"])
         self.origin = state["origin"]
 
-    def train_epoch(self, generators: list[torch.Generator]) -> tuple:
+    def train_epoch(self, generators: list[torch.Generator],
+                    lrs: list[float] | None = None) -> tuple:
         (generator,) = generators
-        return self.trainer.train_epoch(self.model, self.optimizer, generator)
+        return self.trainer.train_epoch(self.model, self.optimizer, generator, lrs)
 
     def evaluate(self, running: tuple | None) -> list[dict[str, float]]:
         losses = self.trainer.epoch_values(self.model, running)[None]

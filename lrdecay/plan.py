@@ -35,6 +35,8 @@ READS_PARAM = "reads"
 # a study that does not use it. The one place to register such a key.
 LATER_DEFAULTS: dict[str, Any] = {
     "data.label_noise": 0.0,  # issue 25: labels as given
+    "schedule.warmup_epochs": 0,  # issue 24: no warm-up
+    "schedule.decay": {"shape": "step", "epochs": 0},  # issue 24: the paper's step decay
 }
 
 
@@ -202,11 +204,11 @@ MAIN_PATH = Reads((
     "optimizer.batch_size",
     # the segment ends and the branch epochs whose states the segments save
     "schedule.main_epochs", "schedule.segment_epochs", "schedule.first_branch_epoch",
-    "schedule.branch_interval", "schedule.last_branch_epoch",
+    "schedule.branch_interval", "schedule.last_branch_epoch", "schedule.warmup_epochs",
     *(f"engine.{key}" for key in NUMERIC_ENGINE_KEYS if key != "batched_subpaths"),
 ))
 SUBPATH_KEYS = ("optimizer.subpath_lr", "schedule.subpath_epochs", "schedule.subpaths_per_job",
-                "engine.batched_subpaths")
+                "schedule.decay", "engine.batched_subpaths")
 # A subpath starts from a main-path state, so its hash covers the main path's keys too: every
 # key of the training sections (tests/test_ablation.py checks none is left out).
 SUBPATHS = MAIN_PATH.plus(*SUBPATH_KEYS)

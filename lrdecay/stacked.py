@@ -165,8 +165,11 @@ class StackedStepper:
         self.params, self.buffers = state["params"], state["momentum"]
         self.origin = state["origin"]
 
-    def train_epoch(self, generators: list[torch.Generator]) -> tuple:
-        """One epoch for all K models; (K,) mean loss and accuracy, left on the device."""
+    def train_epoch(self, generators: list[torch.Generator],
+                    lrs: list[float] | None = None) -> tuple:
+        """One epoch for all K models; (K,) mean loss and accuracy, left on the device. `lrs`:
+        each step's lr, the same for the K models (they are all as many epochs after their
+        branch points); None: the constant subpath lr."""
         trainer, data = self.trainer, self.trainer.data
         n, k = len(data.train_y), len(generators)
         drawn = [data.epoch_order(g) for g in generators]  # each model's own order and crops
@@ -174,13 +177,13 @@ class StackedStepper:
         draws = None if drawn[0][1] is None else torch.stack([d for _, d in drawn], 1)  # (3,K,n)
         loss_sum = torch.zeros(k, device=trainer.device)
         correct = torch.zeros(k, device=trainer.device, dtype=torch.long)
-        for start in range(0, n, trainer.batch_size):
+        for number, start in enumerate(range(0, n, trainer.batch_size)):
             index = order[:, start : start + trainer.batch_size]  # (K, b)
             x = data.train_batch(
                 index, None if draws is None else draws[:, :, start : start + trainer.batch_size])
             grads, loss, hits = self.stacked.train_step(self.params, x, data.train_y[index])
-            sgd_update(self.params, grads, self.buffers, self.lr, self.momentum,
-                       self.weight_decay)
+            sgd_update(self.params, grads, self.buffers,
+                       self.lr if lrs is None else lrs[number], self.momentum, self.weight_decay)
             loss_sum += loss * index.shape[1]  # on the device: no sync per step
             correct += hits
         return loss_sum / n, correct.float() / n

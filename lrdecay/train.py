@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lrdecay import io, logs
+from lrdecay import io, logs, schedules
 from lrdecay.data import DeviceData
 from lrdecay.engine import (
     METRIC_COLUMNS,
@@ -184,9 +184,10 @@ class PathsRun:
                                             dtype=dtype, shape=shapes[i])
             if self.snapshot_start:
                 values, flat = stepper.evaluate(None), stepper.flat().cpu().numpy()
+                first = self._lrs(0)  # a path's first row: the lr of its first step
                 for i in active:
                     rows[i].append(trainer.make_row(self.specs[i], self.starts[i], values[i],
-                                                    True))
+                                                    True, None if first is None else first[0]))
                     memmaps[i][0] = flat[i]
 
         last_save = time.monotonic()
@@ -196,13 +197,15 @@ class PathsRun:
             k * self.length, "epochs" if k == 1 else "path-epochs")
         progress.skip(t * k)
         while t < self.length and active:
-            running = stepper.train_epoch([generators[i] for i in active])
+            lrs = self._lrs(t)  # per step in a warm-up or cooldown, else None (constant lr)
+            running = stepper.train_epoch([generators[i] for i in active], lrs)
             t += 1
             values = stepper.evaluate(running)
             keep = []
             for j, i in enumerate(active):
                 epoch = self.starts[i] + t
-                row = trainer.make_row(self.specs[i], epoch, values[j], trainer.full_pass)
+                row = trainer.make_row(self.specs[i], epoch, values[j], trainer.full_pass,
+                                       None if lrs is None else lrs[-1])
                 if diverged(row):
                     failures.append(divergence_message(self.specs[i], epoch, row, self.works[i]))
                     log.error("%s", failures[-1])
@@ -258,6 +261,16 @@ class PathsRun:
         return failures
 
     # -- pieces ------------------------------------------------------------------------------
+    def _lrs(self, t: int) -> list[float] | None:
+        """Each step's lr in the run's epoch `t` (0: its first), the same for all its paths (they
+        are all as many epochs into their schedule); None at the constant lr."""
+        data = self.trainer.data
+        n_steps = schedules.steps_per_epoch(len(data.train_y), self.trainer.batch_size)
+        spec = self.specs[0]
+        # the main path's schedule counts from epoch 0, a subpath's from its branch point
+        epoch = t if spec.branch_epoch is not None else self.starts[0] + t
+        return schedules.epoch_lrs(self.trainer.config, spec.branch_epoch, epoch, n_steps)
+
     def _label(self) -> str:
         if len(self.specs) == 1:
             return self.specs[0].name
