@@ -135,10 +135,18 @@ RUN_SETTINGS = {f"engine.{key}" for key in ("checkpoint_seconds", "cudnn_benchma
 LAYOUT = {"output_dir", "run_name", "seeds"}
 # Values the generic rule below cannot find (a valid other value, same DAG folder).
 VALUES: dict[str, object] = {"engine.threads": 1, "data.name": "cifar10",
-                             "model.name": "vgg_small"}
-# Keys whose other values are valid only with another key's (a conv net needs CIFAR-10 images):
-# changed together, so their batch reruns both keys' readers.
-TOGETHER = {"model.name": "data.name"}
+                             "model.name": "vgg_small", "schedule.decay.shape": "linear",
+                             "schedule.decay.epochs": 1}
+# Keys whose other values are valid only with another key's (a conv net needs CIFAR-10 images; a
+# shaped cooldown needs a length, a length needs a shape): changed together, so their batch
+# reruns both keys' readers.
+TOGETHER = {"model.name": "data.name", "schedule.decay.shape": "schedule.decay.epochs",
+            "schedule.decay.epochs": "schedule.decay.shape"}
+# A valid value off the default of each later-added key (plan.LATER_DEFAULTS): at the default a
+# key is left out of every job's params by design, so its declarations are read from the DAG
+# planned with these values.
+LATER_VALUES: dict[str, object] = {"data.label_noise": 0.2, "schedule.warmup_epochs": 1,
+                                   "schedule.decay": {"shape": "linear", "epochs": 1}}
 
 
 def first_readers(key: str) -> set[str]:
@@ -175,8 +183,10 @@ def _schema_spec(schema: dict, key: str) -> dict:
 
 
 def _nested(key: str, value: object) -> dict:
-    section, _, sub = key.partition(".")
-    return {section: {sub: value}} if sub else {section: value}
+    """{"a": {"b": value}} for key "a.b", at any depth."""
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
 
 
 def change_batches(repo: Path) -> list[tuple[set[str], dict, list[str]]]:
@@ -225,6 +235,15 @@ def change_batches(repo: Path) -> list[tuple[set[str], dict, list[str]]]:
     return batches
 
 
+def _declared(jobs: list[dvcgen.Job], config: dict) -> dict[str, set[str]]:
+    """Config key or section -> the rules whose jobs' params declare it (DVC's params too)."""
+    declared: dict[str, set[str]] = {}
+    for job in jobs:
+        for section in dvcgen.param_sections(job, config):
+            declared.setdefault(section, set()).add(job.rule)
+    return declared
+
+
 def test_every_leaf_key_is_read_or_a_run_setting(placed: tuple[Path, list[dvcgen.Job]]) -> None:
     """The cheap check: every leaf key of the schema is declared by the params of its first
     readers, and by no job outside them and what follows them (a subpath key handed to the main
@@ -233,13 +252,19 @@ def test_every_leaf_key_is_read_or_a_run_setting(placed: tuple[Path, list[dvcgen
 
     repo, jobs = placed
     full = lrconfig.validate(yaml.safe_load((repo / "config.yaml").read_text()))
-    declared: dict[str, set[str]] = {}
-    for job in jobs:
-        for section in dvcgen.param_sections(job, full):
-            declared.setdefault(section, set()).add(job.rule)
+    declared = _declared(jobs, full)
+    assert set(LATER_VALUES) == set(plan.LATER_DEFAULTS), "give each later key a value here"
+    later: dict = {}
+    for key, value in LATER_VALUES.items():
+        lrconfig._deep_update(later, _nested(key, value))  # noqa: SLF001
+    (repo / "later.yaml").write_text(yaml.safe_dump(later))
+    later_jobs, later_config = dvcgen._snakemake_jobs(  # noqa: SLF001
+        repo, [dvcgen.DEFAULT_CONFIG, "later.yaml"], {})
+    declared_later = _declared(later_jobs, lrconfig.validate(later_config))
     wrong = {}
     for key in plan.leaf_keys(full):
-        readers = {rule for name, rules in declared.items()
+        is_later = any(key == k or key.startswith(k + ".") for k in LATER_VALUES)
+        readers = {rule for name, rules in (declared_later if is_later else declared).items()
                    if key == name or key.startswith(name + ".") for rule in rules}
         expected = first_readers(key)
         if key in LAYOUT:
