@@ -36,7 +36,8 @@ def test_preset_plans_and_states_its_size(tmp_path: Path, preset: str, extra_out
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
-    prepare = re.search(r"rule prepare_data:\n(?:\s+input: [^\n]*\n)?\s+output: ([^\n]*)", out).group(1)
+    prepare_rule = r"rule prepare_data:\n(?:\s+input: [^\n]*\n)?\s+output: ([^\n]*)"
+    prepare = re.search(prepare_rule, out).group(1)
     run_dir = f"{tmp_path}/results/{preset}/"
     if extra_output:
         assert f"{run_dir}{extra_output}" in prepare
