@@ -23,6 +23,9 @@ command pins it down structurally:
 * ``--consider-ancient <rule>=<inputs>`` for a rule that feeds itself (the main-path segment chain):
   upstream jobs of the same rule never look outdated by mtime (the generator checks that Snakemake
   really flags every such input ancient: it does not for plain list items);
+* ``--consider-ancient <rule>=code`` for every other rule: its code input (the script and the
+  modules it imports) never makes a finished job look outdated; DVC has hashed the code already,
+  and rerunning a stage's command after a fix runs only the jobs that did not finish;
 * ``--rerun-triggers mtime``: no params/code/input metadata checks; DVC has already decided;
 * ``--keep-going`` where a stage holds several jobs: one failing job does not stop its siblings.
   DVC then records nothing for the stage, and the next ``dvc repro`` would rerun every job of
@@ -498,7 +501,9 @@ def _pinned_jobs(repo: Path, configfiles: list[str]) -> tuple[list[Job], dict, d
     and those inputs per rule (what each stage command passes as --consider-ancient)."""
     jobs, _ = _snakemake_jobs(repo, configfiles, {})
     chained = _self_chained(jobs)
-    ancient = {j.rule: set(j.input_names) for j in jobs if j.rule in chained}
+    ancient = {j.rule: set(j.input_names) if j.rule in chained
+               else {CODE_INPUT} & set(j.input_names) for j in jobs}
+    ancient = {rule: names for rule, names in ancient.items() if names}
     jobs, config = _snakemake_jobs(repo, configfiles, ancient)
     for job in jobs:
         if job.rule in chained and set(job.ancient_inputs) != set(job.inputs):

@@ -346,3 +346,13 @@ subprocess.Popen.communicate = _scaled_communicate  # type: ignore[method-assign
 
 def pytest_report_header() -> str:
     return f"subprocess timeouts x{TIMEOUT_SCALE:g} (LRDECAY_TEST_TIMEOUT_SCALE)"
+
+
+class Payload:
+    """Pickles as a call of `func(*args)`: what a planted CIFAR file would carry."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args

@@ -16,7 +16,7 @@ import torch
 from lrdecay import config as lrconfig
 from lrdecay import data, models
 from lrdecay.basics import ConfigError
-from tests.conftest import TINY
+from tests.conftest import TINY, Payload
 
 # The official checks at a small size: 2 training and 1 test image of each of the 100 classes.
 SMALL = dataclasses.replace(data.CIFAR100, train_per_class=2, test_per_class=1)
@@ -101,14 +101,6 @@ def test_official_counts_and_checksums() -> None:
     data.check_labels([Path("test")], [np.repeat(np.arange(100), 100)], 100, data.CIFAR100)
 
 
-class _Payload:
-    def __init__(self, func, *args):
-        self.func, self.args = func, args
-
-    def __reduce__(self):
-        return self.func, self.args
-
-
 @pytest.mark.parametrize("protocol", [2, pickle.DEFAULT_PROTOCOL])
 def test_pickle_payload_never_runs(tmp_path: Path, protocol: int) -> None:
     files = write_cifar100(tmp_path, data.CIFAR100_PY)
@@ -116,7 +108,7 @@ def test_pickle_payload_never_runs(tmp_path: Path, protocol: int) -> None:
     victim = tmp_path / data.CIFAR100_PY / "train"
     pixels, fine, coarse = files["train"]
     with open(victim, "wb") as handle:
-        pickle.dump({b"payload": _Payload(os.system, f"touch {marker}"), b"data": pixels,
+        pickle.dump({b"payload": Payload(os.system, f"touch {marker}"), b"data": pixels,
                      b"fine_labels": fine.tolist()}, handle, protocol=protocol)
     with pytest.raises(data.DataError) as info:
         data.load_cifar100(tmp_path, spec=SMALL)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lrdecay import data
-from tests.conftest import CIFAR_SMALL, write_cifar_bin, write_cifar_py
+from tests.conftest import CIFAR_SMALL, Payload, write_cifar_bin, write_cifar_py
 
 
 @pytest.mark.parametrize("writer", [write_cifar_bin, write_cifar_py])
@@ -115,24 +115,14 @@ def test_crop_flip_is_the_drawn_window() -> None:
     assert torch.equal(draws, again)
 
 
-class _Payload:
-    """Pickles as a call of `func(*args)`: what a planted CIFAR file would carry."""
-
-    def __init__(self, func, *args):
-        self.func, self.args = func, args
-
-    def __reduce__(self):
-        return self.func, self.args
-
-
 @pytest.mark.parametrize("protocol", [2, pickle.DEFAULT_PROTOCOL])
 @pytest.mark.parametrize("call", ["os.system", "builtins.exec"])
 def test_python_batch_never_runs_code(tmp_path: Path, call: str, protocol: int) -> None:
     """A batch whose pickle carries a __reduce__ payload is refused before the payload runs."""
     write_cifar_py(tmp_path)
     marker = tmp_path / "payload-ran"
-    payload = {"os.system": _Payload(os.system, f"touch {marker}"),
-               "builtins.exec": _Payload(exec, f"open({str(marker)!r}, 'w').close()")}[call]
+    payload = {"os.system": Payload(os.system, f"touch {marker}"),
+               "builtins.exec": Payload(exec, f"open({str(marker)!r}, 'w').close()")}[call]
     victim = tmp_path / data.CIFAR10_PY / "data_batch_1"
     with open(victim, "wb") as handle:  # the payload first, the real batch beside it
         pickle.dump({b"payload": payload, b"data": np.zeros((20, 3072), np.uint8),

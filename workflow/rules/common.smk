@@ -104,7 +104,7 @@ os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
 
 
 def code(script):
-    """The `code` input of a rule running workflow/scripts/<script>: the script and every lrdecay
+    """The `code` input of the job that runs workflow/scripts/<script>; the script and every lrdecay
     module it imports, transitively (lrdecay.dvcgen.code_files, which also gives DVC's deps).
     Snakemake's own code trigger hashes only the script; as inputs, an edited module is newer
     than the outputs of exactly the jobs that run it, and their mtime trigger reruns them. Paths
