@@ -429,6 +429,25 @@ def schedule_problems(sched: dict) -> list[str]:
     return problems
 
 
+def optimizer_problems(opt: dict) -> list[str]:
+    """Each optimizer's own keys (momentum: SGD's; betas, eps: AdamW's) must stay at their
+    defaults under the other one: refused, not ignored, so a key that changes nothing neither
+    reruns jobs nor reads as if it had been used."""
+    problems = []
+    if opt["name"] == "adamw" and opt["momentum"] != 0:
+        problems.append(
+            f"config key optimizer.momentum = {opt['momentum']}: it is SGD's; AdamW's momentum is "
+            "optimizer.betas[0]; set optimizer.momentum: 0 or optimizer.name: sgd")
+    if opt["name"] == "sgd":
+        for key, default in (("betas", [0.9, 0.999]), ("eps", 1e-8)):
+            value = list(opt[key]) if key == "betas" else opt[key]
+            if value != default:
+                problems.append(
+                    f"config key optimizer.{key} = {opt[key]}: it is AdamW's and SGD does not read "
+                    f"it; set optimizer.name: adamw, or remove the key (default {default})")
+    return problems
+
+
 def check_semantics(config: dict) -> None:
     """Rules that span several keys."""
     sched = config["schedule"]
@@ -451,6 +470,7 @@ def check_semantics(config: dict) -> None:
             f"schedule.first_branch_epoch = {sched['first_branch_epoch']}"
         )
     problems += schedule_problems(sched)
+    problems += optimizer_problems(config["optimizer"])
 
     data = config["data"]
     dataset = DATASETS[data["name"]]

@@ -174,7 +174,11 @@ class Trainer:
         return model
 
     def build_optimizer(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+        """optimizer.name's torch optimizer: SGD (the paper's) or AdamW (decoupled decay)."""
         opt = self.config["optimizer"]
+        if opt.get("name", "sgd") == "adamw":
+            return torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(opt["betas"]),
+                                     eps=opt["eps"], weight_decay=opt["weight_decay"])
         return torch.optim.SGD(
             model.parameters(), lr=lr, momentum=opt["momentum"], weight_decay=opt["weight_decay"]
         )

@@ -37,6 +37,9 @@ LATER_DEFAULTS: dict[str, Any] = {
     "data.label_noise": 0.0,  # issue 25: labels as given
     "schedule.warmup_epochs": 0,  # issue 24: no warm-up
     "schedule.decay": {"shape": "step", "epochs": 0},  # issue 24: the paper's step decay
+    "optimizer.name": "sgd",  # issue 24: the paper's SGD
+    "optimizer.betas": [0.9, 0.999],  # issue 24: AdamW's, unread by SGD
+    "optimizer.eps": 1e-8,  # issue 24: AdamW's, unread by SGD
 }
 
 
@@ -201,7 +204,7 @@ class Reads:
 MAIN_PATH = Reads((
     "device", "data", "model", "loss", "metrics", "trajectory", *LAYOUT_KEYS,
     "optimizer.main_lr", "optimizer.momentum", "optimizer.weight_decay",
-    "optimizer.batch_size",
+    "optimizer.batch_size", "optimizer.name", "optimizer.betas", "optimizer.eps",
     # the segment ends and the branch epochs whose states the segments save
     "schedule.main_epochs", "schedule.segment_epochs", "schedule.first_branch_epoch",
     "schedule.branch_interval", "schedule.last_branch_epoch", "schedule.warmup_epochs",

@@ -5,7 +5,7 @@ per step (torch.func), which turns K kernel launches into one on a GPU. Each mod
 would have alone: its weights, momentum buffers, generator (same batch order and crops) and
 dropout draws (vmap's randomness="different", from the process's global RNG, so with dropout > 0
 K at once and one at a time are different, equally valid samples). SGD is the exact arithmetic of
-torch.optim.SGD (`sgd_update`). It has the interface of lrdecay.engine.ModuleStepper, so the run
+torch.optim.SGD (`sgd_update`), AdamW that of torch.optim.AdamW (`adamw_update`). It has the interface of lrdecay.engine.ModuleStepper, so the run
 loop (lrdecay.train.PathsRun) is written once for every path.
 
 Only the subpath jobs (lrdecay.subpaths) import this module: main-path segments and landscape
@@ -55,6 +55,39 @@ def sgd_update(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
         torch._foreach_add_(b, d)
         d = b
     torch._foreach_add_(p, d, alpha=-lr)
+
+
+def adamw_update(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
+                 state: dict[str, dict[str, torch.Tensor] | torch.Tensor], lr: float,
+                 betas: tuple[float, float], eps: float, weight_decay: float) -> None:
+    """One step of torch.optim.AdamW (no amsgrad, not maximize) on stacked tensors, in place.
+
+    `state`: "exp_avg" and "exp_avg_sq" (stacked like `params`) and "step", a (K,) float32 CPU
+    tensor: each model's own step count, since branches taken at different epochs have taken
+    different numbers of steps, so their bias corrections differ. The ops are those of AdamW's
+    foreach path, over per-model views with per-model scalars, which on CPU run the
+    single-tensor ops one model at a time, so each model gets exactly its update alone.
+    """
+    beta1, beta2 = betas
+    names = list(params)
+    k = params[names[0]].shape[0]
+    p = [params[n][j] for n in names for j in range(k)]  # views: in-place ops reach the stack
+    g = [grads[n][j] for n in names for j in range(k)]
+    m = [state["exp_avg"][n][j] for n in names for j in range(k)]
+    v = [state["exp_avg_sq"][n][j] for n in names for j in range(k)]
+    state["step"] += 1
+    steps = state["step"].tolist()
+    if weight_decay != 0:
+        torch._foreach_mul_(p, 1 - lr * weight_decay)  # decoupled: not through the moments
+    torch._foreach_lerp_(m, g, 1 - beta1)
+    torch._foreach_mul_(v, beta2)
+    torch._foreach_addcmul_(v, g, g, 1 - beta2)
+    step_size = [(lr / (1 - beta1**s)) * -1 for s in steps] * len(names)
+    root = [(1 - beta2**s) ** 0.5 for s in steps] * len(names)
+    denom = torch._foreach_sqrt(v)
+    torch._foreach_div_(denom, root)
+    torch._foreach_add_(denom, eps)
+    torch._foreach_addcdiv_(p, m, denom, step_size)
 
 
 class StackedModels:
@@ -109,12 +142,17 @@ class StackedModels:
 
 
 class StackedStepper:
-    """K > 1 at once: stacked parameters and momentum buffers, vmapped steps, `sgd_update`."""
+    """K > 1 at once: stacked parameters and momentum buffers (or AdamW's moments and step
+    counts), vmapped steps, `sgd_update` or `adamw_update`."""
 
     def __init__(self, trainer: Trainer, lr: float):
         self.trainer, self.lr = trainer, lr
         opt = trainer.config["optimizer"]
         self.momentum, self.weight_decay = opt["momentum"], opt["weight_decay"]
+        self.adamw = opt.get("name", "sgd") == "adamw"
+        self.betas, self.eps = tuple(opt.get("betas", (0.9, 0.999))), opt.get("eps", 1e-8)
+        # AdamW's exp_avg, exp_avg_sq (stacked) and step ((K,)), as sgd_update's buffers
+        self.adam: dict | None = None
         self.base = trainer.build_model()
         self.stacked = StackedModels(trainer, self.base)
         self.n_params = sum(p.numel() for p in self.base.parameters())
@@ -143,12 +181,14 @@ class StackedStepper:
             named = dict(self.base.named_parameters())
             per_model.append({k: v.detach().clone() for k, v in named.items()})
             # A branch at epoch 0 has no buffer yet; zeros then give SGD's first step exactly.
-            per_buffer.append({
-                k: optimizer.state.get(v, {}).get("momentum_buffer", None)
-                for k, v in named.items()
-            })
+            per_buffer.append({k: optimizer.state.get(v, {}) for k, v in named.items()})
         self.params = {k: torch.stack([m[k] for m in per_model]) for k in per_model[0]}
         self.origin = self.flat()
+        if self.adamw:
+            self.adam = self._stack_adam(per_buffer)
+            return
+        per_buffer = [{k: b.get("momentum_buffer", None) for k, b in per.items()}
+                      for per in per_buffer]
         if self.momentum == 0:
             self.buffers = None
             return
@@ -158,12 +198,29 @@ class StackedStepper:
             for k in self.params
         }
 
+    def _stack_adam(self, per_state: list[dict[str, dict]]) -> dict:
+        """Each branch's AdamW state stacked; a branch at epoch 0 has none yet, and zero
+        moments with step 0 give AdamW's first step exactly."""
+        def moment(name: str) -> dict[str, torch.Tensor]:
+            return {k: torch.stack([b[k][name].detach().clone() if name in b[k]
+                                    else torch.zeros_like(self.params[k][0]) for b in per_state])
+                    for k in self.params}
+
+        first = next(iter(self.params))
+        steps = [float(b[first]["step"]) if "step" in b[first] else 0.0 for b in per_state]
+        return {"exp_avg": moment("exp_avg"), "exp_avg_sq": moment("exp_avg_sq"),
+                "step": torch.tensor(steps, dtype=torch.float32)}
+
     def state(self) -> dict:
-        return {"params": self.params, "momentum": self.buffers, "origin": self.origin}
+        out = {"params": self.params, "momentum": self.buffers, "origin": self.origin}
+        if self.adamw:  # only then, so SGD's resume states keep their keys
+            out["adam"] = self.adam
+        return out
 
     def load_state(self, state: dict) -> None:
         self.params, self.buffers = state["params"], state["momentum"]
         self.origin = state["origin"]
+        self.adam = state.get("adam")
 
     def train_epoch(self, generators: list[torch.Generator],
                     lrs: list[float] | None = None) -> tuple:
@@ -182,8 +239,12 @@ class StackedStepper:
             x = data.train_batch(
                 index, None if draws is None else draws[:, :, start : start + trainer.batch_size])
             grads, loss, hits = self.stacked.train_step(self.params, x, data.train_y[index])
-            sgd_update(self.params, grads, self.buffers,
-                       self.lr if lrs is None else lrs[number], self.momentum, self.weight_decay)
+            lr = self.lr if lrs is None else lrs[number]
+            if self.adamw:
+                adamw_update(self.params, grads, self.adam, lr, self.betas, self.eps,
+                             self.weight_decay)
+            else:
+                sgd_update(self.params, grads, self.buffers, lr, self.momentum, self.weight_decay)
             loss_sum += loss * index.shape[1]  # on the device: no sync per step
             correct += hits
         return loss_sum / n, correct.float() / n
@@ -219,6 +280,13 @@ class StackedStepper:
         self.origin = self.origin.index_select(0, rows)
         if self.buffers is not None:
             self.buffers = {k: v.index_select(0, rows) for k, v in self.buffers.items()}
+        if self.adam is not None:
+            self.adam = {
+                "exp_avg": {k: v.index_select(0, rows) for k, v in self.adam["exp_avg"].items()},
+                "exp_avg_sq": {k: v.index_select(0, rows)
+                               for k, v in self.adam["exp_avg_sq"].items()},
+                "step": self.adam["step"].index_select(0, rows.cpu()),
+            }
 
 
 def make_stepper(trainer: Trainer, k: int, lr: float) -> ModuleStepper | StackedStepper:
