@@ -136,7 +136,7 @@ LAYOUT = {"output_dir", "run_name", "seeds"}
 # Values the generic rule below cannot find (a valid other value, same DAG folder).
 VALUES: dict[str, object] = {"engine.threads": 1, "data.name": "cifar10",
                              "model.name": "vgg_small", "schedule.decay.shape": "linear",
-                             "schedule.decay.epochs": 1}
+                             "schedule.decay.epochs": 1, "optimizer.betas": [0.8, 0.99]}
 # Keys whose other values are valid only with another key's (a conv net needs CIFAR-10 images; a
 # shaped cooldown needs a length, a length needs a shape): changed together, so their batch
 # reruns both keys' readers.
@@ -146,7 +146,9 @@ TOGETHER = {"model.name": "data.name", "schedule.decay.shape": "schedule.decay.e
 # key is left out of every job's params by design, so its declarations are read from the DAG
 # planned with these values.
 LATER_VALUES: dict[str, object] = {"data.label_noise": 0.2, "schedule.warmup_epochs": 1,
-                                   "schedule.decay": {"shape": "linear", "epochs": 1}}
+                                   "schedule.decay": {"shape": "linear", "epochs": 1},
+                                   "optimizer.name": "adamw", "optimizer.betas": [0.8, 0.99],
+                                   "optimizer.eps": 1e-6}
 
 
 def first_readers(key: str) -> set[str]:
