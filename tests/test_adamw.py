@@ -141,9 +141,10 @@ def test_branches_carry_adamw_state_from_the_main_path(tmp_path: Path,
 
 @pytest.mark.parametrize(("optimizer", "message"), [
     ({"name": "adamw", "momentum": 0.0, "betas": [1.0, 0.9]},
-     r"optimizer\.betas"),
-    ({"name": "adamw", "momentum": 0.0, "eps": 0},
-     r"optimizer\.eps"),
+     r"optimizer\.betas\.0 = 1\.0: must be < 1"),
+    ({"name": "adamw", "momentum": 0.0, "betas": [0.9]},
+     r"optimizer\.betas = \[0\.9\]: needs at least 2 items"),
+    ({"name": "adamw", "momentum": 0.0, "eps": 0}, r"optimizer\.eps = 0: must be > 0"),
     ({"name": "adamw"}, r"optimizer\.momentum = 0\.9: it is SGD's.*set optimizer\.momentum: 0"),
     ({"betas": [0.8, 0.9]}, r"optimizer\.betas = \[0\.8, 0\.9\]: it is AdamW's.*name: adamw"),
     ({"eps": 1e-6}, r"optimizer\.eps = 1e-06: it is AdamW's"),
