@@ -7,18 +7,20 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
 from lrdecay import config as lrconfig
-from lrdecay import plan, schedules, stacked
+from lrdecay import plan, schedules, stacked, train
 from lrdecay.basics import ConfigError
 from tests.conftest import (
     assert_same_bytes,
     assert_same_outputs,
     engine_config,
     outputs,
+    poison_branch_state,
     state_bytes,
     train_all,
 )
@@ -194,3 +196,30 @@ def test_kill_9_mid_subpath_with_adamw_then_rerun_is_byte_identical(tmp_path: Pa
     assert_same_outputs(outputs(killed), outputs(reference))
     assert_same_bytes(state_bytes(killed), state_bytes(reference))
     assert subpath_rows(reference)["lr"].nunique() > 2
+
+
+def test_a_diverging_branch_leaves_the_others_adamw_state_in_place(tmp_path: Path) -> None:
+    """Branch 4 of 3 at once diverges (NaN weights) and is dropped (StackedStepper.keep): the
+    other two carry on with their own AdamW rows and end as in a run where none diverged."""
+    sections = {"optimizer": ADAMW, "engine": {"checkpoint_seconds": 0,
+                                               "batched_subpaths": "vmap"}}
+    reference = engine_config(tmp_path / "reference", **sections)
+    train_all(reference)
+    config = engine_config(tmp_path / "poisoned", **sections)
+    train_all(config, groups=False)
+    poison_branch_state(config, 4)
+    with pytest.raises(train.DivergenceError, match="branch-0004 diverged"):
+        train_all(config)
+
+    def finished(cfg: dict, branch: int) -> pd.DataFrame:
+        work = lrconfig.Plan(cfg).resume_dir / "subpath-group-000" / plan.SUBPATHS.hash(cfg)
+        return pd.read_csv(work / f"branch-{branch:04d}" / "metrics.csv")
+
+    ref = pd.read_csv(lrconfig.Plan(reference).group_dir(0) / "metrics.csv")
+    for branch in (2, 6):
+        mine = finished(config, branch)
+        theirs = ref[ref["branch_epoch"] == branch].reset_index(drop=True)
+        assert len(theirs) >= 3 and len(mine) == len(theirs)
+        pd.testing.assert_frame_equal(mine[theirs.columns.intersection(mine.columns)],
+                                      theirs[theirs.columns.intersection(mine.columns)],
+                                      rtol=1e-4, atol=1e-5, obj=f"branch {branch}")
