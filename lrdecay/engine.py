@@ -176,7 +176,7 @@ class Trainer:
     def build_optimizer(self, model: nn.Module, lr: float) -> torch.optim.Optimizer:
         """optimizer.name's torch optimizer: SGD (the paper's) or AdamW (decoupled decay)."""
         opt = self.config["optimizer"]
-        if opt.get("name", "sgd") == "adamw":
+        if opt["name"] == "adamw":
             return torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(opt["betas"]),
                                      eps=opt["eps"], weight_decay=opt["weight_decay"])
         return torch.optim.SGD(

@@ -150,8 +150,8 @@ class StackedStepper:
         self.trainer, self.lr = trainer, lr
         opt = trainer.config["optimizer"]
         self.momentum, self.weight_decay = opt["momentum"], opt["weight_decay"]
-        self.adamw = opt.get("name", "sgd") == "adamw"
-        self.betas, self.eps = tuple(opt.get("betas", (0.9, 0.999))), opt.get("eps", 1e-8)
+        self.adamw = opt["name"] == "adamw"
+        self.betas, self.eps = tuple(opt["betas"]), opt["eps"]
         # AdamW's exp_avg, exp_avg_sq (stacked) and step ((K,)), as sgd_update's buffers
         self.adam: dict | None = None
         self.base = trainer.build_model()
