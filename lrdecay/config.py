@@ -26,6 +26,7 @@ from lrdecay.basics import ConfigError, config_hash  # noqa: F401
 from lrdecay.data import DATASETS
 from lrdecay.models import MODELS
 from lrdecay.plan import (  # noqa: F401
+    LATER_DEFAULTS,
     MAIN_PATH,
     NUMERIC_ENGINE_KEYS,
     SUBPATH_KEYS,
@@ -439,9 +440,9 @@ def optimizer_problems(opt: dict) -> list[str]:
             f"config key optimizer.momentum = {opt['momentum']}: it is SGD's; AdamW's momentum is "
             "optimizer.betas[0]; set optimizer.momentum: 0 or optimizer.name: sgd")
     if opt["name"] == "sgd":
-        for key, default in (("betas", [0.9, 0.999]), ("eps", 1e-8)):
-            value = list(opt[key]) if key == "betas" else opt[key]
-            if value != default:
+        for key in ("betas", "eps"):
+            default = LATER_DEFAULTS[f"optimizer.{key}"]  # the schema's (a test checks)
+            if canonical(opt[key]) != canonical(default):
                 problems.append(
                     f"config key optimizer.{key} = {opt[key]}: it is AdamW's and SGD does not read "
                     f"it; set optimizer.name: adamw, or remove the key (default {default})")
