@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from lrdecay import models
@@ -39,16 +39,12 @@ from lrdecay.pca_budget import (  # noqa: F401 (PCA's model, used here and by lr
 )
 from lrdecay.plan import Plan
 
-TOY_PREFIX = "toy_"  # the Section 3 toy model's rules (toy.smk): their own cost model, below
-# Jobs that run on the GPU where there is one (the rules whose resources say gpu=GPU).
-GPU_RULES = ("main_segment", "subpath_group", "landscape_shard", "sharpness")
 # Resident memory of a job before it does any work: Python with torch, numpy, pandas and
 # scikit-learn imported (measured 550-650 MB on Linux x86-64, torch 2.x CPU build).
 BASE_MB = 800
 # Jobs that never import torch (tables, PCA, figures: Python with numpy, pandas, SciPy,
 # scikit-learn or Matplotlib) start far lower: measured 75-200 MB on the tiny preset.
 LIGHT_BASE_MB = 200
-TORCH_RULES = (*GPU_RULES, "prepare_data", "landscape_gather", "landscape_surface")
 # Host memory a job adds once it has created a CUDA context (driver, cuBLAS/cuDNN handles).
 CUDA_MB = 3000
 DTYPE_BYTES = {"float16": 2, "float32": 4, "float64": 8}
@@ -59,8 +55,6 @@ TIME_SAFETY = 2.0
 MIN_CAP_MB = 1000  # below this not even a job that only imports torch starts
 
 
-# Training rules that resume from .resume/ after a kill (lrdecay.train, lrdecay.subpaths).
-RESUMABLE_RULES = ("main_segment", "subpath_group")
 CAP_ENV = {"max_mem_mb": "LRDECAY_MAX_MEM_MB", "max_runtime": "LRDECAY_MAX_RUNTIME"}
 
 
@@ -207,63 +201,103 @@ class JobCosts:
     def _pca_bytes(self) -> int:
         return pca_bytes(*self._pca_args(self.config["pca"]["chunk_rows"]))
 
-    def _bytes(self, rule: str) -> int:
-        sched, p = self.config["schedule"], n_params(self.config)
-        if rule == "main_segment":
-            return self._training_bytes(1, self._snapshots(sched["segment_epochs"]))
-        if rule == "subpath_group":
-            return self._training_bytes(self._paths_at_once(),
-                                        self._snapshots(sched["subpath_epochs"]))
-        if rule == "landscape_shard":  # model, basis (mean, PC1, PC2), one evaluation batch
-            return self._training_bytes(1, 3) - 3 * 4 * p + 3 * p * 8
-        if rule == "pca":
-            return self._pca_bytes()
-        if rule == "sharpness":  # the model, Lanczos's basis, a double-backward graph
-            cost = sharpness_cost(self.config)
-            graph = 0 if self.gpu else 3 * min(cost["samples"], self.config["metrics"][
-                "eval_batch_size"]) * activations_per_image(self.config) * 4
-            return self._training_bytes(1, 0) + (cost["max_steps"] + 2) * p * 4 + graph
-        if rule == "gather_training":  # the main trajectory is copied segment by segment
-            dtype = DTYPE_BYTES[self.config["trajectory"]["dtype"]]
-            return self._snapshots(sched["segment_epochs"]) * p * dtype * 2
-        if rule == "prepare_data":  # the whole source dataset, decoded, then the subset
-            return self._data_bytes() * 2
-        return 50 * MB  # tables and figures
+    # What each stage's jobs hold (bytes) and do (model-epochs of work, in minutes); STAGES
+    # below says which stage prices which rule's jobs.
+    def _main_segment_bytes(self) -> int:
+        return self._training_bytes(1, self._snapshots(self.config["schedule"]["segment_epochs"]))
+
+    def _subpath_group_bytes(self) -> int:
+        return self._training_bytes(self._paths_at_once(),
+                                    self._snapshots(self.config["schedule"]["subpath_epochs"]))
+
+    def _landscape_shard_bytes(self) -> int:  # model, basis (mean, PC1, PC2), one batch
+        p = n_params(self.config)
+        return self._training_bytes(1, 3) - 3 * 4 * p + 3 * p * 8
+
+    def _sharpness_bytes(self) -> int:  # the model, Lanczos's basis, a double-backward graph
+        cost, p = sharpness_cost(self.config), n_params(self.config)
+        graph = 0 if self.gpu else 3 * min(cost["samples"], self.config["metrics"][
+            "eval_batch_size"]) * activations_per_image(self.config) * 4
+        return self._training_bytes(1, 0) + (cost["max_steps"] + 2) * p * 4 + graph
+
+    def _gather_bytes(self) -> int:  # the main trajectory is copied segment by segment
+        dtype = DTYPE_BYTES[self.config["trajectory"]["dtype"]]
+        return (self._snapshots(self.config["schedule"]["segment_epochs"])
+                * n_params(self.config) * dtype * 2)
+
+    def _prepare_data_bytes(self) -> int:  # the whole source dataset, decoded, then the subset
+        return self._data_bytes() * 2
+
+    def _table_bytes(self) -> int:  # tables and figures
+        return 50 * MB
+
+    def _per_epoch_minutes(self) -> float:
+        cpu, gpu = models.cost(self.config["model"]["name"])
+        return (gpu if self.gpu else cpu) * dataset_images(self.config)[0] / 1000
+
+    def _main_segment_minutes(self) -> float:
+        return self.config["schedule"]["segment_epochs"] * self._per_epoch_minutes()
+
+    def _subpath_group_minutes(self) -> float:
+        sched = self.config["schedule"]
+        return sched["subpaths_per_job"] * sched["subpath_epochs"] * self._per_epoch_minutes()
+
+    def _landscape_shard_minutes(self) -> float:  # one evaluation of train and test per point
+        train, test = dataset_images(self.config)
+        points = math.ceil(self.plan.grid_points / self.plan.n_shards)
+        return points * self._per_epoch_minutes() * (train + test) / train / 3
+
+    def _sharpness_minutes(self) -> float:  # every point at its max_steps products
+        return sharpness_cost(self.config)["epochs"] * self._per_epoch_minutes()
+
+    def _pca_minutes(self) -> float:  # thin SVDs: rows x block x params x 4 flops at 2 GFLOP/s
+        method, chunk, rows, p, k, _ = self._pca_args(self.pca_chunk_rows())
+        return rows * pca_block_rows(method, chunk, rows, k) * p * 4 / 2e9 / 60
+
+    def _gather_minutes(self) -> float:  # reading and writing at 50 MB/s
+        return self._gather_bytes() / (50 * MB) / 60
+
+    def _prepare_data_minutes(self) -> float:
+        return self._prepare_data_bytes() / (50 * MB) / 60
+
+    def _main_segment_epochs(self) -> float:
+        return self.config["schedule"]["segment_epochs"]
+
+    def _subpath_group_epochs(self) -> float:  # K subpaths trained at once count as one epoch
+        sched = self.config["schedule"]
+        return sched["subpaths_per_job"] * sched["subpath_epochs"] / self._paths_at_once()
+
+    def _toy_checks_bytes(self) -> int:
+        return toy_checks_bytes(self.config)
+
+    def _toy_figure3_bytes(self) -> int:  # a few float64 grids of grid_points^2, the canvas
+        return 8 * 20 * self.config["toy"]["grid_points"] ** 2 + 150 * MB
+
+    def _toy_figures_bytes(self) -> int:  # rendering; the traces of every gamma are small
+        return 150 * MB
+
+    def stage(self, rule: str) -> Stage:
+        """The declaration that prices `rule`'s jobs (STAGES; the message names the fix)."""
+        try:
+            return STAGES[rule]
+        except KeyError:
+            raise KeyError(f"rule {rule!r} declares no stage: add it to lrdecay.resources.STAGES "
+                           "(what its jobs hold and do, whether they use torch or a GPU)") from None
 
     def mem_mb(self, rule: str, attempt: int = 1) -> int:
         """Memory to request for a job of `rule`, in MB; grows with each retry, up to the cap."""
         return self.caps.mem_mb(self.mem_estimate(rule, attempt))
 
     def mem_estimate(self, rule: str, attempt: int = 1) -> int:
-        """Memory a job of `rule` is modelled to need (MB, no cap), times the attempt."""
-        if rule.startswith(TOY_PREFIX):
-            return toy_mem_mb(self.config, rule, attempt)
-        cuda = CUDA_MB if self.gpu and rule in GPU_RULES else 0
-        base = (BASE_MB if rule in TORCH_RULES else PCA_BASE_MB if rule == "pca"
-                else LIGHT_BASE_MB)
-        need = base + cuda + SLACK * self._bytes(rule) / MB
+        """Memory a job of `rule` is modelled to need (MB, no cap), times the attempt: its
+        stage's start-up, a CUDA context where it runs on the GPU, what it holds."""
+        stage = self.stage(rule)
+        cuda = CUDA_MB if self.gpu and stage.gpu else 0
+        need = stage.base_mb + cuda + SLACK * stage.holds(self) / MB
         return int(math.ceil(need / 100) * 100) * attempt
 
     def _work_minutes(self, rule: str) -> float:
-        sched = self.config["schedule"]
-        cpu, gpu = models.cost(self.config["model"]["name"])
-        train, test = dataset_images(self.config)
-        per_epoch = (gpu if self.gpu else cpu) * train / 1000
-        if rule == "main_segment":
-            return sched["segment_epochs"] * per_epoch
-        if rule == "subpath_group":
-            return sched["subpaths_per_job"] * sched["subpath_epochs"] * per_epoch
-        if rule == "landscape_shard":  # one evaluation of train and test set per grid point
-            points = math.ceil(self.plan.grid_points / self.plan.n_shards)
-            return points * per_epoch * (train + test) / train / 3
-        if rule == "sharpness":  # every point at its max_steps products
-            return sharpness_cost(self.config)["epochs"] * per_epoch
-        if rule == "pca":  # thin SVDs: rows x block x params x 4 flops at 2 GFLOP/s; reading
-            method, chunk, rows, p, k, _ = self._pca_args(self.pca_chunk_rows())
-            return rows * pca_block_rows(method, chunk, rows, k) * p * 4 / 2e9 / 60
-        if rule in ("gather_training", "prepare_data"):
-            return self._bytes(rule) / (50 * MB) / 60  # at 50 MB/s
-        return 0.0
+        return self.stage(rule).works(self)
 
     def runtime(self, rule: str, attempt: int = 1) -> int:
         """Wall-clock minutes to request for a job of `rule`; doubles with each retry, up to
@@ -273,8 +307,6 @@ class JobCosts:
     def runtime_estimate(self, rule: str, attempt: int = 1) -> int:
         """Minutes a job of `rule` is modelled to take with its safety margin (no cap), doubled
         for each retry."""
-        if rule.startswith(TOY_PREFIX):
-            return toy_runtime(rule, attempt)
         minutes = OVERHEAD_MIN + TIME_SAFETY * self._work_minutes(rule)
         return int(math.ceil(minutes)) * 2 ** (attempt - 1)
 
@@ -282,10 +314,11 @@ class JobCosts:
         """Most work a killed training job loses: engine.checkpoint_seconds and the epoch that
         ends it (the state is saved at the first epoch boundary after the interval; one epoch
         of a group job is its K subpaths' epoch when it trains them at once), with the margin."""
-        sched = self.config["schedule"]
-        epochs = sched["segment_epochs"] if rule == "main_segment" else (
-            sched["subpaths_per_job"] * sched["subpath_epochs"] / self._paths_at_once())
-        epoch = TIME_SAFETY * self._work_minutes(rule) / epochs
+        epochs = self.stage(rule).epochs
+        if epochs is None:
+            raise ValueError(f"rule {rule!r} does not resume after a kill (its stage in "
+                             "lrdecay.resources.STAGES has no epochs)")
+        epoch = TIME_SAFETY * self._work_minutes(rule) / epochs(self)
         return self.config["engine"]["checkpoint_seconds"] / 60 + epoch
 
     def continuations(self, rule: str) -> int:
@@ -293,7 +326,7 @@ class JobCosts:
         attempt runs the cap, loses start-up and at most one checkpoint interval of work."""
         cap = self.caps.max_runtime
         need = self.runtime_estimate(rule)
-        if rule not in RESUMABLE_RULES or cap is None or need <= cap:
+        if not self.stage(rule).resumable or cap is None or need <= cap:
             return 0
         progress = cap - OVERHEAD_MIN - self.checkpoint_minutes(rule)
         return math.ceil((need - OVERHEAD_MIN) / progress) - 1
@@ -305,6 +338,63 @@ class JobCosts:
         extra = self.continuations(rule)
         return (getattr(execution, "retries", 0) or 0) + extra if extra else None
 
+
+def _nothing(costs: JobCosts) -> float:
+    return 0
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What a rule's jobs are, declared once per rule in STAGES and read by the cost model, the
+    rule's resources (workflow/rules/common.smk: stage_resources) and `lrdecay describe`: their
+    start-up memory, what they hold and how long they work, whether they run on the GPU where
+    there is one (gpu resource, CUDA context, the GPU partition) and whether they resume after a
+    kill (epochs: the epochs one job trains, its checkpoints falling between them)."""
+
+    base_mb: int  # resident before any work: BASE_MB with torch, LIGHT_BASE_MB without
+    holds: Callable[[JobCosts], float] = JobCosts._table_bytes  # bytes at the peak
+    works: Callable[[JobCosts], float] = _nothing  # minutes of work, before the margin
+    gpu: bool = False
+    epochs: Callable[[JobCosts], float] | None = None
+
+    @property
+    def resumable(self) -> bool:
+        return self.epochs is not None
+
+
+TRAINING = {"base_mb": BASE_MB, "gpu": True}  # torch jobs on the GPU where there is one
+STAGES: dict[str, Stage] = {
+    "prepare_data": Stage(BASE_MB, JobCosts._prepare_data_bytes, JobCosts._prepare_data_minutes),
+    "main_segment": Stage(**TRAINING, holds=JobCosts._main_segment_bytes,
+                          works=JobCosts._main_segment_minutes,
+                          epochs=JobCosts._main_segment_epochs),
+    "subpath_group": Stage(**TRAINING, holds=JobCosts._subpath_group_bytes,
+                           works=JobCosts._subpath_group_minutes,
+                           epochs=JobCosts._subpath_group_epochs),
+    "gather_training": Stage(LIGHT_BASE_MB, JobCosts._gather_bytes, JobCosts._gather_minutes),
+    "decay_timing": Stage(LIGHT_BASE_MB),
+    "pca": Stage(PCA_BASE_MB, JobCosts._pca_bytes, JobCosts._pca_minutes),
+    "landscape_shard": Stage(**TRAINING, holds=JobCosts._landscape_shard_bytes,
+                             works=JobCosts._landscape_shard_minutes),
+    "landscape_gather": Stage(BASE_MB),
+    "landscape_surface": Stage(BASE_MB),
+    "sharpness": Stage(**TRAINING, holds=JobCosts._sharpness_bytes,
+                       works=JobCosts._sharpness_minutes),
+    "claims": Stage(LIGHT_BASE_MB),
+    "run_tables": Stage(LIGHT_BASE_MB),
+    "figure1": Stage(LIGHT_BASE_MB),
+    "figure2": Stage(LIGHT_BASE_MB),
+    "figure_mechanism": Stage(LIGHT_BASE_MB),
+    "summary": Stage(LIGHT_BASE_MB),
+    # Section 3's toy model (lrdecay.toy): NumPy, SciPy and Matplotlib, no torch; seconds to a
+    # minute on every preset, so start-up (OVERHEAD_MIN) is their whole time
+    "toy_checks": Stage(LIGHT_BASE_MB, JobCosts._toy_checks_bytes),
+    "toy_table": Stage(LIGHT_BASE_MB, _nothing),
+    "toy_figure3": Stage(LIGHT_BASE_MB, JobCosts._toy_figure3_bytes),
+    "toy_figures": Stage(LIGHT_BASE_MB, JobCosts._toy_figures_bytes),
+}
+RESUMABLE_RULES = tuple(rule for rule, stage in STAGES.items() if stage.resumable)
+GPU_RULES = tuple(rule for rule, stage in STAGES.items() if stage.gpu)
 
 
 def check_caps(costs: JobCosts) -> None:
@@ -359,31 +449,25 @@ def sharpness_cost(config: dict) -> dict:
             "tol": cfg["tol"], "epochs_per_point": per_point, "epochs": points * per_point}
 
 
-def toy_mem_mb(config: dict, rule: str, attempt: int = 1) -> int:
-    """Memory (MB) for a toy-model job (lrdecay.toy), growing with each retry.
-
-    The toy jobs are NumPy on a few small arrays; what scales with the config is toy_checks':
-    the replicas' weights and their copies (replicas x d), the recorded per-replica scalars
-    (replicas x records) and a block of drawn minibatches (at least 16 steps x replicas x batch x
-    d, simulate.sgd). The rest is the interpreter with NumPy, SciPy and Matplotlib, without torch
-    (measured 106-137 MB after the imports), held by LIGHT_BASE_MB.
-    """
+def toy_checks_bytes(config: dict) -> int:
+    """Bytes toy_checks holds beyond the interpreter: the replicas' weights and their copies
+    (replicas x d), the recorded per-replica scalars (replicas x records) and a block of drawn
+    minibatches (at least 16 steps x replicas x batch x d, simulate.sgd); float64: ~10
+    weight-sized temporaries, 8 recorded quantities, block inputs and labels. The interpreter
+    with NumPy, SciPy and Matplotlib, without torch (measured 106-137 MB after the imports), is
+    LIGHT_BASE_MB."""
     toy = config["toy"]
-    need = 0.0
-    if rule == "toy_checks":
-        replicas = max(toy["replicas"], toy["mixing_replicas"])
-        records = toy["record_points"] + toy["lemma_records"]
-        block = max(2**20, 16 * replicas * toy["batch_size"] * toy["d"])
-        # float64: ~10 weight-sized temporaries, 8 recorded quantities, block inputs and labels
-        need = 8 * (10 * replicas * toy["d"] + 8 * replicas * records + 3 * block)
-    elif rule == "toy_figure3":  # a few float64 grids of grid_points^2, rendering the canvas
-        need = 8 * 20 * toy["grid_points"] ** 2 + 150 * MB
-    elif rule == "toy_figures":  # rendering; the traces of every gamma are small
-        need = 150 * MB
-    mb = LIGHT_BASE_MB + SLACK * need / MB
-    return int(math.ceil(mb / 100) * 100) * attempt
+    replicas = max(toy["replicas"], toy["mixing_replicas"])
+    records = toy["record_points"] + toy["lemma_records"]
+    block = max(2**20, 16 * replicas * toy["batch_size"] * toy["d"])
+    return 8 * (10 * replicas * toy["d"] + 8 * replicas * records + 3 * block)
+
+
+def toy_mem_mb(config: dict, rule: str, attempt: int = 1) -> int:
+    """Memory (MB) for a toy-model job (lrdecay.toy), growing with each retry (its stage)."""
+    return JobCosts(config, gpu=False).mem_estimate(rule, attempt)
 
 
 def toy_runtime(rule: str, attempt: int = 1) -> int:
     """Minutes for a toy-model job (seconds to a minute on every preset); doubles on retry."""
-    return OVERHEAD_MIN * 2 ** (attempt - 1)
+    return JobCosts({}, gpu=False).runtime_estimate(rule, attempt)

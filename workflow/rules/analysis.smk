@@ -32,9 +32,7 @@ rule claims:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=mem_mb("claims"),
-        runtime=runtime("claims"),
-        gpu=0,
+        **stage_resources("claims"),
     params:
         seeds=SEEDS,  # the seed of each input table, in order; the first seeds the bootstrap
         reads=CLAIMS_READS,

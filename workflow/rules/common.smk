@@ -120,14 +120,20 @@ def code(script):
     return lambda wildcards: files
 
 
-def mem_mb(rule):
-    """mem_mb resource of `rule`'s jobs, by attempt."""
-    return lambda wildcards, attempt: COSTS.mem_mb(rule, attempt)
-
-
-def runtime(rule):
-    """runtime resource (minutes) of `rule`'s jobs, by attempt."""
-    return lambda wildcards, attempt: COSTS.runtime(rule, attempt)
+def stage_resources(rule):
+    """The resources of `rule`'s jobs, all read from its one declaration (its stage in
+    lrdecay.resources.STAGES): mem_mb and runtime (minutes) by attempt, gpu (GPU where its jobs
+    run on the GPU where there is one, else 0: `--resources gpu=N` caps them and SLURM requests a
+    GPU) and, for those, the GPU partition."""
+    stage = COSTS.stage(rule)
+    declared = {
+        "mem_mb": lambda wildcards, attempt: COSTS.mem_mb(rule, attempt),
+        "runtime": lambda wildcards, attempt: COSTS.runtime(rule, attempt),
+        "gpu": GPU if stage.gpu else 0,
+    }
+    if stage.gpu:
+        declared["slurm_partition"] = TRAIN_PARTITION
+    return declared
 
 
 # What each training-type job reads (lrdecay.plan.Reads), as its `reads` param: every declared

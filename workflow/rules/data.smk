@@ -15,9 +15,7 @@ rule prepare_data:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=mem_mb("prepare_data"),
-        runtime=runtime("prepare_data"),
-        gpu=0,
+        **stage_resources("prepare_data"),
     params:
         data=DATA_READS,
     script:

@@ -25,9 +25,7 @@ rule figure1:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=mem_mb("figure1"),
-        runtime=runtime("figure1"),
-        gpu=0,
+        **stage_resources("figure1"),
     params:
         seeds=SEEDS,  # the seed of each table in input.timings, in order
         schedule=SCHEDULE,  # the rows the gathered table must hold
@@ -56,9 +54,7 @@ rule figure2:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=mem_mb("figure2"),
-        runtime=runtime("figure2"),
-        gpu=0,
+        **stage_resources("figure2"),
     script:
         "../scripts/figure2.py"
 
@@ -82,9 +78,7 @@ rule figure_mechanism:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=mem_mb("figure_mechanism"),
-        runtime=runtime("figure_mechanism"),
-        gpu=0,
+        **stage_resources("figure_mechanism"),
     params:
         seeds=SEEDS,  # the seed of each input table, in order
         schedule=SCHEDULE,  # the rows each gathered table must hold
@@ -108,8 +102,6 @@ rule summary:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=mem_mb("summary"),
-        runtime=runtime("summary"),
-        gpu=0,
+        **stage_resources("summary"),
     script:
         "../scripts/summary.py"

@@ -16,10 +16,7 @@ rule landscape_shard:
         CONDA_ENV
     threads: TRAIN_THREADS
     resources:
-        mem_mb=mem_mb("landscape_shard"),
-        runtime=runtime("landscape_shard"),
-        gpu=GPU,
-        slurm_partition=TRAIN_PARTITION,
+        **stage_resources("landscape_shard"),
     params:
         n_shards=PLAN.n_shards,
         seed=seed_of,
@@ -49,9 +46,7 @@ rule landscape_gather:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=mem_mb("landscape_gather"),
-        runtime=runtime("landscape_gather"),
-        gpu=0,
+        **stage_resources("landscape_gather"),
     script:
         "../scripts/landscape_gather.py"
 
@@ -73,9 +68,7 @@ rule landscape_surface:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=mem_mb("landscape_surface"),
-        runtime=runtime("landscape_surface"),
-        gpu=0,
+        **stage_resources("landscape_surface"),
     params:
         landscape={"surface": config["landscape"]["surface"]},  # plane or curved (q fitted)
     script:

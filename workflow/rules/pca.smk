@@ -27,9 +27,7 @@ rule pca:
         CONDA_ENV
     threads: 2
     resources:
-        mem_mb=mem_mb("pca"),
-        runtime=runtime("pca"),
-        gpu=0,
+        **stage_resources("pca"),
     params:
         seed=seed_of,  # with reads: the training hash the outputs record
         reads=PCA_READS,

@@ -21,10 +21,7 @@ rule sharpness:
         CONDA_ENV
     threads: TRAIN_THREADS
     resources:
-        mem_mb=mem_mb("sharpness"),
-        runtime=runtime("sharpness"),
-        gpu=GPU,
-        slurm_partition=TRAIN_PARTITION,
+        **stage_resources("sharpness"),
     params:
         seed=seed_of,
         reads=SHARPNESS_READS,

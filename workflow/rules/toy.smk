@@ -29,9 +29,7 @@ rule toy_checks:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=mem_mb("toy_checks"),
-        runtime=runtime("toy_checks"),
-        gpu=0,
+        **stage_resources("toy_checks"),
     params:
         toy=TOY_PARAMS,
     script:
@@ -54,9 +52,7 @@ rule toy_table:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=mem_mb("toy_table"),
-        runtime=runtime("toy_table"),
-        gpu=0,
+        **stage_resources("toy_table"),
     script:
         "../scripts/toy_table.py"
 
@@ -77,9 +73,7 @@ rule toy_figure3:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=mem_mb("toy_figure3"),
-        runtime=runtime("toy_figure3"),
-        gpu=0,
+        **stage_resources("toy_figure3"),
     params:
         toy=TOY_PARAMS,
     script:
@@ -121,9 +115,7 @@ rule toy_figures:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=mem_mb("toy_figures"),
-        runtime=runtime("toy_figures"),
-        gpu=0,
+        **stage_resources("toy_figures"),
     params:
         toy=TOY_PARAMS,
     script:

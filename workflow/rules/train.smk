@@ -21,10 +21,7 @@ rule main_segment:
         CONDA_ENV
     threads: TRAIN_THREADS
     resources:
-        mem_mb=mem_mb("main_segment"),
-        runtime=runtime("main_segment"),
-        gpu=GPU,
-        slurm_partition=TRAIN_PARTITION,
+        **stage_resources("main_segment"),
     params:
         seed=seed_of,
         reads=MAIN_PATH_READS,
@@ -47,10 +44,7 @@ rule subpath_group:
         CONDA_ENV
     threads: TRAIN_THREADS
     resources:
-        mem_mb=mem_mb("subpath_group"),
-        runtime=runtime("subpath_group"),
-        gpu=GPU,
-        slurm_partition=TRAIN_PARTITION,
+        **stage_resources("subpath_group"),
     params:
         seed=seed_of,
         reads=SUBPATH_READS,
@@ -79,9 +73,7 @@ rule gather_training:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=mem_mb("gather_training"),
-        runtime=runtime("gather_training"),
-        gpu=0,
+        **stage_resources("gather_training"),
     params:
         # every planned path and epoch must be there
         schedule=SCHEDULE,
@@ -107,9 +99,7 @@ rule decay_timing:
         CONDA_ENV
     threads: 1
     resources:
-        mem_mb=mem_mb("decay_timing"),
-        runtime=runtime("decay_timing"),
-        gpu=0,
+        **stage_resources("decay_timing"),
     params:
         schedule=SCHEDULE,  # the rows the gathered table must hold
     script:
