@@ -48,7 +48,8 @@ rule all:
         every_seed(rules.decay_timing.output[0]),  # each seed's tables, trajectories, PCA
         every_seed(rules.pca.output.coordinates),
         every_seed(rules.sharpness.output[0]),  # top Hessian eigenvalues per seed
-        rules.figure1.output,  # the run's: decay_timing.csv across seeds, Figure 1
+        rules.run_tables.output,  # the run's tables across seeds: decay timing, norm, sharpness
+        rules.figure1.output,  # Figure 1 (1d from the decay-timing table)
         rules.figure2.output,
         rules.figure_mechanism.output,  # norm and sharpness against the decay epoch
         rules.claims.output,  # a verdict per Section 2 claim (lrdecay.analysis)

@@ -704,7 +704,7 @@ def test_a_finished_job_lost_midway_is_rebuilt_or_named(tmp_path: Path, relative
 # -- a seed's gathered metrics table (gather_training's output) edited by hand -------------------
 # Its readers are the jobs of these scripts (each given the inputs their rule declares; those not
 # read before the metrics are left empty): the check must run in every one of them.
-GATHERED_READERS = ("decay_timing", "figure1", "figure_mechanism", "claims")
+GATHERED_READERS = ("decay_timing", "figure1", "run_tables", "claims")
 # (id, what is done to <seed>/metrics.csv, fragment of every reader's error)
 GATHERED_ROWS = [
     ("a gathered value edited by hand", "edit",
@@ -748,17 +748,17 @@ def _run_reader(script: str, seed_dir: Path, schedule: dict, out: Path) -> None:
     metrics, record = str(seed_dir / "metrics.csv"), str(seed_dir / "metrics.csv.json")
     inputs = {
         "decay_timing": _Named(metrics=metrics, metrics_record=record),
-        "figure1": _Named(metrics=metrics, metrics_record=record, timings=[]),
-        "figure_mechanism": _Named(metrics=[metrics], metrics_records=[record], sharpness=[]),
+        "figure1": _Named(metrics=metrics, metrics_record=record, timing=""),
+        "run_tables": _Named(metrics=[metrics], metrics_records=[record], timings=[],
+                             sharpness=[]),
         "claims": _Named(metrics=[metrics], metrics_records=[record], variance=[],
                          coordinates=[], sharpness=[]),
     }[script]
     outputs = {
         "decay_timing": _Named(table=str(seed_dir / "decay_timing.csv")),  # the one computed
         "figure1": _Named(fig1a=[str(out / "a.pdf")], fig1b=[str(out / "b.pdf")],
-                          fig1c=[str(out / "c.pdf")], fig1d=[str(out / "d.pdf")],
-                          table=str(out / "timing.csv")),
-        "figure_mechanism": _Named(figure=[str(out / "m.pdf")], table=str(out / "bands.csv")),
+                          fig1c=[str(out / "c.pdf")], fig1d=[str(out / "d.pdf")]),
+        "run_tables": _Named(timing=str(out / "timing.csv"), mechanism=str(out / "bands.csv")),
         "claims": _Named(claims=str(out / "claims.csv"), trends=str(out / "trends.csv"),
                          readable=str(out / "claims.html")),
     }[script]

@@ -243,3 +243,33 @@ def test_describe_lists_the_capped_requests(monkeypatch: pytest.MonkeyPatch) -> 
                      lines["pca"])
     assert re.search(r"runtime\s+1440 ->\s+1440 min .*capped from 3610 min: "
                      rf"{job.continuations('subpath_group')} resubmission", lines["subpath_group"])
+
+
+def test_every_rule_takes_its_resources_from_its_own_stage() -> None:
+    """Each rule of workflow/rules/ declares its resources once, from its own stage in
+    lrdecay.resources.STAGES (mem_mb, runtime, gpu and the GPU partition all come from it), and
+    every stage is a rule's: a rule that named another rule's stage would get that rule's
+    requests, and a stage left over after a rule is renamed would price nothing."""
+    declared = {}
+    for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for rule, body in re.findall(r"(?ms)^rule (\w+):\n(.*?)(?=^rule |\Z)", path.read_text()):
+            declared[rule] = re.findall(r"\*\*stage_resources\(\"(\w+)\"\)", body)
+            assert not re.search(r"^\s+(mem_mb|runtime|gpu)=", body, re.M), (
+                f"{rule} sets a resource by hand beside its stage")
+    assert declared and all(stage == [rule] for rule, stage in declared.items()), declared
+    assert set(declared) == set(resources.STAGES)
+    # the GPU stages: their jobs ask for a GPU, a CUDA context's memory and the GPU partition
+    assert set(resources.GPU_RULES) == {"main_segment", "subpath_group", "landscape_shard",
+                                        "sharpness"}
+    assert set(resources.RESUMABLE_RULES) == {"main_segment", "subpath_group"}
+    gpu, cpu = costs(gpu=True), costs(gpu=False)
+    for rule, stage in resources.STAGES.items():
+        assert gpu.mem_estimate(rule) - cpu.mem_estimate(rule) >= (
+            resources.CUDA_MB if stage.gpu and rule != "subpath_group" else 0), rule
+        if not stage.gpu:
+            assert gpu.mem_estimate(rule) == cpu.mem_estimate(rule), rule
+    with pytest.raises(KeyError, match="rule 'nope' declares no stage: add it to "
+                                       "lrdecay.resources.STAGES"):
+        cpu.mem_mb("nope")
+    with pytest.raises(ValueError, match="'pca' does not resume"):
+        cpu.checkpoint_minutes("pca")

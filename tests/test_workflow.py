@@ -110,7 +110,7 @@ def test_adding_a_seed_changes_no_dvc_stage_of_the_other_seeds(tmp_path: Path) -
     added = set(after) - set(before)
     assert added and {name.replace("-1", "-0", 1) for name in added} <= set(per_seed)
     changed = {name for name in before if after[name] != before[name]}
-    assert changed == {"figure1", "figure_mechanism", "claims", "summary"}, changed
+    assert changed == {"run_tables", "claims", "summary"}, changed
 
 
 def test_every_output_exists_and_is_consistent(tiny_run: Path) -> None:

@@ -1,5 +1,6 @@
 # The study's answers (lrdecay/analysis.py): a verdict per Section 2 claim, and trend measures,
-# from every seed's tables (with 3 or more seeds, intervals are bootstrapped over seeds).
+# from every seed's tables (with 3 or more seeds, intervals are bootstrapped over seeds); and the
+# run-level tables across seeds that the figures draw (figures.smk computes nothing).
 
 
 rule claims:
@@ -39,3 +40,35 @@ rule claims:
         schedule=SCHEDULE,  # the rows each gathered table must hold
     script:
         "../scripts/claims.py"
+
+
+rule run_tables:
+    input:
+        timings=every_seed(rules.decay_timing.output[0]),
+        metrics=every_seed(rules.gather_training.output.metrics),
+        metrics_records=every_seed(rules.gather_training.output.metrics_record),
+        sharpness=every_seed(rules.sharpness.output[0]),
+        code=code("run_tables.py"),  # the script and the lrdecay modules it imports
+    output:
+        timing=report(
+            f"{RUN_DIR}/decay_timing.csv",
+            caption="../report/decay_timing.rst",
+            category="Tables",
+        ),
+        mechanism=report(
+            f"{RUN_DIR}/norm_sharpness.csv",
+            caption="../report/norm_sharpness.rst",
+            category="Tables",
+        ),
+    log:
+        f"{RUN_DIR}/logs/run_tables.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        **stage_resources("run_tables"),
+    params:
+        seeds=SEEDS,  # the seed of each input table, in order
+        schedule=SCHEDULE,  # the rows each gathered table must hold
+    script:
+        "../scripts/run_tables.py"

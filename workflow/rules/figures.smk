@@ -1,24 +1,19 @@
-# Figures 1 and 2 (lrdecay/figures.py), computed from the result tables: 1a-c and 2 show the
-# first seed, 1d and the norm/sharpness figure every seed (mean and 95 % interval); and the run's headline numbers as DVC
-# metrics (lrdecay/summary.py).
+# Figures 1 and 2 (lrdecay/figures.py), drawn from the result tables: 1a-c and 2 show the first
+# seed, 1d and the norm/sharpness figure every seed (mean and 95 % interval, from the run-level
+# tables of rule run_tables); and the run's headline numbers as DVC metrics (lrdecay/summary.py).
 
 
 rule figure1:
     input:
         metrics=first_seed(rules.gather_training.output.metrics),
         metrics_record=first_seed(rules.gather_training.output.metrics_record),
-        timings=every_seed(rules.decay_timing.output[0]),
+        timing=rules.run_tables.output.timing,  # across seeds (rule run_tables)
         code=code("figure1.py"),  # the script and the lrdecay modules it imports
     output:
         fig1a=figure("fig1a_learning_curves", "fig1a"),
         fig1b=figure("fig1b_subpath_train_loss", "fig1b"),
         fig1c=figure("fig1c_subpath_test_loss", "fig1c"),
         fig1d=figure("fig1d_decay_timing", "fig1d"),
-        table=report(
-            f"{RUN_DIR}/decay_timing.csv",
-            caption="../report/decay_timing.rst",
-            category="Tables",
-        ),
     log:
         f"{RUN_DIR}/logs/figure1.log",
     conda:
@@ -27,7 +22,6 @@ rule figure1:
     resources:
         **stage_resources("figure1"),
     params:
-        seeds=SEEDS,  # the seed of each table in input.timings, in order
         schedule=SCHEDULE,  # the rows the gathered table must hold
     script:
         "../scripts/figure1.py"
@@ -61,17 +55,10 @@ rule figure2:
 
 rule figure_mechanism:
     input:
-        metrics=every_seed(rules.gather_training.output.metrics),
-        metrics_records=every_seed(rules.gather_training.output.metrics_record),
-        sharpness=every_seed(rules.sharpness.output[0]),
+        bands=rules.run_tables.output.mechanism,  # across seeds (rule run_tables)
         code=code("figure_mechanism.py"),  # the script and the lrdecay modules it imports
     output:
         figure=figure("fig_norm_sharpness", "fig_norm_sharpness"),
-        table=report(
-            f"{RUN_DIR}/norm_sharpness.csv",
-            caption="../report/norm_sharpness.rst",
-            category="Tables",
-        ),
     log:
         f"{RUN_DIR}/logs/figure_mechanism.log",
     conda:
@@ -79,16 +66,13 @@ rule figure_mechanism:
     threads: 1
     resources:
         **stage_resources("figure_mechanism"),
-    params:
-        seeds=SEEDS,  # the seed of each input table, in order
-        schedule=SCHEDULE,  # the rows each gathered table must hold
     script:
         "../scripts/figure_mechanism.py"
 
 
 rule summary:
     input:
-        timing=rules.figure1.output.table,
+        timing=rules.run_tables.output.timing,
         variance=every_seed(rules.pca.output.variance),
         toy=rules.toy_table.output[0],
         claims=rules.claims.output.claims,

@@ -1,20 +1,10 @@
-"""Snakemake job: the norm and sharpness across seeds (lrdecay.analysis.mechanism_bands) and
-their figure (lrdecay.figures.mechanism)."""
+"""Snakemake job: the norm and sharpness figure (lrdecay.figures.mechanism), drawn from the
+table across seeds that rule run_tables computed (norm_sharpness.csv)."""
 
 import pandas as pd
 
-from lrdecay import analysis, figures, io, logs, trajectories
+from lrdecay import figures, logs
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
-
-
-def read(paths, reader=pd.read_csv):
-    return {seed: reader(p) for seed, p in zip(sm.params.seeds, paths, strict=True)}
-
-
-schedule = {"schedule": sm.params.schedule}
-metrics = read(sm.input.metrics, lambda path: trajectories.load_metrics(path, schedule))
-bands = analysis.mechanism_bands(metrics, read(sm.input.sharpness))
-io.write_csv(sm.output.table, bands)
-figures.save(figures.mechanism(bands), *sm.output.figure)
+figures.save(figures.mechanism(pd.read_csv(sm.input.bands)), *sm.output.figure)
