@@ -366,3 +366,26 @@ def test_mechanism_bands_are_the_seed_means_and_intervals() -> None:
     assert row["ci_high"] - row["mean"] == pytest.approx(half, rel=1e-5)
     main = bands[(bands["quantity"] == "main_norm") & (bands["x"] == 7)].iloc[0]
     assert main["mean"] == pytest.approx(50 - 0.7) and main["std"] == pytest.approx(0)
+
+
+def test_spearman_is_scipys_to_the_bit() -> None:
+    """analysis.spearman ranks without scipy's per-call overhead (the bootstraps call it tens of
+    thousands of times); its values must be scipy.stats.spearmanr's exactly, with ties (average
+    ranks), NaN (propagated) and constant series, or claims.csv and trends.csv would change."""
+    from scipy import stats as scipy_stats
+
+    rng = np.random.default_rng(1)
+    for trial in range(3000):
+        n = int(rng.integers(3, 30))
+        x, y = rng.normal(size=n), rng.normal(size=n)
+        if trial % 3 == 1:
+            x = rng.integers(0, 4, n).astype(float)  # many ties
+        if trial % 3 == 2:
+            x, y = np.round(3 * x), np.round(y, 1)
+        assert (analysis.average_ranks(x) == scipy_stats.rankdata(x)).all()
+        if np.ptp(x) == 0 or np.ptp(y) == 0:
+            assert np.isnan(analysis.spearman(x, y))
+            continue
+        assert analysis.spearman(x, y) == float(scipy_stats.spearmanr(x, y).statistic), trial
+    assert np.isnan(analysis.spearman([1.0, 2.0, np.nan, 4.0], [1.0, 2.0, 3.0, 4.0]))
+    assert np.isnan(analysis.spearman([1.0, 2.0], [2.0, 1.0]))
