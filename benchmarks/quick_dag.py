@@ -34,6 +34,7 @@ from benchmarks.dag_check import job_walls
 REPO = Path(__file__).resolve().parents[1]
 LOG_STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})")
 END_LINE = re.compile(r"job ended after ([\d.]+) s")  # lrdecay.logs.END_OF_JOB
+CPU_LINE = re.compile(r"job ended after .*; CPU ([\d.]+) s")  # its CPU time, where logged
 
 
 def export(rev: str, into: Path) -> str:
@@ -62,6 +63,23 @@ def longest_silence(log: Path) -> float:
     return max(gaps, default=0.0)
 
 
+def job_cpu(log: Path) -> float | None:
+    """CPU seconds a job's log states at its end (lrdecay.logs.END_OF_JOB; None in logs of
+    commits that did not log it): its cost, which the machine's load hardly changes."""
+    found = CPU_LINE.findall(log.read_text(errors="replace"))
+    return float(found[-1]) if found else None
+
+
+def rule_cpu(jobs: list[dict]) -> str:
+    """CPU seconds per rule summed over its jobs, largest first ("" where no log states it)."""
+    sums: dict[str, float] = {}
+    for job in jobs:
+        if job.get("cpu_s") is not None:
+            sums[job["rule"]] = sums.get(job["rule"], 0.0) + job["cpu_s"]
+    return ", ".join(f"{rule} {cpu:.1f}" for rule, cpu in sorted(sums.items(),
+                                                                key=lambda kv: -kv[1]))
+
+
 def build(tree: Path, out: Path, cores: int, targets: list[str]) -> dict:
     """One from-scratch build of the quick DAG of `tree` into `out`: wall, jobs, silences."""
     results = out / "results"
@@ -85,6 +103,7 @@ def build(tree: Path, out: Path, cores: int, targets: list[str]) -> dict:
     jobs = job_walls(log)
     for job in jobs:
         job["silence_s"] = longest_silence(tree / job["log"]) if job["log"] else 0.0
+        job["cpu_s"] = job_cpu(tree / job["log"]) if job["log"] else None
     return {"wall_s": wall, "cpu_s": cpu, "jobs": jobs, "results": results}
 
 
@@ -140,6 +159,9 @@ def main(argv: list[str] | None = None) -> None:
             if silent:
                 print(f"  longest silence in a job's log: {silent['silence_s']:.0f} s "
                       f"({silent['rule']}, {silent['log']})", flush=True)
+            if per_rule := rule_cpu(run["jobs"]):
+                print("  CPU-s per rule (the jobs' own, imports included):", per_rule,
+                      flush=True)
             print("  load:", load(), flush=True)
     base, cand = statistics.median(walls["baseline"]), statistics.median(walls["candidate"])
     print(f"median wall: baseline {base:.1f} s, candidate {cand:.1f} s, ratio candidate/baseline "

@@ -245,6 +245,7 @@ def trend_table(timings: dict[int, pd.DataFrame], seed: int = 0) -> pd.DataFrame
     for column, label in [("subpath_final_test_loss", "final test loss"),
                           ("subpath_final_train_loss", "final train loss"),
                           ("decay_gain_vs_main_same_epoch", "gain over the main path")]:
+        log.info("trends: %s against the decay epoch (bootstrap intervals)", label)  # progress
         units = {s: _trend_units(t, column) for s, t in timings.items()}
         for stat, fn in [("spearman_rho", _rho), ("slope_per_100_epochs", _slope)]:
             rows.append({"quantity": label, "measure": stat,
@@ -445,6 +446,7 @@ def claims_table(metrics: dict[int, pd.DataFrame], variance: dict[int, pd.DataFr
                      "ci_low": m["ci_low"], "ci_high": m["ci_high"],
                      "interval_over": m["interval_over"], "paper_value": paper,
                      "verdict": verdict, "rule": rule})
+        log.info("claim %d: %s (%s)", len(rows), claim, measure)  # progress: bootstraps
 
     column = "subpath_final_test_loss"
     m = _over_seeds_or_units({s: _trend_units(t, column) for s, t in timings.items()}, _rho,

@@ -59,11 +59,19 @@ def process_age_s() -> float:
 
 
 # Parsed by lrdecay.reference for the provenance file's wall time per stage: keep the wording.
-END_OF_JOB = "job ended after {wall:.1f} s; peak memory {peak:.0f} MB"
+# The CPU time (user + system, imports included) is the job's cost on a shared machine, where the
+# wall time depends on the load (benchmarks/quick_dag.py sums it per rule).
+END_OF_JOB = "job ended after {wall:.1f} s; peak memory {peak:.0f} MB; CPU {cpu:.1f} s"
+
+
+def cpu_s() -> float:
+    """CPU seconds (user + system) this process has used, all threads, imports included."""
+    times = os.times()
+    return times.user + times.system
 
 
 def _log_end_of_job() -> None:
-    log.info(END_OF_JOB.format(wall=process_age_s(), peak=peak_memory_mb()))
+    log.info(END_OF_JOB.format(wall=process_age_s(), peak=peak_memory_mb(), cpu=cpu_s()))
 
 
 DETAIL = {"detail": True}  # `extra=` of lines that go to the job's log file only

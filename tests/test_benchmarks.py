@@ -136,3 +136,30 @@ def test_quick_dag_reports_the_longest_silence_of_a_job_log(tmp_path: Path) -> N
     assert longest_silence(log) == 36.6
     log.write_text("no timed line\n")
     assert longest_silence(log) == 0.0
+
+
+def test_quick_dag_reads_each_jobs_cpu_time_from_its_end_line(tmp_path: Path) -> None:
+    """Each job's log ends with its CPU time (lrdecay.logs.END_OF_JOB), which quick_dag sums per
+    rule: the measure on a shared machine, where walls follow the load. A log of an older commit
+    (no CPU in its end line) gives None, not 0; the job's own CPU clock, not the wall, is logged."""
+    import time
+
+    from benchmarks.quick_dag import job_cpu, rule_cpu
+    from lrdecay import logs
+
+    log = tmp_path / "job.log"
+    line = logs.END_OF_JOB.format(wall=50.0, peak=90, cpu=12.34)
+    log.write_text(f"2026-12-04 10:00:50,000 INFO lrdecay: {line}\n")
+    assert job_cpu(log) == 12.3
+    log.write_text("2026-12-04 10:00:40,000 INFO lrdecay: job ended after 36.6 s; peak memory"
+                   " 90 MB\n")
+    assert job_cpu(log) is None
+    jobs = [{"rule": "a", "cpu_s": 1.5}, {"rule": "b", "cpu_s": 4.0}, {"rule": "a", "cpu_s": 3.0},
+            {"rule": "c", "cpu_s": None}]
+    assert rule_cpu(jobs) == "a 4.5, b 4.0"
+    before, clock = logs.cpu_s(), time.process_time()
+    while time.process_time() - clock < 0.2:
+        pass  # 0.2 CPU-s busy, however loaded the machine: the logged clock moves with it
+    busy = logs.cpu_s() - before
+    time.sleep(0.3)  # and a sleep, which a wall clock would count, does not move it
+    assert 0.15 < busy < 0.35 and logs.cpu_s() - before - busy < 0.05, busy
