@@ -1,9 +1,8 @@
 """The config's error type and hash, apart from lrdecay.config (which re-exports both).
 
-Job code (the toy model, result records) uses them without importing the validation, whose
-registries (models, datasets, resource requests) would otherwise become code dependencies of
-every such job under DVC (lrdecay.dvcgen follows imports), so that, say, editing a model reran
-the toy simulations. This module imports nothing from lrdecay.
+Job code (the toy model, result records) uses them without importing the validation and its
+registries (models, datasets, resource requests), which such code has no use for. This module
+imports nothing from lrdecay.
 """
 
 from __future__ import annotations

@@ -32,6 +32,20 @@ command pins it down structurally:
   it; to keep the finished ones, rerun the stage's command (Snakemake skips them), then
   ``dvc commit <stage>``.
 
+What the code deps mean for the package: a stage reruns after an edit to any module its script
+imports, directly or not, and to nothing else. So a module that a job does not need is kept out of
+its imports, and the package's splits keep the costly stages' closures small:
+
+* lrdecay.basics (the config's error type and hash) is apart from lrdecay.config, and job code
+  imports lrdecay.plan rather than lrdecay.config: editing the validation, the model and dataset
+  registries or the resource requests retrains nothing, nor reruns the toy simulations;
+* lrdecay.pca_budget is apart from lrdecay.resources: the PCA job does not take in the registries;
+* lrdecay.stacked (the vmap code) is imported by lrdecay.subpaths only, and lrdecay.subpaths is
+  apart from lrdecay.train: editing either reruns the subpath groups and what follows them, never
+  the main-path segments or the landscape shards (which import lrdecay.engine);
+* the toy figure jobs' entry points live in lrdecay.toy.figures, apart from lrdecay.toy.pipeline:
+  a change to figure code never reruns the simulations.
+
 Usage: ``python -m lrdecay.dvcgen [--configfile FILE ...] [--check]`` (writes or checks the
 pipeline; rerun it after changing rules or the config's schedule, then commit it).
 

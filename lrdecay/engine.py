@@ -4,9 +4,7 @@
 the arithmetic of one model: an nn.Module with torch.optim.SGD. `ModuleStepper` wraps it in the
 interface the run loop (lrdecay.train.PathsRun) drives, so resume, RNG state, snapshots, logging
 and divergence are written once for every path. K subpaths at once (vmapped, torch.func) are
-lrdecay.stacked, with the same interface; it is kept apart so that the main path and the landscape,
-which import this module, do not depend on the vmap code (under DVC, editing it never retrains
-the main path).
+lrdecay.stacked, with the same interface.
 """
 
 from __future__ import annotations

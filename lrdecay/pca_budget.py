@@ -1,9 +1,8 @@
 """The PCA job's memory as a function of its chunk, and the largest chunk that fits a request.
 
-Its own module, importing nothing of lrdecay: lrdecay.resources prices the PCA job's request
-with it where the Snakefile starts, and lrdecay.pca picks its chunk with it inside the job, so
-the PCA job (and its DVC stage's code deps) does not take in the models and datasets registry.
-Measured against real peaks in tests/test_resources.py.
+One model shared by both sides of the request: lrdecay.resources prices the PCA job's request
+with it where the Snakefile starts, and lrdecay.pca picks its chunk with it inside the job.
+It imports nothing of lrdecay. Measured against real peaks in tests/test_resources.py.
 """
 
 from __future__ import annotations

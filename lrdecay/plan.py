@@ -2,9 +2,8 @@
 
 Everything that turns a config into epochs, jobs and paths lives in :class:`Plan`, so the Snakemake
 rules, the package and the tests agree on one layout. Job code imports this module, not
-lrdecay.config (which re-exports all of it): the validation's registries and resource model are
-then no code dependency of the jobs under DVC (lrdecay.dvcgen follows imports), so editing, say,
-the memory requests does not retrain anything.
+lrdecay.config (which re-exports all of it, and adds the validation, the registries and the
+resource model that jobs have no use for).
 """
 
 from __future__ import annotations

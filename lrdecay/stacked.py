@@ -7,11 +7,7 @@ dropout draws (vmap's randomness="different", from the process's global RNG, so 
 K at once and one at a time are different, equally valid samples). SGD is the exact arithmetic of
 torch.optim.SGD (`sgd_update`), AdamW that of torch.optim.AdamW (`adamw_update`). It has the
 interface of lrdecay.engine.ModuleStepper, so the run loop (lrdecay.train.PathsRun) is written
-once for every path.
-
-Only the subpath jobs (lrdecay.subpaths) import this module: main-path segments and landscape
-shards do not, so under DVC (whose stage deps follow imports, lrdecay.dvcgen) editing the vmap
-code reruns the subpath groups and what follows them, never the main path.
+once for every path. Only the subpath jobs (lrdecay.subpaths) use it.
 """
 
 from __future__ import annotations

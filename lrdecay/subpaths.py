@@ -3,8 +3,7 @@
 Each subpath of a group starts from the main path's full state at its branch epoch and trains at
 the subpath learning rate through the run loop of lrdecay.train (resume, RNG state, snapshots,
 divergence). engine.batched_subpaths picks the engine: lrdecay.stacked (K vmapped at once) or the
-plain module one subpath at a time. Kept apart from lrdecay.train so that main-path jobs do not
-import the vmap code (under DVC, editing it reruns these jobs, not the main path).
+plain module one subpath at a time.
 """
 
 from __future__ import annotations

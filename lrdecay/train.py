@@ -2,8 +2,8 @@
 
 One loop (`PathsRun`) trains K paths over an engine: lrdecay.engine (K = 1) for the main path and
 for subpaths one at a time, lrdecay.stacked (K > 1) for subpaths at once, which the subpath groups
-(lrdecay.subpaths) pass in, so main-path jobs never import the vmap code. It owns resume, RNG
-state, snapshots, logging and divergence handling for all of them.
+(lrdecay.subpaths) pass in. It owns resume, RNG state, snapshots, logging and divergence handling
+for all of them.
 
 A run's whole state (weights, optimiser buffers, every RNG, epoch, metrics so far) is one file
 with its checksum record inside, committed by one rename, in a folder of <run>/.resume/ named by

@@ -1,7 +1,5 @@
-"""Job entry points of the toy simulation rules (toy_checks, toy_table).
-
-The figure jobs' entry points live in lrdecay.toy.figures, so a change to figure code never makes
-DVC rerun the simulations."""
+"""Job entry points of the toy simulation rules (toy_checks, toy_table); the figure jobs' entry
+points live with the drawing code, in lrdecay.toy.figures."""
 
 from __future__ import annotations
 
