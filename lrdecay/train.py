@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lrdecay import io, logs, schedules
+from lrdecay import io, layout, logs, schedules
 from lrdecay.data import DeviceData
 from lrdecay.engine import (
     METRIC_COLUMNS,
@@ -45,7 +45,7 @@ from lrdecay.plan import MAIN_PATH, Plan, Reads
 
 log = logging.getLogger(__name__)
 
-STATE_NAME = "resume.pt"
+STATE_NAME = layout.RESUME_STATE
 STATE_FIX = "nothing to do: the job starts this path afresh"
 SET_ASIDE = "set-aside"
 
@@ -56,14 +56,16 @@ def main_spec(config: dict) -> PathSpec:
     return PathSpec("main", None, config["optimizer"]["main_lr"])
 
 
-def keyed_work(resume_dir: Path, name: str, cfg_hash: str, root: Path | None = None) -> Path:
-    """<resume>/<name>/<training hash>: the only partial state this config may resume from.
+def keyed_work(folder: Path, cfg_hash: str, root: Path | None = None) -> Path:
+    """<resume>/<job>/<training hash>, `folder` the job's resume folder (Plan.segment_work,
+    Plan.group_work): the only partial state this config may resume from.
 
-    Anything else under <resume>/<name> (another config's partial or finished paths) is moved to
+    Anything else under <resume>/<job> (another config's partial or finished paths) is moved to
     <resume>/set-aside/ with a warning, never reused and never deleted. No folder of it below
     `root` (the run folder) may be a symbolic link (lrdecay.io.guard).
     """
-    folder = io.guard(resume_dir / name, root)
+    resume_dir, name = folder.parent, folder.name
+    folder = io.guard(folder, root)
     io.guard(folder / cfg_hash)
     if folder.is_dir():
         for other in sorted(folder.iterdir()):
@@ -157,7 +159,7 @@ class PathsRun:
         state = self._try_resume()
         memmaps: dict[int, np.memmap] = {}
         for i in [] if state is None else state["active"]:
-            memmaps[i] = reopen_snapshots(self.works[i] / "snapshots.npy", shapes[i], dtype)
+            memmaps[i] = reopen_snapshots(self.works[i] / layout.SNAPSHOTS, shapes[i], dtype)
             if memmaps[i] is None:
                 state, memmaps = None, {}
                 break
@@ -180,7 +182,7 @@ class PathsRun:
             active, t, failures = list(range(k)), 0, []
             rows = {i: [] for i in range(k)}
             for i in active:
-                memmaps[i] = io.open_memmap(self.works[i] / "snapshots.npy", mode="w+",
+                memmaps[i] = io.open_memmap(self.works[i] / layout.SNAPSHOTS, mode="w+",
                                             dtype=dtype, shape=shapes[i])
             if self.snapshot_start:
                 values, flat = stepper.evaluate(None), stepper.flat().cpu().numpy()
@@ -229,8 +231,8 @@ class PathsRun:
                 if self.starts[i] + t in self.branch_points:
                     state = self._state(stepper, generators, active, t, rows, failures)
                     self._flush(memmaps)
-                    io.save_checkpoint(self.works[i] / f"branch-{self.starts[i] + t:04d}.pt",
-                                       state)
+                    name = layout.BRANCH_STATE.name(self.starts[i] + t)
+                    io.save_checkpoint(self.works[i] / name, state)
             if active and time.monotonic() - last_save >= cfg["engine"]["checkpoint_seconds"]:
                 self._save(memmaps, stepper, generators, active, t, rows, failures)
                 last_save = time.monotonic()
@@ -241,22 +243,22 @@ class PathsRun:
         state = self._state(stepper, generators, active, t, rows, failures)
         finals = stepper.weights() if active else []  # none left when every path diverged
         for i, weights in zip(active, finals, strict=True):  # full precision
-            io.save_checkpoint(self.works[i] / "weights.pt", {"model": weights},
+            io.save_checkpoint(self.works[i] / layout.WEIGHTS, {"model": weights},
                                meta={"config_hash": trainer.hash, "settings": trainer.settings})
         for i in active:
             del memmaps[i]
-            io.record_array(self.works[i] / "snapshots.npy", {
+            io.record_array(self.works[i] / layout.SNAPSHOTS, {
                 "path": self.specs[i].name, "branch_epoch": self.specs[i].branch_epoch,
                 "epochs": snaps[i], "config_hash": trainer.hash, "settings": trainer.settings,
                 "layout": "rows are flattened named_parameters at the listed epochs",
             })
             if self.publish_state:
-                io.save_checkpoint(self.works[i] / "state.pt", state,
+                io.save_checkpoint(self.works[i] / layout.STATE, state,
                                    meta={"config_hash": trainer.hash,
                                          "settings": trainer.settings})
             frame = pd.DataFrame(rows[i], columns=METRIC_COLUMNS + trainer.noise_columns
                                  + stepper.layer_columns)
-            io.save_csv(self.works[i] / "metrics.csv", frame)  # last: marks the path done
+            io.save_csv(self.works[i] / layout.METRICS, frame)  # last: marks the path done
         self.state_path.unlink(missing_ok=True)
         return failures
 
@@ -316,7 +318,7 @@ class PathsRun:
             log.warning("resume state %s is for another config or set of paths; moved to %s, "
                         "starting afresh", self.state_path, stale)
             return None
-        if not all((self.works[i] / "snapshots.npy").exists() for i in state["active"]):
+        if not all((self.works[i] / layout.SNAPSHOTS).exists() for i in state["active"]):
             log.warning("snapshot files of %s are missing; starting afresh", self.state_path)
             return None
         return state
@@ -354,19 +356,20 @@ def run_main_segment(config: dict, data_path: str, end: int, out_dir: str, devic
     a whole config: reading a subpath key fails here rather than tie the main path to it."""
     config = MAIN_PATH.narrow(config)
     plan, trainer = setup(config, data_path, device_name, threads, MAIN_PATH)
-    work = keyed_work(plan.resume_dir, f"main-segment-{end:04d}", trainer.hash, plan.run_dir)
+    work = keyed_work(plan.segment_work(end), trainer.hash, plan.run_dir)
     if end == 0:
         start, initial, branches = 0, None, ()
     else:
         start = plan.segment_start(end)
-        initial = Path(plan.segment_dir(start)) / "state.pt"
+        initial = plan.segment_dir(start) / layout.STATE
         branches = tuple(b for b in plan.branches_in_segment(end) if b != end)
     failures = PathsRun(trainer, [main_spec(config)], [start], end - start, [work], [initial],
                         work / STATE_NAME, snapshot_start=end == 0, branch_points=branches,
                         publish_state=True, root=plan.run_dir).run()
     if failures:
         raise DivergenceError(failures[0])
-    keep = ["state.pt", "metrics.csv", "snapshots.npy"] + [f"branch-{b:04d}.pt" for b in branches]
+    keep = [layout.STATE, layout.METRICS, layout.SNAPSHOTS,
+            *(layout.BRANCH_STATE.name(b) for b in branches)]
     # publish the finished files and their sidecars
     with io.atomic_dir(out_dir, root=plan.run_dir) as tmp:
         for name in keep:
