@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from lrdecay import resources
+from lrdecay import layout, resources
 
 # Defined apart for job code, re-exported here (see lrdecay.basics and lrdecay.plan).
 from lrdecay.basics import ConfigError, config_hash  # noqa: F401
@@ -579,7 +579,7 @@ def plan_problems(config: dict) -> list[str]:
     return problems
 
 
-MAX_GROUPS = 1000  # subpath job names have three digits (group-000 ... group-999)
+MAX_GROUPS = layout.GROUP.limit  # subpath job names have GROUP.width digits (lrdecay.layout)
 
 
 def load(*paths: str | Path, overrides: dict | None = None) -> dict:

@@ -100,6 +100,7 @@ import yaml
 
 from lrdecay.config import ConfigError, check_files, read_yaml
 from lrdecay.io import write_text
+from lrdecay.layout import METRICS
 from lrdecay.plan import READS_PARAM, Reads
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -160,7 +161,7 @@ TABLE_PLOTS: dict[str, dict[str, Any]] = {
 # subpath, by `path` and `branch_epoch`), one plot per column. DVC's own templates draw a file's
 # rows as one line, which zigzags between the paths; the template CURVES_TEMPLATE (in DVC's
 # template folder, .dvc/plots/) draws a line per path, coloured main path / subpath.
-CURVES_TABLE = "seed-*/metrics.csv"
+CURVES_TABLE = f"seed-*/{METRICS}"
 CURVES_TEMPLATE = "learning_curves"
 CURVE_COLUMNS = {"test_loss": "test loss", "train_loss": "train loss"}
 

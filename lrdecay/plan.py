@@ -14,10 +14,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from lrdecay import layout
 from lrdecay.basics import ConfigError, config_hash
 
-# A subpath's final weights in its group folder (lrdecay.subpaths writes, lrdecay.sharpness reads)
-SUBPATH_WEIGHTS = "branch-{branch:04d}.weights.pt"
 # The flipped training indices of data.label_noise, beside the dataset (lrdecay.data writes)
 FLIPPED_NAME = "flipped.npy"
 # engine settings that change numbers (the others change only speed and bookkeeping)
@@ -256,7 +255,15 @@ class Plan:
     def resume_dir(self) -> Path:
         """Partial training state of this seed; never a Snakemake output, so a failed job's
         cleanup keeps it."""
-        return self.seed_dir() / ".resume"
+        return self.seed_dir() / layout.RESUME
+
+    def segment_work(self, end: int) -> Path:
+        """The resume folder of the main_segment job ending at `end` (named like its log)."""
+        return self.resume_dir / layout.SEGMENT_JOB.name(end)
+
+    def group_work(self, group: int) -> Path:
+        """The resume folder of subpath_group job `group` (named like its log)."""
+        return self.resume_dir / layout.GROUP_JOB.name(group)
 
     @cached_property
     def branch_epochs(self) -> list[int]:
@@ -300,7 +307,9 @@ class Plan:
     def n_shards(self) -> int:
         return min(self.config["landscape"]["shards"], self.grid_points)
 
-    # File layout (Snakemake rules and jobs both use these, so they cannot disagree).
+    # File layout (Snakemake rules and jobs both use these, so they cannot disagree; the names
+    # are lrdecay.layout's). A number given as its braced wildcard ("{end}") gives the rule's
+    # pattern; `seed` ("{seed}" too) names the seed of a run's plan.
     @property
     def data_path(self) -> Path:
         return self.run_dir / "data" / "dataset.pt"
@@ -310,19 +319,23 @@ class Plan:
         """The flipped training indices of data.label_noise (lrdecay.data.flipped_path)."""
         return self.data_path.with_name(FLIPPED_NAME)
 
-    def segment_dir(self, end: int) -> Path:
-        return self.seed_dir() / "main" / f"segment-{end:04d}"
+    def segment_dir(self, end: int | str, seed: int | str | None = None) -> Path:
+        return self.seed_dir(seed) / layout.SEGMENT.name(end)
 
     def branch_state(self, branch_epoch: int) -> Path:
         """Checkpoint holding the main path's full state at `branch_epoch`."""
         end = self.segment_holding(branch_epoch)
-        name = "state.pt" if end == branch_epoch else f"branch-{branch_epoch:04d}.pt"
+        name = layout.STATE if end == branch_epoch else layout.BRANCH_STATE.name(branch_epoch)
         return self.segment_dir(end) / name
 
-    def group_dir(self, group: int) -> Path:
-        return self.seed_dir() / "subpaths" / f"group-{group:03d}"
+    def group_dir(self, group: int | str, seed: int | str | None = None) -> Path:
+        return self.seed_dir(seed) / layout.GROUP.name(group)
 
     def subpath_weights(self, group: int, branch_epoch: int) -> Path:
         """A subpath's final weights at full precision (its snapshots may be float16)."""
-        return self.group_dir(group) / SUBPATH_WEIGHTS.format(branch=branch_epoch)
+        return self.group_dir(group) / layout.BRANCH_WEIGHTS.name(branch_epoch)
+
+    def shard_path(self, shard: int | str, seed: int | str | None = None) -> Path:
+        """One landscape shard job's table of grid points."""
+        return self.seed_dir(seed) / layout.SHARD.name(shard)
 

@@ -18,13 +18,14 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lrdecay import io
+from lrdecay import io, layout
 from lrdecay.basics import config_hash
 
 # What a reference keeps: results people read. Everything else (checkpoints, trajectories, the
 # PCA basis, the dataset, resume states) is large and rebuilt by the pipeline.
 KEPT_SUFFIXES = {".csv", ".json", ".png", ".pdf"}
-SKIPPED_PARTS = {".resume", ".locks", ".snakemake", "data", "main", "subpaths", "trajectories"}
+SKIPPED_PARTS = {layout.RESUME, ".locks", ".snakemake", "data", layout.MAIN_DIR,
+                 layout.SUBPATHS_DIR, "trajectories"}
 MAX_FILE_BYTES = 5 * 2**20
 WALL_LINE = re.compile(r"job ended after ([\d.]+) s; peak memory (\d+) MB")
 PROVENANCE = "provenance.json"
@@ -39,7 +40,7 @@ def kept_files(run_dir: Path) -> tuple[list[Path], list[str]]:
             continue
         if path.suffix == ".json" and path.with_suffix("").is_file():
             continue  # integrity record of a file a reference does not keep (.npy, .pt, .npz)
-        if path.name.startswith("shard-") or path.parent.name.startswith("gamma-"):
+        if path.match(layout.SHARD.glob) or path.parent.name.startswith("gamma-"):
             continue  # pieces of landscape/grid.csv and of toy/checks.csv
         if path.stat().st_size > MAX_FILE_BYTES and path.suffix != ".csv":
             left_out.append(f"{relative} ({path.stat().st_size} bytes > {MAX_FILE_BYTES})")

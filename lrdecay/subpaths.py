@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from lrdecay import io, logs, train
+from lrdecay import io, layout, logs, train
 from lrdecay.engine import PathSpec
-from lrdecay.plan import SUBPATH_WEIGHTS, SUBPATHS
+from lrdecay.plan import SUBPATHS
 from lrdecay.stacked import make_stepper
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 def branch_spec(config: dict, branch_epoch: int) -> PathSpec:
     """The subpath branching from the main path at `branch_epoch`."""
-    return PathSpec(f"branch-{branch_epoch:04d}", branch_epoch, config["optimizer"]["subpath_lr"])
+    return PathSpec(layout.BRANCH.name(branch_epoch), branch_epoch,
+                    config["optimizer"]["subpath_lr"])
 
 
 def saved_members(state_path: Path) -> list[int] | None:
@@ -46,11 +47,10 @@ def run_subpath_group(config: dict, data_path: str, group: int, out_dir: str, de
     config = SUBPATHS.narrow(config)
     plan, trainer = train.setup(config, data_path, device_name, threads, SUBPATHS)
     sub_epochs = config["schedule"]["subpath_epochs"]
-    group_work = train.keyed_work(plan.resume_dir, f"subpath-group-{group:03d}", trainer.hash,
-                                  plan.run_dir)
+    group_work = train.keyed_work(plan.group_work(group), trainer.hash, plan.run_dir)
     branches = plan.subpath_groups[group]
-    works = {b: io.guard(group_work / f"branch-{b:04d}", plan.run_dir) for b in branches}
-    todo = [b for b in branches if not (works[b] / "metrics.csv").exists()]
+    works = {b: io.guard(group_work / layout.BRANCH.name(b), plan.run_dir) for b in branches}
+    todo = [b for b in branches if not (works[b] / layout.METRICS).exists()]
     for b in sorted(set(branches) - set(todo)):
         log.info("branch %d already finished with this config (training hash %s) in %s",
                  b, trainer.hash, works[b])
@@ -84,12 +84,12 @@ def run_subpath_group(config: dict, data_path: str, group: int, out_dir: str, de
     with io.atomic_dir(out_dir, root=plan.run_dir) as tmp:
         frames = []
         for branch in branches:
-            frames.append(io.load_csv(io.guard(works[branch] / "metrics.csv"), (
+            frames.append(io.load_csv(io.guard(works[branch] / layout.METRICS), (
                 f"delete the folder {works[branch]} and rerun; the job retrains that subpath")))
-            for source, name in [("snapshots.npy", f"branch-{branch:04d}.npy"),
-                                 ("weights.pt", SUBPATH_WEIGHTS.format(branch=branch))]:
+            for source, name in [(layout.SNAPSHOTS, layout.BRANCH_SNAPSHOTS.name(branch)),
+                                 (layout.WEIGHTS, layout.BRANCH_WEIGHTS.name(branch))]:
                 for suffix in ("", ".json"):
                     io.link(works[branch] / f"{source}{suffix}", tmp / f"{name}{suffix}",
                             plan.run_dir)
-        io.save_csv(tmp / "metrics.csv", pd.concat(frames, ignore_index=True))
+        io.save_csv(tmp / layout.METRICS, pd.concat(frames, ignore_index=True))
     train.remove_work(group_work)

@@ -20,14 +20,14 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from lrdecay import io, logs, schedules
+from lrdecay import io, layout, logs, schedules
 from lrdecay.data import DeviceData
 from lrdecay.engine import (
     METRIC_COLUMNS,
@@ -45,7 +45,7 @@ from lrdecay.plan import MAIN_PATH, Plan, Reads
 
 log = logging.getLogger(__name__)
 
-STATE_NAME = "resume.pt"
+STATE_NAME = layout.RESUME_STATE
 STATE_FIX = "nothing to do: the job starts this path afresh"
 SET_ASIDE = "set-aside"
 
@@ -56,14 +56,16 @@ def main_spec(config: dict) -> PathSpec:
     return PathSpec("main", None, config["optimizer"]["main_lr"])
 
 
-def keyed_work(resume_dir: Path, name: str, cfg_hash: str, root: Path | None = None) -> Path:
-    """<resume>/<name>/<training hash>: the only partial state this config may resume from.
+def keyed_work(folder: Path, cfg_hash: str, root: Path | None = None) -> Path:
+    """<resume>/<job>/<training hash>, `folder` the job's resume folder (Plan.segment_work,
+    Plan.group_work): the only partial state this config may resume from.
 
-    Anything else under <resume>/<name> (another config's partial or finished paths) is moved to
+    Anything else under <resume>/<job> (another config's partial or finished paths) is moved to
     <resume>/set-aside/ with a warning, never reused and never deleted. No folder of it below
     `root` (the run folder) may be a symbolic link (lrdecay.io.guard).
     """
-    folder = io.guard(resume_dir / name, root)
+    resume_dir, name = folder.parent, folder.name
+    folder = io.guard(folder, root)
     io.guard(folder / cfg_hash)
     if folder.is_dir():
         for other in sorted(folder.iterdir()):
@@ -108,6 +110,44 @@ def snapshot_epochs(start: int, end: int, every: int, include_start: bool) -> li
     return ([start] if include_start else []) + epochs
 
 
+def check_one_schedule(specs: list[PathSpec], starts: list[int], works: list[Path],
+                       initial: list[Path | None]) -> None:
+    """The run's invariant, one lr per group: the paths trained together share one lr schedule.
+    The engine steps all of them at the first path's lr, and lrdecay.schedules gives one lr per
+    step for all, counted from the branch point for subpaths and from epoch 0 for the main path;
+    a path of another lr, or the main path beside subpaths, would silently train at a schedule
+    not its own. Checked before any work, as the one-start-per-path shape of the run."""
+    names = [s.name for s in specs]
+    if not specs or not len(starts) == len(works) == len(initial) == len(specs):
+        raise ValueError(f"a run needs one start, work folder and initial state per path: "
+                         f"{len(specs)} paths {names}, {len(starts)} starts, {len(works)} work "
+                         f"folders, {len(initial)} initial states")
+    lrs = {s.name: s.lr for s in specs}
+    main = [s.name for s in specs if s.branch_epoch is None]
+    if len(set(lrs.values())) > 1 or (main and len(specs) > 1):
+        raise ValueError(
+            f"paths trained together must share one lr schedule (one lr per group), but they "
+            f"have lrs {lrs}{' and include the main path' if main and len(specs) > 1 else ''}: "
+            "train paths of another lr or schedule in a run of their own (a subpath group's "
+            "paths all take optimizer.subpath_lr, lrdecay.subpaths.branch_spec)")
+
+
+@dataclass
+class LoopState:
+    """What the run loop carries from epoch to epoch. `active` (members still training), `t`
+    (epochs done in this run), `rows` and `failures` are what a resume state restores, beside the
+    engine's and the generators' state."""
+
+    stepper: Stepper
+    generators: list[torch.Generator]  # each member's data order
+    snaps: list[list[int]]  # each member's snapshot epochs
+    memmaps: dict[int, np.memmap] = field(default_factory=dict)  # each active member's snapshots
+    active: list[int] = field(default_factory=list)
+    t: int = 0
+    rows: dict[int, list[dict]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+
 @dataclass
 class PathsRun:
     """Train paths `specs` (one lr, one length) together from their `initial` states.
@@ -138,129 +178,175 @@ class PathsRun:
     progress: logs.Progress | None = None
     root: Path | None = None
 
+    def __post_init__(self) -> None:
+        check_one_schedule(self.specs, self.starts, self.works, self.initial)
+
     def run(self) -> list[str]:
         """Train; return the divergence messages of the paths that failed (others finished)."""
-        trainer, device, cfg = self.trainer, self.trainer.device, self.trainer.config
-        k = len(self.specs)
-        every, dtype = cfg["trajectory"]["every_epochs"], cfg["trajectory"]["dtype"]
+        loop = self._prepare()
+        if not self._resume(loop):
+            self._start(loop)
+        self._train(loop)
+        self._publish(loop)
+        self.state_path.unlink(missing_ok=True)
+        return loop.failures
+
+    # -- the steps ---------------------------------------------------------------------------
+    def _prepare(self) -> LoopState:
+        """The folders, the engine of the K paths and each path's data-order generator."""
+        trainer, cfg = self.trainer, self.trainer.config
+        every = cfg["trajectory"]["every_epochs"]
         snaps = [snapshot_epochs(s, s + self.length, every, self.snapshot_start)
                  for s in self.starts]
         io.guard(self.state_path, self.root).parent.mkdir(parents=True, exist_ok=True)
         for work in self.works:
             io.guard(work, self.root).mkdir(parents=True, exist_ok=True)
-        stepper = self.new_stepper(trainer, k, self.specs[0].lr)
-        generators = [torch.Generator(device=device).manual_seed(cfg["seed"] * 7919
-                                                                  + s.seed_offset)
+        stepper = self.new_stepper(trainer, len(self.specs), self.specs[0].lr)
+        generators = [torch.Generator(device=trainer.device).manual_seed(cfg["seed"] * 7919
+                                                                          + s.seed_offset)
                       for s in self.specs]
-        shapes = [(len(s), stepper.n_params) for s in snaps]
+        return LoopState(stepper, generators, snaps)
 
+    def _resume(self, loop: LoopState) -> bool:
+        """Continue from this run's saved state, if there is a usable one (with its snapshots)."""
         state = self._try_resume()
-        memmaps: dict[int, np.memmap] = {}
-        for i in [] if state is None else state["active"]:
-            memmaps[i] = reopen_snapshots(self.works[i] / "snapshots.npy", shapes[i], dtype)
-            if memmaps[i] is None:
-                state, memmaps = None, {}
-                break
-        if state is not None:
-            stepper.load_state(state)
-            active, t, rows = state["active"], state["t"], state["rows"]
-            failures = state["failures"]
-            for i in active:
-                generators[i].set_state(state["rng"]["generators"][i])
-            torch.set_rng_state(state["rng"]["torch"])
-            if device.type == "cuda" and "cuda" in state["rng"]:
-                torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-            log.info("%s: resumed at epoch %s from %s", self._label(),
-                     "/".join(str(self.starts[i] + t) for i in active), self.state_path)
-        else:
-            # distance_from_start: a subpath from its branch point, the main path from epoch 0
-            stepper.load_initial(self.initial, io.rerun_fix,
-                                 from_init=self.specs[0].branch_epoch is None)
-            torch.manual_seed(cfg["seed"] * 7919 + self.specs[0].seed_offset)  # dropout stream
-            active, t, failures = list(range(k)), 0, []
-            rows = {i: [] for i in range(k)}
-            for i in active:
-                memmaps[i] = io.open_memmap(self.works[i] / "snapshots.npy", mode="w+",
-                                            dtype=dtype, shape=shapes[i])
-            if self.snapshot_start:
-                values, flat = stepper.evaluate(None), stepper.flat().cpu().numpy()
-                first = self._lrs(0)  # a path's first row: the lr of its first step
-                for i in active:
-                    rows[i].append(trainer.make_row(self.specs[i], self.starts[i], values[i],
-                                                    True, None if first is None else first[0]))
-                    memmaps[i][0] = flat[i]
+        if state is None:
+            return False
+        for i in state["active"]:
+            snapshots = reopen_snapshots(self.works[i] / layout.SNAPSHOTS, self._shape(loop, i),
+                                         self.trainer.config["trajectory"]["dtype"])
+            if snapshots is None:
+                loop.memmaps = {}
+                return False
+            loop.memmaps[i] = snapshots
+        device = self.trainer.device
+        loop.stepper.load_state(state)
+        loop.active, loop.t, loop.rows = state["active"], state["t"], state["rows"]
+        loop.failures = state["failures"]
+        for i in loop.active:
+            loop.generators[i].set_state(state["rng"]["generators"][i])
+        torch.set_rng_state(state["rng"]["torch"])
+        if device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        log.info("%s: resumed at epoch %s from %s", self._label(),
+                 "/".join(str(self.starts[i] + loop.t) for i in loop.active), self.state_path)
+        return True
 
+    def _start(self, loop: LoopState) -> None:
+        """Start afresh from the initial states: fresh snapshot files, the first rows."""
+        trainer, cfg, k = self.trainer, self.trainer.config, len(self.specs)
+        # distance_from_start: a subpath from its branch point, the main path from epoch 0
+        loop.stepper.load_initial(self.initial, io.rerun_fix,
+                                  from_init=self.specs[0].branch_epoch is None)
+        torch.manual_seed(cfg["seed"] * 7919 + self.specs[0].seed_offset)  # dropout stream
+        loop.active, loop.t, loop.failures = list(range(k)), 0, []
+        loop.rows = {i: [] for i in range(k)}
+        for i in loop.active:
+            loop.memmaps[i] = io.open_memmap(self.works[i] / layout.SNAPSHOTS, mode="w+",
+                                             dtype=cfg["trajectory"]["dtype"],
+                                             shape=self._shape(loop, i))
+        if self.snapshot_start:
+            values, flat = loop.stepper.evaluate(None), loop.stepper.flat().cpu().numpy()
+            first = self._lrs(0)  # a path's first row: the lr of its first step
+            for i in loop.active:
+                loop.rows[i].append(trainer.make_row(self.specs[i], self.starts[i], values[i],
+                                                     True, None if first is None else first[0]))
+                loop.memmaps[i][0] = flat[i]
+
+    def _train(self, loop: LoopState) -> None:
+        """The epochs left: each trained, evaluated and recorded, the state saved now and then."""
+        k = len(self.specs)
         last_save = time.monotonic()
-        started, first_t = time.monotonic(), t
+        started, first_t = time.monotonic(), loop.t
         progress = self.progress or logs.Progress(
             f"{self._label()} epochs {self.starts[0]}-{self.starts[0] + self.length}",
             k * self.length, "epochs" if k == 1 else "path-epochs")
-        progress.skip(t * k)
-        while t < self.length and active:
-            lrs = self._lrs(t)  # per step in a warm-up or cooldown, else None (constant lr)
-            running = stepper.train_epoch([generators[i] for i in active], lrs)
-            t += 1
-            values = stepper.evaluate(running)
-            keep = []
-            for j, i in enumerate(active):
-                epoch = self.starts[i] + t
-                row = trainer.make_row(self.specs[i], epoch, values[j], trainer.full_pass,
-                                       None if lrs is None else lrs[-1])
-                if diverged(row):
-                    failures.append(divergence_message(self.specs[i], epoch, row, self.works[i]))
-                    log.error("%s", failures[-1])
-                    continue
-                keep.append(j)
-                rows[i].append(row)
-            progress.advance(len(active) + (len(active) - len(keep)) * (self.length - t))
-            if len(keep) < len(active):  # drop diverged paths; the others carry on unchanged
-                stepper.keep(keep)
-                for j, i in enumerate(active):
-                    if j not in keep:
-                        del memmaps[i]
-                active = [active[j] for j in keep]
-            due = [j for j, i in enumerate(active) if self.starts[i] + t in snaps[i]]
-            if due:
-                flat = stepper.flat().cpu().numpy()
-                for j in due:
-                    i = active[j]
-                    memmaps[i][snaps[i].index(self.starts[i] + t)] = flat[j]
-            for i in active:
-                if self.starts[i] + t in self.branch_points:
-                    state = self._state(stepper, generators, active, t, rows, failures)
-                    self._flush(memmaps)
-                    io.save_checkpoint(self.works[i] / f"branch-{self.starts[i] + t:04d}.pt",
-                                       state)
-            if active and time.monotonic() - last_save >= cfg["engine"]["checkpoint_seconds"]:
-                self._save(memmaps, stepper, generators, active, t, rows, failures)
+        progress.skip(loop.t * k)
+        while loop.t < self.length and loop.active:
+            self._epoch(loop, progress)
+            self._save_branch_states(loop)
+            seconds = self.trainer.config["engine"]["checkpoint_seconds"]
+            if loop.active and time.monotonic() - last_save >= seconds:
+                self._save(loop)
                 last_save = time.monotonic()
-            if active:
-                self._progress(active, t, first_t, started, rows)
-        if active:
-            self._save(memmaps, stepper, generators, active, t, rows, failures)
-        state = self._state(stepper, generators, active, t, rows, failures)
-        finals = stepper.weights() if active else []  # none left when every path diverged
-        for i, weights in zip(active, finals, strict=True):  # full precision
-            io.save_checkpoint(self.works[i] / "weights.pt", {"model": weights},
+            if loop.active:
+                self._progress(loop.active, loop.t, first_t, started, loop.rows)
+
+    def _epoch(self, loop: LoopState, progress: logs.Progress) -> None:
+        """One epoch of every active path: its row, diverged paths dropped, snapshots taken."""
+        trainer, stepper = self.trainer, loop.stepper
+        lrs = self._lrs(loop.t)  # per step in a warm-up or cooldown, else None (constant lr)
+        running = stepper.train_epoch([loop.generators[i] for i in loop.active], lrs)
+        loop.t += 1
+        values = stepper.evaluate(running)
+        keep = []
+        for j, i in enumerate(loop.active):
+            epoch = self.starts[i] + loop.t
+            row = trainer.make_row(self.specs[i], epoch, values[j], trainer.full_pass,
+                                   None if lrs is None else lrs[-1])
+            if diverged(row):
+                loop.failures.append(divergence_message(self.specs[i], epoch, row,
+                                                        self.works[i]))
+                log.error("%s", loop.failures[-1])
+                continue
+            keep.append(j)
+            loop.rows[i].append(row)
+        active = loop.active
+        progress.advance(len(active) + (len(active) - len(keep)) * (self.length - loop.t))
+        if len(keep) < len(active):  # drop diverged paths; the others carry on unchanged
+            stepper.keep(keep)
+            for j, i in enumerate(active):
+                if j not in keep:
+                    del loop.memmaps[i]
+            loop.active = [active[j] for j in keep]
+        due = [j for j, i in enumerate(loop.active)
+               if self.starts[i] + loop.t in loop.snaps[i]]
+        if due:
+            flat = stepper.flat().cpu().numpy()
+            for j in due:
+                i = loop.active[j]
+                loop.memmaps[i][loop.snaps[i].index(self.starts[i] + loop.t)] = flat[j]
+
+    def _save_branch_states(self, loop: LoopState) -> None:
+        """The full state at this epoch where it is a branch point (the subpaths start there)."""
+        for i in loop.active:
+            if self.starts[i] + loop.t in self.branch_points:
+                state = self._state(loop)
+                self._flush(loop.memmaps)
+                io.save_checkpoint(self.works[i] / layout.BRANCH_STATE.name(self.starts[i]
+                                                                            + loop.t), state)
+
+    def _publish(self, loop: LoopState) -> None:
+        """Each finished path's files in its work folder, metrics last (it marks the path done)."""
+        trainer, stepper = self.trainer, loop.stepper
+        if loop.active:
+            self._save(loop)
+        state = self._state(loop)
+        finals = stepper.weights() if loop.active else []  # none left when every path diverged
+        for i, weights in zip(loop.active, finals, strict=True):  # full precision
+            io.save_checkpoint(self.works[i] / layout.WEIGHTS, {"model": weights},
                                meta={"config_hash": trainer.hash, "settings": trainer.settings})
-        for i in active:
-            del memmaps[i]
-            io.record_array(self.works[i] / "snapshots.npy", {
+        for i in loop.active:
+            del loop.memmaps[i]
+            io.record_array(self.works[i] / layout.SNAPSHOTS, {
                 "path": self.specs[i].name, "branch_epoch": self.specs[i].branch_epoch,
-                "epochs": snaps[i], "config_hash": trainer.hash, "settings": trainer.settings,
+                "epochs": loop.snaps[i], "config_hash": trainer.hash,
+                "settings": trainer.settings,
                 "layout": "rows are flattened named_parameters at the listed epochs",
             })
             if self.publish_state:
-                io.save_checkpoint(self.works[i] / "state.pt", state,
+                io.save_checkpoint(self.works[i] / layout.STATE, state,
                                    meta={"config_hash": trainer.hash,
                                          "settings": trainer.settings})
-            frame = pd.DataFrame(rows[i], columns=METRIC_COLUMNS + trainer.noise_columns
+            frame = pd.DataFrame(loop.rows[i], columns=METRIC_COLUMNS + trainer.noise_columns
                                  + stepper.layer_columns)
-            io.save_csv(self.works[i] / "metrics.csv", frame)  # last: marks the path done
-        self.state_path.unlink(missing_ok=True)
-        return failures
+            io.save_csv(self.works[i] / layout.METRICS, frame)  # last: marks the path done
 
     # -- pieces ------------------------------------------------------------------------------
+    def _shape(self, loop: LoopState, i: int) -> tuple[int, int]:
+        """Member i's snapshot array: a row per snapshot epoch, a column per parameter."""
+        return (len(loop.snaps[i]), loop.stepper.n_params)
+
     def _lrs(self, t: int) -> list[float] | None:
         """Each step's lr in the run's epoch `t` (0: its first), the same for all its paths (they
         are all as many epochs into their schedule); None at the constant lr."""
@@ -276,30 +362,31 @@ class PathsRun:
             return self.specs[0].name
         return "subpaths " + ",".join(str(s.branch_epoch) for s in self.specs)
 
-    def _state(self, stepper, generators: list, active: list[int], t: int, rows: dict,
-               failures: list[str]) -> dict:
-        device = self.trainer.device
-        rng = {"generators": {i: generators[i].get_state() for i in active},
+    def _state(self, loop: LoopState) -> dict:
+        """The run's whole state: what a resume restores, and a segment's published state.pt."""
+        device, active, t = self.trainer.device, loop.active, loop.t
+        rng = {"generators": {i: loop.generators[i].get_state() for i in active},
                "torch": torch.get_rng_state()}
         if device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(device)
-        return {**stepper.state(), "members": [s.name for s in self.specs], "active": active,
-                "t": t, "epoch": self.starts[active[0]] + t if active else None, "rows": rows,
-                "failures": failures, "rng": rng, "config_hash": self.trainer.hash}
+        return {**loop.stepper.state(), "members": [s.name for s in self.specs],
+                "active": active, "t": t,
+                "epoch": self.starts[active[0]] + t if active else None, "rows": loop.rows,
+                "failures": loop.failures, "rng": rng, "config_hash": self.trainer.hash}
 
     @staticmethod
     def _flush(memmaps: dict) -> None:
         for snapshots in memmaps.values():
             snapshots.flush()  # snapshot rows up to now reach the disk before the state does
 
-    def _save(self, memmaps: dict, stepper, generators: list, active: list[int], t: int,
-              rows: dict, failures: list[str]) -> None:
-        self._flush(memmaps)
-        state = self._state(stepper, generators, active, t, rows, failures)
+    def _save(self, loop: LoopState) -> None:
+        """The resume state, after the snapshot rows so far."""
+        self._flush(loop.memmaps)
+        state = self._state(loop)
         # The record names the members: a rerun finishes this same set even if some are done.
         io.save_state(self.state_path, state, meta={
             "members": state["members"], "branch_epochs": [s.branch_epoch for s in self.specs],
-            "t": t, "config_hash": self.trainer.hash})
+            "t": loop.t, "config_hash": self.trainer.hash})
 
     def _try_resume(self) -> dict | None:
         if not self.state_path.exists():
@@ -316,7 +403,7 @@ class PathsRun:
             log.warning("resume state %s is for another config or set of paths; moved to %s, "
                         "starting afresh", self.state_path, stale)
             return None
-        if not all((self.works[i] / "snapshots.npy").exists() for i in state["active"]):
+        if not all((self.works[i] / layout.SNAPSHOTS).exists() for i in state["active"]):
             log.warning("snapshot files of %s are missing; starting afresh", self.state_path)
             return None
         return state
@@ -354,19 +441,20 @@ def run_main_segment(config: dict, data_path: str, end: int, out_dir: str, devic
     a whole config: reading a subpath key fails here rather than tie the main path to it."""
     config = MAIN_PATH.narrow(config)
     plan, trainer = setup(config, data_path, device_name, threads, MAIN_PATH)
-    work = keyed_work(plan.resume_dir, f"main-segment-{end:04d}", trainer.hash, plan.run_dir)
+    work = keyed_work(plan.segment_work(end), trainer.hash, plan.run_dir)
     if end == 0:
         start, initial, branches = 0, None, ()
     else:
         start = plan.segment_start(end)
-        initial = Path(plan.segment_dir(start)) / "state.pt"
+        initial = plan.segment_dir(start) / layout.STATE
         branches = tuple(b for b in plan.branches_in_segment(end) if b != end)
     failures = PathsRun(trainer, [main_spec(config)], [start], end - start, [work], [initial],
                         work / STATE_NAME, snapshot_start=end == 0, branch_points=branches,
                         publish_state=True, root=plan.run_dir).run()
     if failures:
         raise DivergenceError(failures[0])
-    keep = ["state.pt", "metrics.csv", "snapshots.npy"] + [f"branch-{b:04d}.pt" for b in branches]
+    keep = [layout.STATE, layout.METRICS, layout.SNAPSHOTS,
+            *(layout.BRANCH_STATE.name(b) for b in branches)]
     # publish the finished files and their sidecars
     with io.atomic_dir(out_dir, root=plan.run_dir) as tmp:
         for name in keep:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lrdecay import io
+from lrdecay import io, layout
 from lrdecay.plan import Plan
 
 
@@ -20,7 +20,7 @@ class IncompleteResultsError(RuntimeError):
 def gather_main(segment_dirs: list[str | Path], out_path: str | Path) -> None:
     """Concatenate the main path's segment snapshots (in epoch order) into one .npy."""
     parts = [io.load_array(path, io.rerun_fix(path))
-             for path in (Path(d) / "snapshots.npy" for d in segment_dirs)]
+             for path in (Path(d) / layout.SNAPSHOTS for d in segment_dirs)]
     parts.sort(key=lambda part: part[1]["epochs"][0])
     epochs = [e for _, meta in parts for e in meta["epochs"]]
     if epochs != sorted(set(epochs)):
@@ -116,7 +116,7 @@ def load_metrics(path: str | Path, config: dict | None = None) -> pd.DataFrame:
 
 def trajectory_files(main_path: str | Path, group_dirs: list[str | Path]) -> list[Path]:
     """The main trajectory first, then every subpath's, in branch order."""
-    branches = sorted(p for d in group_dirs for p in Path(d).glob("branch-*.npy"))
+    branches = sorted(p for d in group_dirs for p in Path(d).glob(layout.BRANCH_SNAPSHOTS.glob))
     return [Path(main_path), *branches]
 
 

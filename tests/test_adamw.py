@@ -212,7 +212,7 @@ def test_a_diverging_branch_leaves_the_others_adamw_state_in_place(tmp_path: Pat
         train_all(config)
 
     def finished(cfg: dict, branch: int) -> pd.DataFrame:
-        work = lrconfig.Plan(cfg).resume_dir / "subpath-group-000" / plan.SUBPATHS.hash(cfg)
+        work = lrconfig.Plan(cfg).resume_dir / "subpath_group-000" / plan.SUBPATHS.hash(cfg)
         return pd.read_csv(work / f"branch-{branch:04d}" / "metrics.csv")
 
     ref = pd.read_csv(lrconfig.Plan(reference).group_dir(0) / "metrics.csv")

@@ -85,7 +85,7 @@ def test_diverging_subpath_spares_the_others_and_is_the_only_one_retrained(
     message = str(err.value)
     assert "branch-0004 diverged at epoch 5 (lr 0.01)" in message
     assert "branch-0002" not in message and "branch-0006" not in message
-    group_work = (lrconfig.Plan(config).resume_dir / "subpath-group-000"
+    group_work = (lrconfig.Plan(config).resume_dir / "subpath_group-000"
                   / lrconfig.SUBPATHS.hash(config))
     finished = {b: (group_work / f"branch-{b:04d}" / "metrics.csv") for b in (2, 6)}
     assert all(p.exists() for p in finished.values())

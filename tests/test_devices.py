@@ -105,7 +105,7 @@ def test_killed_and_resumed_job_ends_as_an_uninterrupted_one(tmp_path: Path,
     train_all(reference, device=device)
     killed = config_on(tmp_path / "killed", device)
     env = subprocess_env()
-    for part in ("main-segment-0002", "subpath-group-000"):  # after the 1st of 2 epochs
+    for part in ("main_segment-0002", "subpath_group-000"):  # after the 1st of 2 epochs
         args = json.dumps([killed, device, part, 1])
         proc = subprocess.run([sys.executable, "-c", KILLER, args], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=600)
@@ -128,7 +128,7 @@ def test_nan_in_one_subpath_leaves_the_others_intact(tmp_path: Path, device: str
     with pytest.raises(RuntimeError, match="branch-0002 diverged at epoch 3") as err:
         train_all(config, device=device)
     assert "branch-0001" not in str(err.value) and "branch-0003" not in str(err.value)
-    work = lrconfig.Plan(config).resume_dir / "subpath-group-000" / lrconfig.SUBPATHS.hash(config)
+    work = lrconfig.Plan(config).resume_dir / "subpath_group-000" / lrconfig.SUBPATHS.hash(config)
     kept = {}
     for branch in (1, 3):  # the others finished: compare them with the clean run's
         folder = work / f"branch-{branch:04d}"

@@ -103,7 +103,7 @@ def test_sigterm_to_snakemake_mid_run_then_rerun_is_identical(tmp_path: Path) ->
     assert done.returncode == 0, done.stderr[-3000:]
     seed_dir = lrconfig.Plan(_config(run)).seed_dir()
     stopped = _interrupt(_snakemake(run, str(run / TARGET)), run, seed_dir,
-                         ".resume/main-segment-0150/*/resume.pt", seed=19, sig=signal.SIGTERM)
+                         ".resume/main_segment-0150/*/resume.pt", seed=19, sig=signal.SIGTERM)
     assert not (seed_dir / "metrics.csv").exists(), "the gathering ran before the signal"
     again = subprocess.run(_snakemake(run, str(run / TARGET)), capture_output=True, text=True,
                            timeout=300)
@@ -133,7 +133,7 @@ def test_dvc_repro_interrupted_then_rerun_is_identical_and_clean(tmp_path: Path)
     seed_dir = repo / run / "seed-0"
     end = target.rsplit("-", 1)[1]
     stopped = _interrupt(["dvc", "repro", target], repo, seed_dir,
-                         f".resume/main-segment-{end}/*/resume.pt", seed=19, sig=signal.SIGINT,
+                         f".resume/main_segment-{end}/*/resume.pt", seed=19, sig=signal.SIGINT,
                          env=checkout_env(repo))
     again = sh(repo, "dvc", "repro", target)
     assert "Running stage" in again, f"nothing reran after the interrupt:\n{stopped.stdout}"

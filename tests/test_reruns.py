@@ -291,3 +291,58 @@ def test_every_leaf_key_reruns_its_readers_and_what_follows(
             wrong[", ".join(names)] = {"missing": sorted(expected - scheduled),
                                        "extra": sorted(scheduled - expected)}
     assert not wrong, wrong
+
+
+def dvc_changed(repo: Path) -> set[str]:
+    """Rules whose stages `dvc status` reports changed in `repo` (the DAG check stage aside)."""
+    import json
+
+    report = json.loads(sh(repo, "dvc", "status", "--json", "dvc.yaml", timeout=120) or "{}")
+    return {name.split("-")[0] for name in report} - {dvcgen.CHECK_STAGE}
+
+
+def test_every_leaf_key_changes_exactly_its_readers_stages_under_dvc(
+        placed: tuple[Path, list[dvcgen.Job]]) -> None:
+    """The same batches under a real `dvc status`: the tiny study's dvc.yaml, its lock recorded
+    cheaply over the placed outputs (`dvc commit`, no stage run), then each batch's values
+    written into the params file. The stages DVC reports changed are those of stages that
+    declare a key: they must hold the key's first readers and lie within those and what
+    follows them (DVC reports no downstream stage whose inputs have not changed yet); a run
+    setting changes none. A later-added key (plan.LATER_DEFAULTS) is in no params at its
+    default: off it, dvc.yaml is regenerated (as the DAG check stage asks) before `dvc status`.
+    A subpath key in the main path's DVC params fails here."""
+    repo, jobs = placed
+    config_yaml = repo / "config.yaml"
+    original = config_yaml.read_text()
+    sh(repo, "python", "-m", "lrdecay.dvcgen")  # the tiny study's pipeline (config.yaml is it)
+    pipeline = (repo / dvcgen.DVC_YAML).read_text()
+    if not (repo / ".git").exists():
+        sh(repo, "git", "init", "-q")
+    check = yaml.safe_load((repo / dvcgen.DVC_YAML).read_text())["stages"][dvcgen.CHECK_STAGE]
+    for out in check["outs"]:  # the DAG check's stamp; every job output is placed already
+        name = out if isinstance(out, str) else next(iter(out))
+        (repo / name).touch()
+    sh(repo, "dvc", "commit", "--force", "dvc.yaml", timeout=300)
+    assert dvc_changed(repo) == set(), "the recorded lock is not up to date"
+    wrong = {}
+    try:
+        for readers, changes, names in change_batches(repo):
+            changed = yaml.safe_load(original)
+            from lrdecay import config as lrconfig
+
+            lrconfig._deep_update(changed, changes)  # noqa: SLF001
+            config_yaml.write_text(yaml.safe_dump(changed, sort_keys=False))
+            later = [n for n in names if any(n == k or n.startswith(k + ".")
+                                             for k in plan.LATER_DEFAULTS)]
+            if later:  # at their default in no params: the DAG check names the new ones
+                sh(repo, "python", "-m", "lrdecay.dvcgen")
+            reported = dvc_changed(repo)
+            if later:
+                (repo / dvcgen.DVC_YAML).write_text(pipeline)
+            if not readers <= reported or not reported <= downstream(jobs, readers):
+                wrong[", ".join(names)] = {"expected": sorted(readers),
+                                           "reported": sorted(reported)}
+    finally:
+        config_yaml.write_text(original)
+        (repo / dvcgen.DVC_YAML).write_text(pipeline)
+    assert not wrong, wrong

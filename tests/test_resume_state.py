@@ -57,7 +57,7 @@ def test_branch_done_under_another_lr_is_set_aside_not_reused(
     # sequential: the 2nd commit of branch 4's state (branch 2 is finished by then);
     # vmap: the group's state after two epochs (all three branches part-trained).
     interrupt_at(monkeypatch, "after", "branch-0004/resume.pt" if mode == "sequential"
-                 else "subpath-group-000", nth=2)
+                 else "subpath_group-000", nth=2)
     with pytest.raises(Interrupt):
         train_all(first)
     monkeypatch.setattr(io, "commit_hook", None)
@@ -102,7 +102,7 @@ def test_lowering_the_lr_after_a_divergence_retrains_every_branch(
 
 
 @pytest.mark.parametrize("moment", ["before", "after"])
-@pytest.mark.parametrize("path_part", ["main-segment-0006", "subpath-group-000"])
+@pytest.mark.parametrize("path_part", ["main_segment-0006", "subpath_group-000"])
 def test_a_kill_at_the_commit_of_a_state_keeps_a_valid_state(
     tmp_path: Path, monkeypatch, caplog, moment: str, path_part: str
 ) -> None:
@@ -130,7 +130,7 @@ def test_a_partial_main_path_of_another_config_is_set_aside(tmp_path: Path, monk
     reference = engine_config(tmp_path / "reference", optimizer={"main_lr": 0.05})
     train_all(reference, groups=False)
     first = engine_config(tmp_path / "run")  # main_lr 0.1
-    interrupt_at(monkeypatch, "after", "main-segment-0003/", nth=1)  # inside the first segment
+    interrupt_at(monkeypatch, "after", "main_segment-0003/", nth=1)  # inside the first segment
     with pytest.raises(Interrupt):
         train_all(first, groups=False)
     monkeypatch.setattr(io, "commit_hook", None)

@@ -192,7 +192,7 @@ from tests.conftest import train_all
 config, kill_at = json.loads(sys.argv[1])  # None or n: after the n-th subpath resume state
 seen = [0]
 def hook(moment, path):
-    if moment == "after" and path.name == "resume.pt" and "subpath-group" in str(path):
+    if moment == "after" and path.name == "resume.pt" and "subpath_group" in str(path):
         seen[0] += 1
         if seen[0] == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)

@@ -85,7 +85,7 @@ def test_main_segment_writes_metrics_snapshots_and_branch_states(tmp_path: Path)
     snaps, meta = io.load_array(segment / "snapshots.npy", fix="rerun")
     assert snaps.shape == (3, 64 * 32 + 32 + 32 * 10 + 10) and meta["epochs"] == [4, 5, 6]
     assert (plan.segment_dir(3) / "branch-0002.pt").exists()
-    assert not (plan.resume_dir / "main-segment-0006").exists()  # resume state cleaned up
+    assert not (plan.resume_dir / "main_segment-0006").exists()  # resume state cleaned up
     record = io.verify(segment / "snapshots.npy", fix="rerun")
     # the main path's record holds its numeric settings, and no subpath-only one (issue 22)
     assert "tf32" in record["settings"] and "batched_subpaths" not in record["settings"]

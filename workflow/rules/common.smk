@@ -8,6 +8,7 @@ from snakemake.utils import min_version
 import lrdecay.config
 import lrdecay.gpu
 import lrdecay.io
+import lrdecay.layout
 import lrdecay.lock
 import lrdecay.plan
 
@@ -67,11 +68,12 @@ GPU = int(
 CONDA_ENV = "../envs/lrdecay.yaml"  # relative to the rule files in workflow/rules/
 
 
+# The numbered names' widths, from their one spelling (lrdecay.layout).
 wildcard_constraints:
     seed=r"\d+",
-    end=r"\d{4}",
-    group=r"\d{3}",
-    shard=r"\d{3}",
+    end=lrdecay.layout.SEGMENT.constraint,
+    group=lrdecay.layout.GROUP.constraint,
+    shard=lrdecay.layout.SHARD.constraint,
 
 
 import os
@@ -205,6 +207,11 @@ def group_dirs(wildcards):
     """Every subpath group folder of this seed."""
     plan = seed_plan(wildcards)
     return [str(plan.group_dir(g)) for g in range(len(plan.subpath_groups))]
+
+
+def shard_paths(wildcards):
+    """Every landscape shard table of this seed, in shard order."""
+    return [str(PLAN.shard_path(s, seed=wildcards.seed)) for s in range(PLAN.n_shards)]
 
 
 def figure(name, caption):

@@ -9,9 +9,9 @@ rule landscape_shard:
         coordinates=rules.pca.output.coordinates,
         code=code("landscape_shard.py"),  # the script and the lrdecay modules it imports
     output:
-        f"{SEED_DIR}/landscape/shard-{{shard}}.csv",
+        str(PLAN.shard_path("{shard}", seed="{seed}")),
     log:
-        f"{SEED_DIR}/logs/landscape_shard-{{shard}}.log",
+        f"{SEED_DIR}/logs/{lrdecay.layout.SHARD_JOB.pattern}.log",
     conda:
         CONDA_ENV
     threads: TRAIN_THREADS
@@ -27,11 +27,7 @@ rule landscape_shard:
 
 rule landscape_gather:
     input:
-        shards=expand(
-            rules.landscape_shard.output[0],
-            shard=[f"{s:03d}" for s in range(PLAN.n_shards)],
-            allow_missing=True,
-        ),
+        shards=shard_paths,
         code=code("landscape_gather.py"),  # the script and the lrdecay modules it imports
     output:
         report(

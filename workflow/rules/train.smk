@@ -12,9 +12,9 @@ rule main_segment:
         previous=segment_input,
         code=code("main_segment.py"),  # the script and the lrdecay modules it imports
     output:
-        directory(f"{SEED_DIR}/main/segment-{{end}}"),
+        directory(str(PLAN.segment_dir("{end}", seed="{seed}"))),
     log:
-        f"{SEED_DIR}/logs/main_segment-{{end}}.log",
+        f"{SEED_DIR}/logs/{lrdecay.layout.SEGMENT_JOB.pattern}.log",
     # capped runtime (LRDECAY_MAX_RUNTIME): resubmitted until done, resuming from .resume/
     retries: COSTS.retries("main_segment", workflow.execution_settings)
     conda:
@@ -35,9 +35,9 @@ rule subpath_group:
         segments=group_inputs,
         code=code("subpath_group.py"),  # the script and the lrdecay modules it imports
     output:
-        directory(f"{SEED_DIR}/subpaths/group-{{group}}"),
+        directory(str(PLAN.group_dir("{group}", seed="{seed}"))),
     log:
-        f"{SEED_DIR}/logs/subpath_group-{{group}}.log",
+        f"{SEED_DIR}/logs/{lrdecay.layout.GROUP_JOB.pattern}.log",
     # capped runtime (LRDECAY_MAX_RUNTIME): resubmitted until done, resuming from .resume/
     retries: COSTS.retries("subpath_group", workflow.execution_settings)
     conda:
@@ -59,14 +59,14 @@ rule gather_training:
         code=code("gather_training.py"),  # the script and the lrdecay modules it imports
     output:
         metrics=report(
-            f"{SEED_DIR}/metrics.csv",
+            f"{SEED_DIR}/{lrdecay.layout.METRICS}",
             caption="../report/metrics.rst",
             category="Tables",
             subcategory="Seed {seed}",
         ),
         main=f"{SEED_DIR}/trajectories/main.npy",
         main_record=f"{SEED_DIR}/trajectories/main.npy.json",  # layout, size and SHA-256
-        metrics_record=f"{SEED_DIR}/metrics.csv.json",  # size and SHA-256
+        metrics_record=f"{SEED_DIR}/{lrdecay.layout.METRICS}.json",  # size and SHA-256
     log:
         f"{SEED_DIR}/logs/gather_training.log",
     conda:

@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
-from lrdecay import logs, trajectories
+from lrdecay import layout, logs, trajectories
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])
-csvs = [Path(d) / "metrics.csv" for d in [*sm.input.segments, *sm.input.groups]]
+csvs = [Path(d) / layout.METRICS for d in [*sm.input.segments, *sm.input.groups]]
 trajectories.gather_metrics(csvs, sm.output.metrics,
                             config={"schedule": sm.params.schedule})  # checks the plan
 trajectories.gather_main(sm.input.segments, sm.output.main)
