@@ -87,7 +87,8 @@ def test_a_main_path_key_at_the_same_value_in_effect_shares(tmp_path: Path) -> N
     ({"schedule.decay": [{"shape": "step", "epochs": 0}], "schedule.decay.shape": ["step"]},
      r"schedule\.decay and schedule\.decay\.shape are both swept"),
     ({"optimizer.subpath_lr": [0.01, -1.0]},
-     r"(?s)sweep point 'subpath_lr=-1\.0' \(optimizer\.subpath_lr = -1\.0\): .*optimizer\.subpath_lr"),
+     r"(?s)sweep point 'subpath_lr=-1\.0' \(optimizer\.subpath_lr = -1\.0\): "
+     r".*optimizer\.subpath_lr"),
     ({"schedule.decay": [{"shape": "step", "epochs": 0}, {"shape": "linear", "epochs": 9}]},
      r"(?s)sweep point 'decay=linear-9' \(schedule\.decay = .*\): .*schedule\.decay\.epochs = 9"),
     ({"model.hidden": [[32], [16, 16]], "data.name": ["nope"]},
