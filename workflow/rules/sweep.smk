@@ -1,105 +1,9 @@
-# A sweep (config key sweep, lrdecay.sweep): the Snakefile's study once per point, as a
-# Snakemake module with the point's config, its rules prefixed point<i>_ and its outputs in
-# <run>/<point>/; the main path once per set of points that differ only in subpath keys (modules
-# main<i>, in <run>/main-path.../), whose checkpoints the points' subpath jobs read (config key
-# main_path_dir); then the comparison table and figure across points.
-import os
-from pathlib import Path
-
-import lrdecay.config
-import lrdecay.gpu
-import lrdecay.io
-import lrdecay.lock
-import lrdecay.plan
-import lrdecay.sweep
-import lrdecay.dvcgen
-
-try:
-    lrdecay.config.check_files(workflow.configfiles)
-    lrdecay.config.validate(config)  # the run's own keys, as for one study
-    SWEEP = lrdecay.sweep.expand(
-        config
-    )  # every point's config, validated before any job
-    lrdecay.io.check_no_links(SWEEP.run_dir)
-except (lrdecay.config.ConfigError, lrdecay.io.UnsafePathError) as err:
-    raise WorkflowError(str(err)) from None
-SWEEP_DIR = str(SWEEP.run_dir)
-STUDY = os.path.join(workflow.basedir, "Snakefile")
-RUN_LOCKS = []  # the sweep folder's lock, held until Snakemake exits (lrdecay.lock)
+# A sweep's rules across points: the comparison table and figure (lrdecay.comparison). The
+# points' and the shared main paths' rules are the Snakefile's, loaded as modules in
+# workflow/rules/sweep_common.smk.
 
 
-onstart:
-    # as for one study (workflow/rules/common.smk): no cuda jobs here without a GPU, one owner
-    if (
-        config["device"] == "cuda"
-        and workflow.local_exec
-        and not workflow.touch
-        and lrdecay.gpu.count_devices() == 0
-    ):
-        raise WorkflowError(
-            "config key device = cuda, but this machine has no GPU (nvidia-smi lists none) "
-            "and the jobs would run here; no job has run. Set device: cpu or auto."
-        )
-    try:
-        RUN_LOCKS.append(lrdecay.lock.hold_run(SWEEP.run_dir))
-    except lrdecay.lock.LockHeld as err:
-        raise WorkflowError(str(err)) from None
-
-
-def point_file(point, relative):
-    """A file of one point's study, relative to its folder."""
-    return os.path.join(SWEEP_DIR, point.name, relative)
-
-
-def point_seed_files(relative):
-    """`relative` (below seed-<s>/) for every point and seed, points in order."""
-    return [
-        point_file(point, f"seed-{seed}/{relative}")
-        for point in SWEEP.points
-        for seed in point.config["seeds"]
-    ]
-
-
-def sweep_code(script):
-    """The script and the lrdecay modules it imports (workflow/rules/common.smk's code())."""
-    base = workflow.basedir
-    files = [
-        os.path.relpath(os.path.join(base, path))
-        for path in lrdecay.dvcgen.code_files(
-            Path(base), Path(base) / "workflow" / "scripts" / script
-        )
-    ]
-    return lambda wildcards: files
-
-
-# What a sweep builds (the Snakefile's rule all): the comparison, and each point's tables.
-SWEEP_TARGETS = [
-    str(SWEEP.table),
-    str(SWEEP.figure("png")),
-    *[point_file(p, "decay_timing.csv") for p in SWEEP.points],
-    *[point_file(p, "claims.csv") for p in SWEEP.points],
-    *point_seed_files("decay_timing.csv"),
-]
-
-
-# The shared main paths: only their data and main-path rules.
-for MAIN in SWEEP.mains:
-    workflow.module(MAIN.module, snakefile=STUDY, config=MAIN.config)
-    workflow.userule(
-        rules=("*",),
-        from_module=MAIN.module,
-        exclude_rules=("all",),
-        name_modifier=f"{MAIN.module}_*",
-    )(lambda: None)
-# The points: every rule but the main path's (theirs is shared; main_path_dir names it).
-for POINT in SWEEP.points:
-    workflow.module(POINT.module, snakefile=STUDY, config=POINT.config)
-    workflow.userule(
-        rules=("*",),
-        from_module=POINT.module,
-        exclude_rules=("all", "main_segment"),
-        name_modifier=f"{POINT.module}_*",
-    )(lambda: None)
+include: "sweep_common.smk"
 
 
 rule sweep_table:
@@ -110,6 +14,8 @@ rule sweep_table:
         report(str(SWEEP.table), caption="../report/sweep.rst", category="Tables"),
     log:
         f"{SWEEP_DIR}/logs/sweep_table.log",
+    conda:
+        "../envs/lrdecay.yaml"
     threads: 1
     params:
         # each input table's point: its name and swept values, in order
@@ -134,6 +40,8 @@ rule sweep_figure:
         pdf=str(SWEEP.figure("pdf")),
     log:
         f"{SWEEP_DIR}/logs/sweep_figure.log",
+    conda:
+        "../envs/lrdecay.yaml"
     threads: 1
     script:
         "../scripts/sweep_figure.py"
