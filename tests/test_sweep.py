@@ -231,3 +231,15 @@ def test_swept_run_table_equals_the_points_tables(tiny_sweep: Path) -> None:
     assert not np.allclose(a, b)
     assert not (tiny_sweep / "subpath_lr=0.01" / "seed-0" / "main").exists()
     assert (tiny_sweep / "main-path" / "seed-0" / "main" / "segment-0006").is_dir()
+
+
+def test_the_cooldown_preset_is_one_sweep_sharing_one_main_path() -> None:
+    config = lrconfig.load(REPO / "config.yaml", REPO / "config" / "cooldown.yaml")
+    result = sweep.expand(config)
+    assert [p.name for p in result.points] == ["decay=step-0", "decay=linear-10", "decay=sqrt-10"]
+    assert [m.name for m in result.mains] == ["main-path"]
+    for point in result.points:
+        assert point.config["seeds"] == [0, 1, 2]
+        assert point.config["schedule"]["subpath_epochs"] == 50
+    assert result.point("decay=sqrt-10").config["schedule"]["decay"] == {"shape": "sqrt",
+                                                                         "epochs": 10}
