@@ -49,8 +49,8 @@ TOY_SCHEMA_PATH = SCHEMA_DIR / "toy.schema.yaml"
 
 # Per-key wording where the schema's rule alone would not say what is allowed.
 KEY_HINTS = {
-    "run_name": "must be one folder name: letters, digits, '_', '.' and '-', at most 100 "
-    "characters, not '.' or '..' (outputs go to <output_dir>/<run_name>/)",
+    "run_name": "must be one folder name: letters, digits, '_', '.', '-', '=', ',' and '+', at "
+    "most 100 characters, not '.' or '..' (outputs go to <output_dir>/<run_name>/)",
 }
 # Bytes of host memory per landscape grid point: every shard job builds the whole grid table
 # (meshgrid 2 x float64, table 3 x 8 bytes), and keeps one result row (a dict of 7 values, then

@@ -102,6 +102,7 @@ from lrdecay.config import ConfigError, check_files, read_yaml
 from lrdecay.io import write_text
 from lrdecay.layout import METRICS
 from lrdecay.plan import READS_PARAM, Reads
+from lrdecay.sweep import SWEEP_KEY, expand
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = "config.yaml"
@@ -126,7 +127,9 @@ HEADER = """\
 # Rule params that are computed from config rather than copied from it: param name -> sections.
 # A training-type job's seed comes from its {seed} wildcard, so it is in the stage's paths (and a
 # new seed is a new stage): not a DVC param.
-DERIVED_PARAMS: dict[str, tuple[str, ...]] = {"n_shards": ("landscape",), "seed": ()}
+# A sweep's comparison names each point and its values: they come from the sweep key.
+DERIVED_PARAMS: dict[str, tuple[str, ...]] = {"n_shards": ("landscape",), "seed": (),
+                                              "points": (SWEEP_KEY,)}
 
 # The input that names a job's code (workflow/rules/common.smk's code(): its script's closure,
 # code_files), so that an edit in lrdecay/ reruns under plain Snakemake what it reruns here.
@@ -147,6 +150,13 @@ TABLE_PLOTS: dict[str, dict[str, Any]] = {
         "title": "Decay timing: subpath final test loss vs the main path at the same epoch",
         "x_label": "decay epoch (branch point of the subpath)",
         "y_label": "test loss at epoch (decay epoch + subpath epochs)",
+    },
+    "sweep.csv": {  # a sweep's comparison (lrdecay.comparison), one row per point and decay epoch
+        "x": "branch_epoch",
+        "y": "final_test_loss_mean",
+        "title": "Sweep: each point's subpath final test loss (mean over seeds) by decay epoch",
+        "x_label": "decay epoch (branch point of the subpath)",
+        "y_label": "final test loss, mean over seeds",
     },
     "seed-*/pca/explained_variance.csv": {
         "x": "component",
@@ -543,7 +553,7 @@ def _describe(jobs: list[Job]) -> str:
 
 def _job_stage(repo: Path, jobs: list[Job], configfiles: list[str], config: dict,
                ancient: Iterable[str], stamp: str | None, trees: dict[str, Any],
-               known_code: dict[Path, list[str]]) -> dict[str, Any]:
+               known_code: dict[Path, list[str]], swept: bool = False) -> dict[str, Any]:
     """The stage of one rule's `jobs`: its command, deps (inputs, code; `stamp` when no stage is
     upstream), the config sections of its params, outs and metrics."""
     code = _job_code(repo, jobs[0], known_code)
@@ -558,6 +568,8 @@ def _job_stage(repo: Path, jobs: list[Job], configfiles: list[str], config: dict
         "deps": ([stamp] if stamp else []) + sorted(inputs) + code,
     }
     sections = sorted({s for job in jobs for s in param_sections(job, config)})
+    if swept:  # a sweep point's or shared main path's job: its values come from the sweep too
+        sections.append(SWEEP_KEY)
     params = _params_entry(trees, sections)
     if params:
         stage["params"] = params
@@ -612,12 +624,19 @@ def generate(repo: Path = REPO_ROOT, configfiles: list[str] | None = None) -> di
     produced = {out for job in jobs for out in job.outputs}
     stages = {CHECK_STAGE: _check_stage(repo, configfiles, stamp)}
     trees, known_code = _config_trees(repo, configfiles), {}
+    # A sweep's module jobs (point<i>_..., main<i>_...) read their point's config
+    # (lrdecay.sweep): their params are matched to it, and the sweep key is a param of theirs.
+    modules = {}
+    if SWEEP_KEY in config:
+        grid = expand(config)
+        modules = {m.module: m.config for m in (*grid.mains, *grid.points)}
     for name, group in stage_groups(jobs).items():
         # no upstream stage: run after the DAG check
         first = not produced & {f for job in group for f in job.inputs}
-        stages[name] = _job_stage(repo, group, configfiles, config,
+        module = group[0].rule.split("_", 1)[0]
+        stages[name] = _job_stage(repo, group, configfiles, modules.get(module, config),
                                   ancient.get(group[0].rule, ()), stamp if first else None,
-                                  trees, known_code)
+                                  trees, known_code, module in modules)
     prefix = ""
     if pipeline_path(configfiles, config["run_name"]) != Path(DVC_YAML):
         # Stage paths stay relative to the repository root (wdir); plot paths are relative to

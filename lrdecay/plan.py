@@ -22,7 +22,7 @@ FLIPPED_NAME = "flipped.npy"
 # engine settings that change numbers (the others change only speed and bookkeeping)
 NUMERIC_ENGINE_KEYS = ("tf32", "channels_last", "compile", "bf16", "batched_subpaths")
 # Where outputs go: in a job's params (its paths) but changing no number, so no hash covers them.
-LAYOUT_KEYS = ("output_dir", "run_name")
+LAYOUT_KEYS = ("output_dir", "run_name", "main_path_dir")
 # The rule param holding a declaration's values (Reads.values); lrdecay.dvcgen lists its keys
 # as the stage's DVC params.
 READS_PARAM = "reads"
@@ -38,6 +38,7 @@ LATER_DEFAULTS: dict[str, Any] = {
     "optimizer.name": "sgd",  # issue 24: the paper's SGD
     "optimizer.betas": [0.9, 0.999],  # issue 24: AdamW's, unread by SGD
     "optimizer.eps": 1e-8,  # issue 24: AdamW's, unread by SGD
+    "main_path_dir": None,  # issue 24: a run's own main path (a sweep point's: shared)
 }
 
 
@@ -122,7 +123,9 @@ def job_config(params: Any, run: dict | None = None, reads: Reads | None = None)
                               f"keys {sorted(reads.keys)}: the rule and its script disagree")
         for key, value in LATER_DEFAULTS.items():
             section, _, sub = key.partition(".")
-            if key in reads.keys or section in reads.keys:
+            if not sub and key in reads.keys:  # a top-level key (main_path_dir)
+                config.setdefault(key, copy.deepcopy(value))
+            elif key in reads.keys or section in reads.keys:
                 config.setdefault(section, {}).setdefault(sub, copy.deepcopy(value))
     return config
 
@@ -173,8 +176,10 @@ class Reads:
         out = {}
         for key in sorted(self.keys):
             section, _, sub = key.partition(".")
+            if not sub and section not in config and section in LATER_DEFAULTS:
+                continue  # a config from before the key existed: at its default
             value = config[section][sub] if sub else config[section]
-            if sub and at_later_default(key, value):
+            if at_later_default(key, value):  # e.g. optimizer.name, main_path_dir
                 continue
             if not sub and isinstance(value, dict):
                 value = {k: v for k, v in value.items()
@@ -319,8 +324,16 @@ class Plan:
         """The flipped training indices of data.label_noise (lrdecay.data.flipped_path)."""
         return self.data_path.with_name(FLIPPED_NAME)
 
+    @property
+    def main_run_dir(self) -> Path:
+        """The run folder holding this run's main path: its own, or for a sweep point
+        (lrdecay.sweep) the main path it shares with the points that differ from it only in
+        subpath keys (config key main_path_dir)."""
+        shared = self.config.get("main_path_dir")
+        return self.run_dir if shared is None else Path(shared)
+
     def segment_dir(self, end: int | str, seed: int | str | None = None) -> Path:
-        return self.seed_dir(seed) / layout.SEGMENT.name(end)
+        return self.main_run_dir / self.seed_dir(seed).name / layout.SEGMENT.name(end)
 
     def branch_state(self, branch_epoch: int) -> Path:
         """Checkpoint holding the main path's full state at `branch_epoch`."""

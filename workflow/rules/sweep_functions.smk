@@ -1,0 +1,31 @@
+# Helpers of a sweep's rules (workflow/rules/sweep_common.smk defines SWEEP and SWEEP_DIR).
+import os
+from pathlib import Path
+
+import lrdecay.dvcgen
+
+
+def point_file(point, relative):
+    """A file of one point's study, relative to its folder."""
+    return os.path.join(SWEEP_DIR, point.name, relative)
+
+
+def point_seed_files(relative):
+    """`relative` (below seed-<s>/) for every point and seed, points in order."""
+    return [
+        point_file(point, f"seed-{seed}/{relative}")
+        for point in SWEEP.points
+        for seed in point.config["seeds"]
+    ]
+
+
+def sweep_code(script):
+    """The script and the lrdecay modules it imports (workflow/rules/common.smk's code())."""
+    base = workflow.basedir
+    files = [
+        os.path.relpath(os.path.join(base, path))
+        for path in lrdecay.dvcgen.code_files(
+            Path(base), Path(base) / "workflow" / "scripts" / script
+        )
+    ]
+    return lambda wildcards: files
