@@ -249,6 +249,10 @@ class JobCosts:
         cpu, gpu = models.cost(self.config["model"]["name"])
         train, test = dataset_images(self.config)
         per_epoch = (gpu if self.gpu else cpu) * train / 1000
+        if self.config["data"]["label_noise"] > 0 and rule in ("main_segment", "subpath_group"):
+            # one more forward pass over the training set (clean and flipped metrics), a third
+            # of an epoch's forward and backward as in the landscape's estimate below
+            per_epoch *= 1 + 1 / 3
         if rule == "main_segment":
             return sched["segment_epochs"] * per_epoch
         if rule == "subpath_group":
