@@ -140,6 +140,19 @@ def resnet18_params(input_shape: tuple[int, ...], n_classes: int, width: int = 6
     return total + linear_params([channels, n_classes])
 
 
+def resnet18_activations(input_shape: tuple[int, ...], n_classes: int, width: int = 64,
+                         **_: object) -> int:
+    """Floats kept per image: the input, the stem's conv/BN/ReLU outputs, each block's six
+    (conv, BN, ReLU, conv, BN, sum-ReLU) and a projection shortcut's two, at each stage's size;
+    about 1.8 M at width 64."""
+    side = input_shape[1]
+    total = math.prod(input_shape) + 3 * width * side * side
+    for stage, blocks in enumerate(RESNET18_BLOCKS):
+        channels, side = width * 2**stage, side if stage == 0 else side // 2
+        total += (6 * blocks + (2 if stage > 0 else 0)) * channels * side * side
+    return total + 8 * width + n_classes
+
+
 # Parameter counts without building a model (so without torch: the Snakefile's resource requests
 # and config checks need them); tests/test_models.py checks each against the built model.
 def linear_params(widths: list[int]) -> int:
@@ -176,6 +189,9 @@ class ModelSpec:
     count: (input_shape, n_classes, **model_config) -> trainable parameters, without building
         the model; None counts them on a model built on the meta device (which imports torch
         wherever the count is needed, the Snakefile included: slower Snakemake starts).
+    activations: (input_shape, n_classes, **model_config) -> floats one image's forward pass
+        keeps for the backward pass (lrdecay.resources' memory estimate), for a model `convs`
+        cannot describe (None: from `convs`, or the mlp's layers).
     n_outputs: a fixed output size (a head built for one dataset), or None: one output per
         class of the configured dataset. The config check refuses a dataset whose class count
         differs (e.g. CIFAR-100 with a 10-way head) before any job.
@@ -187,6 +203,7 @@ class ModelSpec:
     convs: tuple = ()  # () with input_shape None: fully connected (the mlp)
     count: Callable[..., int] | None = None
     n_outputs: int | None = None
+    activations: Callable[..., int] | None = None
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -198,12 +215,9 @@ MODELS: dict[str, ModelSpec] = {
                            count=lambda shape, n_classes, **_: vgg_params(
                                VGG_SMALL_CONVS, VGG_SMALL_CLASSIFIER, n_classes)),
     # Cost: not yet timed on this project's machines; vgg11's scaled by the forward FLOPs per
-    # 32x32 image (ResNet-18 0.56 G, VGG-11 0.15 G at width 64). convs: an activation-memory
-    # stand-in of the same per-image size as ResNet-18's conv/BN/ReLU outputs (about 2.5 M
-    # floats at width 64, lrdecay.resources.activations_per_image).
+    # 32x32 image (ResNet-18 0.56 G, VGG-11 0.15 G at width 64).
     "resnet18": ModelSpec(resnet18, (3.0, 0.015), input_shape=(3, 32, 32),
-                          convs=(64,) * 20 + ("M",) + (128,) * 20 + ("M",) + (256,) * 20
-                          + ("M",) + (512,) * 20, count=resnet18_params),
+                          count=resnet18_params, activations=resnet18_activations),
 }
 
 

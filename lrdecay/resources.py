@@ -122,7 +122,10 @@ def n_params(config: dict) -> int:
 def activations_per_image(config: dict) -> int:
     """Floats one image's forward pass keeps for the backward pass (sum of layer outputs)."""
     model, dataset = config["model"], _dataset(config)
-    shape, convs = dataset.input_shape, models.MODELS[model["name"]].convs
+    spec = models.MODELS[model["name"]]
+    shape, convs = dataset.input_shape, spec.convs
+    if spec.activations is not None:
+        return spec.activations(shape, dataset.n_classes, **models._options(model))
     if not convs:  # fully connected: the input, each hidden layer and its ReLU, the output
         return math.prod(shape) + 2 * sum(model["hidden"]) + dataset.n_classes
     side, total = shape[1], math.prod(shape)
@@ -159,7 +162,8 @@ class JobCosts:
     @property
     def threads(self) -> int:
         """Threads of a training job: conv models use two cores well, the MLP one."""
-        return 2 if models.MODELS[self.config["model"]["name"]].convs else 1
+        spec = models.MODELS[self.config["model"]["name"]]
+        return 2 if spec.convs or spec.input_shape else 1
 
     def _snapshots(self, epochs: int) -> int:
         return epochs // self.config["trajectory"]["every_epochs"] + 1
