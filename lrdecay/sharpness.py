@@ -4,12 +4,13 @@ products, at every branch point of the main path and at the end of every subpath
 The flat-minima explanation of late decay (the paper argues against it, Section 2.3) says a later
 decay ends at a flatter point; this measures it. The loss is the training loss in eval mode (no
 augmentation or dropout; batch norm, resnet18's, by the running statistics saved with the point's
-checkpoint, so the loss is a fixed function of the parameters) on a fixed seeded subset of the training set (`sharpness.samples`
-images, chosen by `sharpness.seed`, the same subset at every point), in float32. Hessian-vector
-products are double backward passes (Pearlmutter's trick): one costs about two
-forward-backward passes over the subset. Lanczos with full reorthogonalisation stops when the top
-Ritz pair's residual ||H y - theta y|| is at most `sharpness.tol` * |theta| (then an eigenvalue of
-H lies within that distance of theta) or after `sharpness.max_steps` products.
+checkpoint, so the loss is a fixed function of the parameters) on a fixed seeded subset of the
+training set (`sharpness.samples` images, chosen by `sharpness.seed`, the same subset at every
+point), in float32. Hessian-vector products are double backward passes (Pearlmutter's trick): one
+costs about two forward-backward passes over the subset. Lanczos with full reorthogonalisation
+stops when the top Ritz pair's residual ||H y - theta y|| is at most `sharpness.tol` * |theta|
+(then an eigenvalue of H lies within that distance of theta) or after `sharpness.max_steps`
+products.
 """
 
 from __future__ import annotations
