@@ -163,7 +163,7 @@ class JobCosts:
     def threads(self) -> int:
         """Threads of a training job: conv models use two cores well, the MLP one."""
         spec = models.MODELS[self.config["model"]["name"]]
-        return 2 if spec.convs or spec.input_shape else 1
+        return 2 if spec.convs or spec.activations is not None else 1  # resnet18: its own count
 
     def _snapshots(self, epochs: int) -> int:
         return epochs // self.config["trajectory"]["every_epochs"] + 1
