@@ -210,3 +210,34 @@ def test_describe_counts_label_noise_extra_pass(tmp_path: Path) -> None:
     noisy_size = study_size({**noisy, "seeds": [0]})
     assert size["eval_images_per_epoch"] == size["n_test"] == 200
     assert noisy_size["eval_images_per_epoch"] == 200 + noisy_size["n_train"] == 400
+
+
+def test_sharpness_uses_the_checkpoints_running_statistics() -> None:
+    """loss_hvp in eval mode: each H v is that of the loss with the model's own running
+    statistics (equal to a finite difference of eval-mode gradients), and they stay unchanged."""
+    from lrdecay import sharpness
+
+    torch.manual_seed(0)
+    model = models.resnet18((3, 32, 32), 10, width=4).double()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    before = {k: v.clone() for k, v in model.named_buffers()}
+    x, y = torch.randn(6, 3, 32, 32, dtype=torch.float64), torch.arange(6)
+    loss_fn = torch.nn.functional.cross_entropy
+    flat, hvp = sharpness.loss_hvp(model, loss_fn, x, y, chunk=3)
+    v = torch.randn_like(flat)
+    hv = hvp(v)
+    for k, value in model.named_buffers():
+        assert torch.equal(value, before[k]), k
+
+    def grad_at(vector: torch.Tensor) -> torch.Tensor:
+        torch.nn.utils.vector_to_parameters(vector, model.parameters())
+        model.eval()
+        g = torch.autograd.grad(loss_fn(model(x), y), list(model.parameters()))
+        return torch.cat([t.reshape(-1) for t in g])
+
+    h = 1e-7
+    fd = (grad_at(flat + h * v) - grad_at(flat - h * v)) / (2 * h)
+    assert float((hv - fd).norm() / fd.norm()) < 1e-5
