@@ -77,7 +77,9 @@ def study_size(config: dict) -> dict:
         "subpath_epochs": sched["subpath_epochs"],
         "model_epochs_per_seed": per_seed,
         "model_epochs": per_seed * n_seeds,
-        "eval_images_per_epoch": n_test + (n_train if full_pass else 0),
+        # label noise evaluates the training set once more (clean and flipped, engine)
+        "eval_images_per_epoch": n_test + (n_train if full_pass else 0)
+        + (n_train if config["data"]["label_noise"] > 0 else 0),
         "main_segment_jobs": len(plan.segment_ends) + 1,
         "subpath_group_jobs": len(plan.subpath_groups),
         "landscape_points": plan.grid_points,
@@ -223,6 +225,10 @@ def describe(args: argparse.Namespace) -> int:
         f"{size['subpath_group_jobs']} jobs of up to {config['schedule']['subpaths_per_job']}",
         f"model-epochs       {size['model_epochs']:,} ({size['model_epochs_per_seed']:,} per "
         f"seed x {size['n_seeds']})",
+        f"evaluation         {size['eval_images_per_epoch']:,} images per model-epoch (test set"
+        + (", training set" if config["metrics"]["train_metric"] == "full_pass" else "")
+        + (", training set again for label noise's clean/flipped metrics"
+           if config["data"]["label_noise"] > 0 else "") + ")",
         f"landscape          {size['landscape_points']} grid points in "
         f"{size['landscape_shard_jobs']} jobs",
         f"snapshots          about {size['snapshot_bytes'] / 1e9:.2f} GB "

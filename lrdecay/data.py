@@ -577,3 +577,13 @@ def crop_flip(padded: torch.Tensor, index: torch.Tensor, dy: torch.Tensor, dx: t
     images = padded.reshape(n, channels, h_pad * w_pad).index_select(0, index)
     return images.gather(2, offsets.expand(-1, channels, -1)).reshape(len(index), channels, h, w)
 
+
+def subset(n_train: int, samples: int, seed: int) -> torch.Tensor:
+    """Sorted indices of a fixed seeded training subset (all images if `samples` >= n_train):
+    the sharpness loss's and the landscape's batch norm statistics' (lrdecay.landscape)."""
+    import torch
+
+    if samples >= n_train:
+        return torch.arange(n_train)
+    order = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
+    return order[:samples].sort().values

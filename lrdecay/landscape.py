@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lrdecay import io
-from lrdecay.data import DeviceData
+from lrdecay import io, models
+from lrdecay.data import DeviceData, subset
 from lrdecay.engine import Trainer, configure_backend, resolve_device
 
 log = logging.getLogger(__name__)
@@ -172,6 +172,50 @@ def grid_points(land: dict, coordinates: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"point": np.arange(pc1.size), "pc1": pc1.ravel(), "pc2": pc2.ravel()})
 
 
+class BatchNormStats:
+    """Running statistics at a grid point (landscape.bn_stats), for models with batch norm.
+
+    A grid point is a parameter vector (trajectories hold parameters only), so its batch norm
+    statistics are not in any file: `recompute` resets them and re-estimates them in train mode
+    (momentum None: the cumulative average over the batches, no gradient) on a fixed subset of
+    landscape.bn_samples training images (seed 0, no augmentation, the same at every point),
+    in batches of metrics.eval_batch_size; `batch` drops them, so every evaluation batch is
+    normalised by its own statistics. Models without batch norm pass through untouched.
+    """
+
+    def __init__(self, land: dict, trainer: Trainer, model: torch.nn.Module):
+        self.trainer = trainer
+        self.mode = land.get("bn_stats", "recompute")
+        self.norms = [m for m in model.modules()
+                      if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        self.images = None
+        if models.has_batch_norm(model) and self.mode == "recompute":
+            data = trainer.data
+            index = subset(len(data.train_y), land.get("bn_samples", 1000), 0).to(trainer.device)
+            self.images = data.train_x[index]
+        if self.norms and self.mode == "batch":
+            for norm in self.norms:  # eval mode without running statistics: batch statistics
+                norm.running_mean = norm.running_var = None
+
+    @torch.no_grad()
+    def at_point(self, model: torch.nn.Module) -> None:
+        """Set the statistics for the parameters `model` now holds (recompute), else nothing."""
+        if self.images is None:
+            return
+        saved = [norm.momentum for norm in self.norms]
+        for norm in self.norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # cumulative moving average: every batch weighs its images
+        model.train()
+        step = self.trainer.eval_batch
+        for start in range(0, len(self.images), step):
+            with self.trainer.autocast():
+                model(self.trainer.data.to_float(self.images[start : start + step]))
+        for norm, momentum in zip(self.norms, saved, strict=True):
+            norm.momentum = momentum
+        model.eval()
+
+
 def evaluate_shard(config: dict, data_path: str | Path, basis_path: str | Path,
                    coordinates_path: str | Path, shard: int, n_shards: int,
                    out_path: str | Path, device_name: str, threads: int | None = None) -> None:
@@ -190,11 +234,13 @@ def evaluate_shard(config: dict, data_path: str | Path, basis_path: str | Path,
     data = DeviceData(data_path, device, config["data"]["normalize"], augment=False)
     trainer = Trainer(config, data, device)
     model = trainer.build_model()
+    bn_stats = BatchNormStats(config["landscape"], trainer, model)
     points = grid_points(config["landscape"], coordinates).iloc[shard::n_shards]
     rows, started = [], time.monotonic()
     for i, point in enumerate(points.itertuples(index=False), start=1):
         params = point_parameters(basis, point.pc1, point.pc2, surface)
         torch.nn.utils.vector_to_parameters(params, model.parameters())
+        bn_stats.at_point(model)
         train = trainer.evaluate(model, data.train_x, data.train_y)
         test = trainer.evaluate(model, data.test_x, data.test_y)
         values = torch.stack([*train, *test]).tolist()

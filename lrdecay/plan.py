@@ -39,6 +39,9 @@ LATER_DEFAULTS: dict[str, Any] = {
     "optimizer.betas": [0.9, 0.999],  # issue 24: AdamW's, unread by SGD
     "optimizer.eps": 1e-8,  # issue 24: AdamW's, unread by SGD
     "main_path_dir": None,  # issue 24: a run's own main path (a sweep point's: shared)
+    "model.width": 64,  # issue 25: resnet18's base channels, unread by the other models
+    "landscape.bn_stats": "recompute",  # issue 25: batch norm models only
+    "landscape.bn_samples": 1000,  # issue 25: batch norm models only
 }
 
 

@@ -116,7 +116,10 @@ def n_params(config: dict) -> int:
 def activations_per_image(config: dict) -> int:
     """Floats one image's forward pass keeps for the backward pass (sum of layer outputs)."""
     model, dataset = config["model"], _dataset(config)
-    shape, convs = dataset.input_shape, models.MODELS[model["name"]].convs
+    spec = models.MODELS[model["name"]]
+    shape, convs = dataset.input_shape, spec.convs
+    if spec.activations is not None:
+        return spec.activations(shape, dataset.n_classes, **models._options(model))
     if not convs:  # fully connected: the input, each hidden layer and its ReLU, the output
         return math.prod(shape) + 2 * sum(model["hidden"]) + dataset.n_classes
     side, total = shape[1], math.prod(shape)
@@ -153,7 +156,8 @@ class JobCosts:
     @property
     def threads(self) -> int:
         """Threads of a training job: conv models use two cores well, the MLP one."""
-        return 2 if models.MODELS[self.config["model"]["name"]].convs else 1
+        spec = models.MODELS[self.config["model"]["name"]]
+        return 2 if spec.convs or spec.activations is not None else 1  # resnet18: its own count
 
     def _snapshots(self, epochs: int) -> int:
         return epochs // self.config["trajectory"]["every_epochs"] + 1
@@ -235,12 +239,19 @@ class JobCosts:
         cpu, gpu = models.cost(self.config["model"]["name"])
         return (gpu if self.gpu else cpu) * dataset_images(self.config)[0] / 1000
 
+    def _training_epoch_minutes(self) -> float:
+        """A training epoch's minutes; with label noise one more forward pass over the training
+        set (clean and flipped metrics), a third of an epoch's forward and backward as in the
+        landscape's estimate."""
+        noise = 1 / 3 if self.config["data"]["label_noise"] > 0 else 0
+        return self._per_epoch_minutes() * (1 + noise)
+
     def _main_segment_minutes(self) -> float:
-        return self.config["schedule"]["segment_epochs"] * self._per_epoch_minutes()
+        return self.config["schedule"]["segment_epochs"] * self._training_epoch_minutes()
 
     def _subpath_group_minutes(self) -> float:
         sched = self.config["schedule"]
-        return sched["subpaths_per_job"] * sched["subpath_epochs"] * self._per_epoch_minutes()
+        return sched["subpaths_per_job"] * sched["subpath_epochs"] * self._training_epoch_minutes()
 
     def _landscape_shard_minutes(self) -> float:  # one evaluation of train and test per point
         train, test = dataset_images(self.config)

@@ -3,12 +3,14 @@ products, at every branch point of the main path and at the end of every subpath
 
 The flat-minima explanation of late decay (the paper argues against it, Section 2.3) says a later
 decay ends at a flatter point; this measures it. The loss is the training loss in eval mode (no
-augmentation or dropout) on a fixed seeded subset of the training set (`sharpness.samples`
-images, chosen by `sharpness.seed`, the same subset at every point), in float32. Hessian-vector
-products are double backward passes (Pearlmutter's trick): one costs about two
-forward-backward passes over the subset. Lanczos with full reorthogonalisation stops when the top
-Ritz pair's residual ||H y - theta y|| is at most `sharpness.tol` * |theta| (then an eigenvalue of
-H lies within that distance of theta) or after `sharpness.max_steps` products.
+augmentation or dropout; batch norm, resnet18's, by the running statistics saved with the point's
+checkpoint, so the loss is a fixed function of the parameters) on a fixed seeded subset of the
+training set (`sharpness.samples` images, chosen by `sharpness.seed`, the same subset at every
+point), in float32. Hessian-vector products are double backward passes (Pearlmutter's trick): one
+costs about two forward-backward passes over the subset. Lanczos with full reorthogonalisation
+stops when the top Ritz pair's residual ||H y - theta y|| is at most `sharpness.tol` * |theta|
+(then an eigenvalue of H lies within that distance of theta) or after `sharpness.max_steps`
+products.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 from torch import nn
 
 from lrdecay import io
-from lrdecay.data import DeviceData
+from lrdecay.data import DeviceData, subset
 from lrdecay.engine import Trainer, configure_backend, resolve_device
 from lrdecay.plan import Plan
 
@@ -95,14 +97,6 @@ def loss_hvp(model: nn.Module, loss_fn: Callable, images: torch.Tensor, labels: 
         return out
 
     return flat, hvp
-
-
-def subset(n_train: int, samples: int, seed: int) -> torch.Tensor:
-    """Sorted indices of the fixed training subset (all images if `samples` >= n_train)."""
-    if samples >= n_train:
-        return torch.arange(n_train)
-    order = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
-    return order[:samples].sort().values
 
 
 def points(plan: Plan, sub_epochs: int) -> list[tuple[str, int, int, Path]]:

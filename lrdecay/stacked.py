@@ -88,36 +88,50 @@ def adamw_update(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]
 
 
 class StackedModels:
-    """Pure functions over K stacked parameter sets of one architecture."""
+    """Pure functions over K stacked parameter sets of one architecture, and K stacked buffer
+    sets (batch norm's running mean, var and num_batches_tracked; none for the other models).
+
+    With batch norm each model normalises by its own batch's statistics in training and by its
+    own running statistics in eval mode. The running statistics are updated functionally: each
+    model's buffers are cloned inside the transformed function, batch norm updates the clones
+    in place (as it updates a module's buffers), and they come back as the step's new buffers
+    (torch.func refuses in-place updates of tensors captured from outside a grad transform).
+    """
 
     def __init__(self, trainer: Trainer, model: nn.Module):
         self.trainer = trainer
         self.model = model
         self.names = [name for name, _ in model.named_parameters()]
-        self.buffers = dict(model.named_buffers())  # shared, not stacked (the models have none)
+        self.buffer_names = [name for name, _ in model.named_buffers()]
         loss_fn = trainer.loss
 
-        def loss_of(params: dict, x: torch.Tensor, y: torch.Tensor):
-            logits = functional_call(model, {**params, **self.buffers}, (x,))
+        def loss_of(params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor):
+            new = {k: v.clone() for k, v in buffers.items()}
+            logits = functional_call(model, {**params, **new}, (x,))
             loss = loss_fn(logits.float(), y)
-            return loss, (logits.detach().argmax(-1) == y).sum()
+            return loss, ((logits.detach().argmax(-1) == y).sum(), new)
 
-        # Per model: gradients, loss and correct count; dropout masks differ between models.
+        # Per model: gradients, loss, correct count and updated buffers; dropout masks differ
+        # between models.
         self.grad_fn = vmap(grad_and_value(loss_of, has_aux=True), randomness="different")
-        self.eval_fn = vmap(loss_of, in_dims=(0, None, None))
+        self.eval_fn = vmap(loss_of, in_dims=(0, 0, None, None))
         if trainer.engine["compile"]:  # one graph for the K models' forward and backward
             self.grad_fn = torch.compile(self.grad_fn)
 
-    def train_step(self, params: dict, x: torch.Tensor, y: torch.Tensor):
+    def train_step(self, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor):
+        """Gradients, losses and correct counts of the K models on their batches x (K, b, ...),
+        and their buffers after the step (batch norm's running statistics updated in train
+        mode; {} for models without buffers)."""
         self.model.train()
         with self.trainer.autocast():
-            grads, (loss, hits) = self.grad_fn(params, x, y)
-        return grads, loss.detach(), hits
+            grads, (loss, (hits, new)) = self.grad_fn(params, buffers, x, y)
+        return grads, loss.detach(), hits, {k: v.detach() for k, v in new.items()}
 
     @torch.no_grad()
-    def evaluate(self, params: dict, images: torch.Tensor,
+    def evaluate(self, params: dict, buffers: dict, images: torch.Tensor,
                  labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(K,) mean loss and accuracy of each model over a full pass (eval mode)."""
+        """(K,) mean loss and accuracy of each model over a full pass (eval mode: batch norm
+        by each model's own running statistics)."""
         self.model.eval()
         k = next(iter(params.values())).shape[0]
         chunk = min(self.trainer.eval_batch, max(1, EVAL_IMAGES_PER_CALL // k))
@@ -127,8 +141,8 @@ class StackedModels:
         for start in range(0, len(labels), chunk):
             batch = labels[start : start + chunk]
             with self.trainer.autocast():
-                loss, hits = self.eval_fn(params, data.to_float(images[start : start + chunk]),
-                                          batch)
+                loss, (hits, _) = self.eval_fn(params, buffers,
+                                               data.to_float(images[start : start + chunk]), batch)
             loss_sum += loss * len(batch)
             correct += hits
         return loss_sum / len(labels), correct.float() / len(labels)
@@ -156,7 +170,8 @@ class StackedStepper:
         self.layers = layer_slices([(n, p.numel()) for n, p in self.base.named_parameters()])
         self.layer_columns = layer_norm_columns(self.layers)
         self.params: dict[str, torch.Tensor] = {}
-        self.buffers: dict[str, torch.Tensor] | None = None
+        self.buffers: dict[str, torch.Tensor] | None = None  # SGD's momentum
+        self.bn: dict[str, torch.Tensor] = {}  # stacked model buffers (batch norm statistics)
         self.origin = torch.empty(0)  # (K, n_params): where each path started
 
     def load_initial(self, paths: list[Path | None], fix: Callable[[Path], str],
@@ -166,10 +181,11 @@ class StackedStepper:
         if from_init:
             raise ValueError("K paths at once are subpaths, whose distances count from their "
                              "branch points; train the main path with engine.ModuleStepper")
-        per_model, per_buffer = [], []
-        fresh = {k: v.detach().clone() for k, v in self.base.named_parameters()}
+        per_model, per_buffer, per_bn = [], [], []
+        # parameters and buffers (batch norm statistics) of the freshly built model
+        fresh = {k: v.detach().clone() for k, v in self.base.state_dict().items()}
         for path in paths:
-            self.base.load_state_dict({**self.base.state_dict(), **fresh})
+            self.base.load_state_dict(fresh)
             optimizer = self.trainer.build_optimizer(self.base, self.lr)
             if path is not None:
                 state = io.load_checkpoint(path, fix=fix(path), map_location=self.trainer.device)
@@ -177,9 +193,11 @@ class StackedStepper:
                 optimizer.load_state_dict(state["optimizer"])
             named = dict(self.base.named_parameters())
             per_model.append({k: v.detach().clone() for k, v in named.items()})
+            per_bn.append({k: v.detach().clone() for k, v in self.base.named_buffers()})
             # A branch at epoch 0 has no buffer yet; zeros then give SGD's first step exactly.
             per_buffer.append({k: optimizer.state.get(v, {}) for k, v in named.items()})
         self.params = {k: torch.stack([m[k] for m in per_model]) for k in per_model[0]}
+        self.bn = {k: torch.stack([m[k] for m in per_bn]) for k in per_bn[0]}
         self.origin = self.flat()
         if self.adamw:
             self.adam = self._stack_adam(per_buffer)
@@ -212,12 +230,15 @@ class StackedStepper:
         out = {"params": self.params, "momentum": self.buffers, "origin": self.origin}
         if self.adamw:  # only then, so SGD's resume states keep their keys
             out["adam"] = self.adam
+        if self.bn:  # only with batch norm, so other models' resume states keep their keys
+            out["bn"] = self.bn
         return out
 
     def load_state(self, state: dict) -> None:
         self.params, self.buffers = state["params"], state["momentum"]
         self.origin = state["origin"]
         self.adam = state.get("adam")
+        self.bn = state.get("bn", {})
 
     def train_epoch(self, generators: list[torch.Generator],
                     lrs: list[float] | None = None) -> tuple:
@@ -235,7 +256,8 @@ class StackedStepper:
             index = order[:, start : start + trainer.batch_size]  # (K, b)
             x = data.train_batch(
                 index, None if draws is None else draws[:, :, start : start + trainer.batch_size])
-            grads, loss, hits = self.stacked.train_step(self.params, x, data.train_y[index])
+            grads, loss, hits, self.bn = self.stacked.train_step(self.params, self.bn, x,
+                                                                 data.train_y[index])
             lr = self.lr if lrs is None else lrs[number]
             if self.adamw:
                 adamw_update(self.params, grads, self.adam, lr, self.betas, self.eps,
@@ -250,13 +272,13 @@ class StackedStepper:
         """Per model, its losses, accuracies and norms (engine.named_values): the one sync per
         epoch."""
         data = self.trainer.data
-        test = self.stacked.evaluate(self.params, data.test_x, data.test_y)
+        test = self.stacked.evaluate(self.params, self.bn, data.test_x, data.test_y)
         if self.trainer.full_pass or running is None:
-            train = self.stacked.evaluate(self.params, data.train_x, data.train_y)
+            train = self.stacked.evaluate(self.params, self.bn, data.train_x, data.train_y)
         else:
             train = running
         noise = [value for split in data.noise_splits or ()
-                 for value in self.stacked.evaluate(self.params, *split)]
+                 for value in self.stacked.evaluate(self.params, self.bn, *split)]
         losses = torch.stack([train[0], train[1], test[0], test[1], *noise], dim=1)
         return named_values(losses, norm_values(self.flat(), self.origin, self.layers),
                             self.layer_columns, self.trainer.noise_columns)
@@ -265,9 +287,10 @@ class StackedStepper:
         return self.stacked.flat(self.params)
 
     def weights(self) -> list[dict[str, torch.Tensor]]:
-        """Each model's parameters as the state dict of one model (the models have no buffers)."""
+        """Each model's parameters and buffers (batch norm's running statistics) as the state
+        dict of one model."""
         k = next(iter(self.params.values())).shape[0]
-        return [{name: value[j].clone() for name, value in self.params.items()}
+        return [{name: value[j].clone() for name, value in {**self.params, **self.bn}.items()}
                 for j in range(k)]
 
     def keep(self, index: list[int]) -> None:
@@ -275,6 +298,7 @@ class StackedStepper:
         rows = torch.tensor(index, device=self.trainer.device)
         self.params = {k: v.index_select(0, rows) for k, v in self.params.items()}
         self.origin = self.origin.index_select(0, rows)
+        self.bn = {k: v.index_select(0, rows) for k, v in self.bn.items()}
         if self.buffers is not None:
             self.buffers = {k: v.index_select(0, rows) for k, v in self.buffers.items()}
         if self.adam is not None:

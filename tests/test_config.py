@@ -78,7 +78,7 @@ def test_a_seeds_jobs_depend_on_that_seed_alone(tmp_path: Path) -> None:
     three = lrconfig.load(TINY, overrides={"output_dir": str(tmp_path), "seeds": [2, 0, 5]})
     assert lrconfig.SUBPATHS.values(one) == lrconfig.SUBPATHS.values(three)
     params = {"seed": 5, "reads": lrconfig.SUBPATHS.values(three)}
-    job = lrconfig.job_config(params, lrconfig.engine_run(three))
+    job = lrconfig.job_config(params, lrconfig.engine_run(three), lrconfig.SUBPATHS)  # as jobs do
     assert job["seed"] == 5 and "seeds" not in job
     assert job["engine"] == three["engine"] and job["model"] == three["model"]
     # the run settings are no params (no rerun trigger), the numeric ones are

@@ -16,7 +16,8 @@ from .conftest import load_tiny
 
 # Counted by hand: VGG-11 convs 9,220,480 + linear 512->10 (5,130); vgg-small convs 1,199,936 +
 # classifier 256->128->128->10 (32,896 + 16,512 + 1,290); MLP 64-256-256-10.
-EXPECTED = {"mlp": 85_002, "vgg11": 9_225_610, "vgg_small": 1_250_634}
+# ResNet-18 (CIFAR): the usual 11,173,962 (convs, batch norm weights and biases, linear 512->10).
+EXPECTED = {"mlp": 85_002, "vgg11": 9_225_610, "vgg_small": 1_250_634, "resnet18": 11_173_962}
 
 
 @pytest.mark.parametrize(("name", "count"), EXPECTED.items())

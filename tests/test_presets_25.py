@@ -18,6 +18,7 @@ from tests.conftest import REPO
 @pytest.mark.parametrize(("preset", "extra_output", "dataset"), [
     ("authors-label-noise", "data/flipped.npy", "cifar10"),
     ("authors-cifar100", None, "cifar100"),
+    ("authors-resnet18", None, "cifar10"),
 ])
 def test_preset_plans_and_states_its_size(tmp_path: Path, preset: str, extra_output: str | None,
                                           dataset: str) -> None:

@@ -149,7 +149,8 @@ TOGETHER = {"model.name": "data.name", "schedule.decay.shape": "schedule.decay.e
 LATER_VALUES: dict[str, object] = {"data.label_noise": 0.2, "schedule.warmup_epochs": 1,
                                    "schedule.decay": {"shape": "linear", "epochs": 1},
                                    "optimizer.name": "adamw", "optimizer.betas": [0.8, 0.99],
-                                   "optimizer.eps": 1e-6}
+                                   "optimizer.eps": 1e-6, "model.width": 8,
+                                   "landscape.bn_stats": "batch", "landscape.bn_samples": 500}
 
 
 def first_readers(key: str) -> set[str]:
