@@ -397,6 +397,8 @@ STAGES: dict[str, Stage] = {
     "figure2": Stage(LIGHT_BASE_MB),
     "figure_mechanism": Stage(LIGHT_BASE_MB),
     "summary": Stage(LIGHT_BASE_MB),
+    "sweep_table": Stage(LIGHT_BASE_MB),  # a sweep's comparison across points (lrdecay.sweep)
+    "sweep_figure": Stage(LIGHT_BASE_MB),
     # Section 3's toy model (lrdecay.toy): NumPy, SciPy and Matplotlib, no torch; seconds to a
     # minute on every preset, so start-up (OVERHEAD_MIN) is their whole time
     "toy_checks": Stage(LIGHT_BASE_MB, JobCosts._toy_checks_bytes),

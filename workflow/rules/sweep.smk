@@ -17,6 +17,8 @@ rule sweep_table:
     conda:
         "../envs/lrdecay.yaml"
     threads: 1
+    resources:
+        **stage_resources("sweep_table"),
     params:
         # each input table's point: its name and swept values, in order
         points=[
@@ -43,5 +45,7 @@ rule sweep_figure:
     conda:
         "../envs/lrdecay.yaml"
     threads: 1
+    resources:
+        **stage_resources("sweep_figure"),
     script:
         "../scripts/sweep_figure.py"

@@ -3,6 +3,7 @@ import os
 from pathlib import Path
 
 import lrdecay.dvcgen
+import lrdecay.resources
 
 
 def point_file(point, relative):
@@ -29,3 +30,20 @@ def sweep_code(script):
         )
     ]
     return lambda wildcards: files
+
+
+# The sweep-level jobs are light and run on the CPU: priced like one point's (its first).
+SWEEP_COSTS = lrdecay.resources.JobCosts(
+    SWEEP.points[0].config, gpu=False, caps=lrdecay.resources.Caps.from_env()
+)
+
+
+def stage_resources(rule):
+    """The resources of a sweep-level rule's jobs, read from its stage in
+    lrdecay.resources.STAGES (as workflow/rules/common.smk's stage_resources for one study).
+    """
+    return {
+        "mem_mb": lambda wildcards, attempt: SWEEP_COSTS.mem_mb(rule, attempt),
+        "runtime": lambda wildcards, attempt: SWEEP_COSTS.runtime(rule, attempt),
+        "gpu": 0,
+    }
