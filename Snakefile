@@ -4,17 +4,17 @@ import sys
 # lrdecay: the whole study of Ren, Ma & Ying (AISTATS 2024) as one DAG.
 # Stages: data -> per seed (seeds: [...]): main-path segments -> subpath groups -> metrics and
 # trajectories -> PCA -> landscape shards (first seed) -> across seeds: figures, claims, summary
-# and report; plus the Section 3 toy model. Layout: lrdecay.plan.Plan.
+# and report; plus the Section 3 toy model. Layout: lrdecay.study.plan.Plan.
 
 
 sys.path.insert(0, workflow.basedir)  # this checkout's package, even if not installed
-import lrdecay.config
-import lrdecay.sweep
+import lrdecay.config.validate
+import lrdecay.config.sweep
 
 # config.yaml read strictly before Snakemake loads it: a YTE template there would run code.
 try:
-    lrdecay.config.check_files([os.path.join(workflow.basedir, "config.yaml")])
-except lrdecay.config.ConfigError as err:
+    lrdecay.config.validate.check_files([os.path.join(workflow.basedir, "config.yaml")])
+except lrdecay.config.validate.ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 
@@ -22,10 +22,10 @@ configfile: os.path.join(workflow.basedir, "config.yaml")  # the quick preset, w
 
 
 # A sweep (config key sweep): this Snakefile once per point, as a module with the point's
-# config (lrdecay.sweep; workflow/rules/sweep.smk); each point's own config has no sweep key.
+# config (lrdecay.config.sweep; workflow/rules/sweep.smk); each point's own config has no sweep key.
 
 
-if lrdecay.sweep.SWEEP_KEY in config:
+if lrdecay.config.sweep.SWEEP_KEY in config:
 
     include: "workflow/rules/sweep.smk"
 
@@ -49,7 +49,7 @@ else:
 
     # Overrides of what to compute land in the preset's own folder: say so before any job.
     if workflow.is_main_process:
-        OVERRIDE_NOTE = lrdecay.plan.override_note(
+        OVERRIDE_NOTE = lrdecay.study.plan.override_note(
             dict(workflow.config_settings.config), PLAN.run_dir
         )
         if OVERRIDE_NOTE:
@@ -64,6 +64,6 @@ else:
             rules.figure1.output,  # Figure 1 (1d from the decay-timing table)
             rules.figure2.output,
             rules.figure_mechanism.output,  # norm and sharpness against the decay epoch
-            rules.claims.output,  # a verdict per Section 2 claim (lrdecay.analysis)
-            rules.summary.output,  # headline numbers for `dvc metrics show` (lrdecay.summary)
+            rules.claims.output,  # a verdict per Section 2 claim (lrdecay.analysis.claims)
+            rules.summary.output,  # headline numbers for `dvc metrics show` (lrdecay.analysis.summary)
             TOY_TARGETS,

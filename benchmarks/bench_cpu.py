@@ -32,8 +32,8 @@ from benchmarks.common import (
     timed,
     write_dataset,
 )
-from lrdecay.data import DeviceData
-from lrdecay.engine import Trainer
+from lrdecay.training.data import DeviceData
+from lrdecay.training.engine import Trainer
 
 
 def main() -> None:

@@ -30,10 +30,10 @@ from benchmarks.common import (
     write_dataset,
 )
 from benchmarks.project import project, study_shape
-from lrdecay import io
-from lrdecay.data import DeviceData
-from lrdecay.engine import Trainer, configure_backend
-from lrdecay.stacked import StackedStepper
+from lrdecay.core import io
+from lrdecay.training.data import DeviceData
+from lrdecay.training.engine import Trainer, configure_backend
+from lrdecay.training.stacked import StackedStepper
 
 # Dense peak TFLOP/s of the tensor cores at TF32 (the engine's default precision on CUDA).
 PEAK_TF32 = {"H100": 494.7, "H200": 494.7, "A100": 156.0, "L40S": 183.0, "L4": 60.0}

@@ -11,9 +11,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lrdecay import config as lrconfig
-from lrdecay import data, io, models, plan
-from lrdecay.engine import Trainer, loss_function
+from lrdecay.config import validate as lrconfig
+from lrdecay.core import io
+from lrdecay.study import plan
+from lrdecay.training import data, models
+from lrdecay.training.engine import Trainer, loss_function
 
 REPO = Path(__file__).resolve().parents[1]
 VGG11_TRAIN_GFLOP = 0.92  # per 32x32 image, forward + backward (the issue's figure)
@@ -37,7 +39,8 @@ def engine_config(model: str, batch_size: int, augment: bool, dropout: float, lo
 
 def write_dataset(path: Path, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
                   test_y: np.ndarray) -> Path:
-    """Save arrays in lrdecay.data.prepare's format, so DeviceData loads them as in a run."""
+    """Save arrays in lrdecay.training.data.prepare's format, so DeviceData loads them as in a
+    run."""
     as_float = train_x.astype(np.float64)
     io.save_checkpoint(path, {
         "train_x": torch.from_numpy(train_x), "train_y": torch.from_numpy(train_y),

@@ -38,12 +38,13 @@ from pathlib import Path
 
 import yaml
 
-from lrdecay import config as lrconfig
-from lrdecay import io
+from lrdecay.config import validate as lrconfig
+from lrdecay.core import io
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = ["figure1", "figure2"]  # rules: every figure and table of the study (not the toy)
-# lrdecay.train's per-epoch log line: "<date> <time> ... epoch 12 (+3 of 10): ...; 4.2 s elapsed"
+# lrdecay.training.train's per-epoch log line: "<date> <time> ... epoch 12 (+3 of 10): ...; 4.2 s
+# elapsed"
 EPOCH_LINE = re.compile(r"^(\S+ \S+) .* epoch \d+ \(\+(\d+) of (\d+)\): .*; ([\d.]+) s elapsed")
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$")
 JOB_START = re.compile(r"^(?:local)?rule (\w+):$")

@@ -79,7 +79,7 @@ def time_snakemake(work: Path, cores: int, quick: bool) -> Timed:
 def time_dvc(work: Path, quick: bool) -> tuple[Timed, int, str]:
     """Times of `dvc repro`, its number of stages, and one stage's command (for the no-op)."""
     fresh_copy(work, quick)
-    run(work, sys.executable, "-m", "lrdecay.dvcgen")
+    run(work, sys.executable, "-m", "lrdecay.tooling.dvcgen")
     run(work, "git", "add", "-A")
     run(work, "git", "commit", "-q", "-m", "tiny study")
     timed, output = run(work, "dvc", "repro")

@@ -1,4 +1,5 @@
-"""The PCA job's exact solver (lrdecay.pca, Gram matrix + eigh) against scikit-learn's full SVD.
+"""The PCA job's exact solver (lrdecay.analysis.pca, Gram matrix + eigh) against scikit-learn's full
+SVD.
 
 Each solver runs in its own process on the same trajectories (the quick preset's shape by
 default: a main path of 151 snapshots and 10 subpaths of 51, 85,002 parameters; or the
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lrdecay import io
+from lrdecay.core import io
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,8 +33,9 @@ SOLVE = """
 import json, sys, time
 import numpy as np
 from pathlib import Path
-from lrdecay import logs, pca
-from lrdecay.trajectories import iter_trajectories
+from lrdecay.analysis import pca
+from lrdecay.core import logs
+from lrdecay.training.trajectories import iter_trajectories
 solver, out, files = sys.argv[1], Path(sys.argv[2]), [Path(p) for p in sys.argv[3:]]
 trajectories = list(iter_trajectories(files))
 started = time.perf_counter()
@@ -72,7 +74,7 @@ def synthetic_run(folder: Path, n_params: int, seed: int = 0) -> list[Path]:
 
 
 def run_files(seed_dir: Path) -> list[Path]:
-    from lrdecay.trajectories import trajectory_files
+    from lrdecay.training.trajectories import trajectory_files
     return trajectory_files(seed_dir / "trajectories" / "main.npy",
                             sorted((seed_dir / "subpaths").glob("group-*")))
 

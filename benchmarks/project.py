@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from lrdecay import config as lrconfig
+from lrdecay.config import validate as lrconfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -33,7 +33,7 @@ from benchmarks.dag_check import job_walls
 
 REPO = Path(__file__).resolve().parents[1]
 LOG_STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})")
-END_LINE = re.compile(r"job ended after ([\d.]+) s")  # lrdecay.logs.END_OF_JOB
+END_LINE = re.compile(r"job ended after ([\d.]+) s")  # lrdecay.core.logs.END_OF_JOB
 CPU_LINE = re.compile(r"job ended after .*; CPU ([\d.]+) s")  # its CPU time, where logged
 
 
@@ -64,7 +64,7 @@ def longest_silence(log: Path) -> float:
 
 
 def job_cpu(log: Path) -> float | None:
-    """CPU seconds a job's log states at its end (lrdecay.logs.END_OF_JOB; None in logs of
+    """CPU seconds a job's log states at its end (lrdecay.core.logs.END_OF_JOB; None in logs of
     commits that did not log it): its cost, which the machine's load hardly changes."""
     found = CPU_LINE.findall(log.read_text(errors="replace"))
     return float(found[-1]) if found else None

@@ -66,7 +66,7 @@ echo "== snakemake ended with $status after ${wall} s"
 [ "$status" = 124 ] && echo "== cut at BUDGET_S=$BUDGET_S: the same command resumes the run"
 COMMAND="bash benchmarks/reference_run.sh $* (PRESET=$PRESET DATA=$DATA FULL=${FULL:-0}): ${RUN[*]}"
 rm -rf "$OUT/reference"
-$PY -m lrdecay.cli reference "$CONFIG" --dest "$OUT/reference/$NAME" --command "$COMMAND" \
+$PY -m lrdecay.tooling.cli reference "$CONFIG" --dest "$OUT/reference/$NAME" --command "$COMMAND" \
     --wall-s "$wall" || { [ "$status" = 0 ] && status=1; }
 # One archive: a device returns at most 8 files, 2 folders deep.
 if [ -d "$OUT/reference/$NAME" ]; then

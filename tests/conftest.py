@@ -18,8 +18,9 @@ import pytest
 import torch
 import yaml
 
-from lrdecay import config as lrconfig
-from lrdecay import data, io, subpaths, train
+from lrdecay.config import validate as lrconfig
+from lrdecay.core import io
+from lrdecay.training import data, subpaths, train
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "config" / "tiny.yaml"
@@ -27,7 +28,7 @@ TINY = REPO / "config" / "tiny.yaml"
 
 def load_tiny(tmp_path: Path, **overrides: object) -> dict:
     """The tiny preset with its outputs under `tmp_path` and any section overridden, as its first
-    seed's jobs see it (lrdecay.config.for_seed: a scalar `seed`)."""
+    seed's jobs see it (lrdecay.config.validate.for_seed: a scalar `seed`)."""
     config = lrconfig.load(TINY, overrides={"output_dir": str(tmp_path / "results"), **overrides})
     return lrconfig.for_seed(config, config["seeds"][0])
 

@@ -1,7 +1,8 @@
 """Cheap ablations: a subpath-only key (another decay lr, longer subpaths, another grouping or
 engine for them) retrains the subpaths and what follows them, never the main path, under
 Snakemake and DVC; a main-path key retrains the main path. What each stage reads is declared once
-(lrdecay.plan.Reads) and is its rule's params, its job's config, its hash and its DVC params."""
+(lrdecay.study.plan.Reads) and is its rule's params, its job's config, its hash and its DVC
+params."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lrdecay import config as lrconfig
-from lrdecay import dvcgen, plan
+from lrdecay.config import validate as lrconfig
+from lrdecay.study import plan
+from lrdecay.tooling import dvcgen
 
 from .conftest import REPO, TINY, load_tiny
 
-# Each subpath-only key with another valid value for the tiny preset (lrdecay.plan.SUBPATH_KEYS).
+# Each subpath-only key with another valid value for the tiny preset
+# (lrdecay.study.plan.SUBPATH_KEYS).
 SUBPATH_CHANGES = {
     "optimizer.subpath_lr": 0.02,
     "schedule.subpath_epochs": 2,
@@ -124,8 +127,8 @@ def _check_pipeline(pipeline: dict) -> None:
 
 
 def test_dvc_lists_no_subpath_key_for_the_main_path() -> None:
-    """The same under DVC: the pipeline generated from the DAG (lrdecay.dvcgen; here the tiny
-    preset's) lists each stage's declared keys as its params, so `dvc repro` after a subpath
+    """The same under DVC: the pipeline generated from the DAG (lrdecay.tooling.dvcgen; here the
+    tiny preset's) lists each stage's declared keys as its params, so `dvc repro` after a subpath
     ablation reruns no main-path stage; the subpath stages list every subpath key, the main
     path's stages their own keys. The committed pipelines too (tests/test_dvc.py checks they
     are current)."""

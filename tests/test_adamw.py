@@ -12,9 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from lrdecay import config as lrconfig
-from lrdecay import plan, schedules, stacked, train
-from lrdecay.basics import ConfigError
+from lrdecay.config import validate as lrconfig
+from lrdecay.core.basics import ConfigError
+from lrdecay.study import plan, schedules
+from lrdecay.training import stacked, train
 from tests.conftest import (
     assert_same_bytes,
     assert_same_outputs,

@@ -8,8 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrdecay import analysis, data, io, subpaths, summary, train, trajectories
-from lrdecay import config as lrconfig
+from lrdecay.analysis import claims as analysis
+from lrdecay.analysis import summary
+from lrdecay.config import validate as lrconfig
+from lrdecay.core import io
+from lrdecay.training import data, subpaths, train, trajectories
 from tests.conftest import load_tiny
 
 

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from lrdecay import config as lrconfig
-from lrdecay import io, stacked, train
+from lrdecay.config import validate as lrconfig
+from lrdecay.core import io
+from lrdecay.training import stacked, train
 from tests.conftest import engine_config, outputs, poison_branch_state, train_all
 
 

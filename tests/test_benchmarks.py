@@ -111,7 +111,7 @@ def test_reference_run_twin_packs_one_archive(checkout: Path, tmp_path: Path) ->
 
 def test_authors_preset_has_few_gpu_jobs_per_seed() -> None:
     """Fewer, longer GPU jobs (issue 27): at most 10 per seed for the authors' preset."""
-    from lrdecay import config as lrconfig
+    from lrdecay.config import validate as lrconfig
 
     plan = lrconfig.Plan(lrconfig.load(REPO / "config" / "authors.yaml"))
     per_seed = len(plan.segment_ends) + 1 + len(plan.subpath_groups) + plan.n_shards
@@ -139,13 +139,13 @@ def test_quick_dag_reports_the_longest_silence_of_a_job_log(tmp_path: Path) -> N
 
 
 def test_quick_dag_reads_each_jobs_cpu_time_from_its_end_line(tmp_path: Path) -> None:
-    """Each job's log ends with its CPU time (lrdecay.logs.END_OF_JOB), which quick_dag sums per
-    rule: the measure on a shared machine, where walls follow the load. A log of an older commit
+    """Each job's log ends with its CPU time (lrdecay.core.logs.END_OF_JOB), which quick_dag sums
+    per rule: the measure on a shared machine, where walls follow the load. A log of an older commit
     (no CPU in its end line) gives None, not 0; the job's own CPU clock, not the wall, is logged."""
     import time
 
     from benchmarks.quick_dag import job_cpu, rule_cpu
-    from lrdecay import logs
+    from lrdecay.core import logs
 
     log = tmp_path / "job.log"
     line = logs.END_OF_JOB.format(wall=50.0, peak=90, cpu=12.34)

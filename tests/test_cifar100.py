@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from lrdecay import config as lrconfig
-from lrdecay import data, models
-from lrdecay.basics import ConfigError
+from lrdecay.config import validate as lrconfig
+from lrdecay.core.basics import ConfigError
+from lrdecay.training import data, models
 from tests.conftest import TINY, Payload
 
 # The official checks at a small size: 2 training and 1 test image of each of the 100 classes.
@@ -119,7 +119,7 @@ def test_pickle_payload_never_runs(tmp_path: Path, protocol: int) -> None:
 
 def test_checksums_compared_with_the_official_ones(tmp_path: Path, caplog) -> None:
     write_cifar100(tmp_path, data.CIFAR100_PY)
-    with caplog.at_level(logging.WARNING, logger="lrdecay.data"):
+    with caplog.at_level(logging.WARNING, logger="lrdecay.training.data"):
         data.load_cifar100(tmp_path, spec=SMALL)
     assert "cifar-100-python/train: MD5" in caplog.text
     assert "differs from the official 16019d7e3df5f24257cddd939b257f8d" in caplog.text

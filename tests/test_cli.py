@@ -14,7 +14,10 @@ import pytest
 import torch
 from sklearn.decomposition import PCA
 
-from lrdecay import __version__, cli, io, models
+from lrdecay import __version__
+from lrdecay.core import io
+from lrdecay.tooling import cli
+from lrdecay.training import models
 from tests.conftest import TINY
 
 COMMAND = Path(sys.executable).parent / "lrdecay"  # the console script pyproject.toml declares
@@ -144,7 +147,7 @@ def test_cli_defaults_are_the_schema_defaults() -> None:
     """`lrdecay pca --chunk-rows` once defaulted to 1024 while the schema said 512: each option
     that sets a config key has the schema's default (and its choices), and no other option has
     a default beyond "not given" or a flag's, so a new option restating one is caught."""
-    from lrdecay import config as lrconfig
+    from lrdecay.config import validate as lrconfig
 
     schema = lrconfig.load_schema()["properties"]
     options = _options()

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lrdecay import config as lrconfig
-from lrdecay import plan
-from lrdecay.basics import ConfigError
+from lrdecay.config import validate as lrconfig
+from lrdecay.core.basics import ConfigError
+from lrdecay.study import plan
 
 from .conftest import REPO, TINY, load_tiny
 
@@ -101,7 +101,7 @@ def test_a_seeds_jobs_depend_on_that_seed_alone(tmp_path: Path) -> None:
 def test_describe_counts_the_study_once_per_seed(tmp_path: Path) -> None:
     """`lrdecay describe`: model-epochs and snapshot storage scale with the number of seeds
     (tiny: 6 main-path epochs + 3 subpaths x 3 epochs = 15 per seed)."""
-    from lrdecay.cli import study_size
+    from lrdecay.tooling.cli import study_size
 
     one = study_size(lrconfig.load(TINY, overrides={"output_dir": str(tmp_path)}))
     three = study_size(lrconfig.load(TINY, overrides={"output_dir": str(tmp_path),
@@ -160,7 +160,7 @@ def _leaves(tree: dict, path: tuple = ()) -> list[tuple[tuple, object]]:
 
 def test_quick_preset_is_the_schema_defaults() -> None:
     """config.yaml (the quick preset) and the schemas' defaults agree key by key, so a preset
-    read alone (`lrdecay describe config/authors.yaml`, lrdecay.config.load) gets the same
+    read alone (`lrdecay describe config/authors.yaml`, lrdecay.config.validate.load) gets the same
     values as Snakemake, which merges it over config.yaml."""
     defaults = lrconfig.validate({})
     quick = lrconfig.read_yaml(REPO / "config.yaml")
@@ -171,7 +171,7 @@ def test_quick_preset_is_the_schema_defaults() -> None:
             default = default[key]
         if default != value:
             differ.append(f"{'.'.join(path)}: config.yaml {value!r}, schema default {default!r}")
-    assert not differ, "change both (lrdecay/schemas/*.schema.yaml):\n" + "\n".join(differ)
+    assert not differ, "change both (lrdecay/config/schemas/*.schema.yaml):\n" + "\n".join(differ)
     assert lrconfig.load(REPO / "config.yaml") == defaults
 
 
@@ -184,7 +184,7 @@ def test_a_preset_alone_equals_it_over_the_quick_preset(preset: str) -> None:
 def test_registered_names_are_the_allowed_values(monkeypatch: pytest.MonkeyPatch,
                                                  tmp_path: Path) -> None:
     """model.name and data.name accept exactly the registries' keys (no enum to keep in step)."""
-    from lrdecay import data, models
+    from lrdecay.training import data, models
 
     schema = lrconfig.load_schema()["properties"]
     assert schema["model"]["properties"]["name"]["enum"] == list(models.MODELS)

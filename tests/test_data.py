@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from lrdecay import data
+from lrdecay.training import data
 from tests.conftest import CIFAR_SMALL, Payload, write_cifar_bin, write_cifar_py
 
 
@@ -60,7 +60,7 @@ def test_download_records_verified_checksums(tmp_path: Path, monkeypatch, caplog
 
     monkeypatch.setattr(tv_utils, "download_and_extract_archive",
                         lambda url, download_root, md5: write_cifar_bin(Path(download_root)))
-    with caplog.at_level(logging.WARNING, logger="lrdecay.data"):
+    with caplog.at_level(logging.WARNING, logger="lrdecay.training.data"):
         data.load_cifar10(tmp_path, download=True, spec=CIFAR_SMALL)
     record = json.loads((tmp_path / data.CIFAR10_BIN / data.CIFAR10_VERIFIED).read_text())
     assert sorted(record) == [f"data_batch_{k}.bin" for k in range(1, 6)] + ["test_batch.bin"]
@@ -183,7 +183,7 @@ def test_subset_folder_is_read_when_declared(tmp_path: Path, monkeypatch, caplog
     with pytest.raises(data.DataError, match="holds 10 images"):
         data.load_cifar10(tmp_path, spec=CIFAR_SMALL)
     monkeypatch.setenv(data.CIFAR10_SUBSET_ENV, "1")
-    with caplog.at_level(logging.WARNING, logger="lrdecay.data"):
+    with caplog.at_level(logging.WARNING, logger="lrdecay.training.data"):
         train, _ = data.load_cifar10(tmp_path, spec=CIFAR_SMALL)
     assert len(train.labels) == 50 and "counts are not checked" in caplog.text
 
@@ -206,7 +206,7 @@ def test_checksum_warnings_name_the_file(tmp_path: Path, caplog) -> None:
     """Python layout: compared with the official MD5s. Binary layout: with the record that a
     verified download leaves, else reported as not comparable."""
     write_cifar_py(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="lrdecay.data"):
+    with caplog.at_level(logging.WARNING, logger="lrdecay.training.data"):
         data.load_cifar10(tmp_path, spec=CIFAR_SMALL)  # official MD5s: every file differs
     for name in ["data_batch_1", "data_batch_5", "test_batch"]:
         assert f"{data.CIFAR10_PY}/{name}: MD5" in caplog.text
@@ -214,14 +214,14 @@ def test_checksum_warnings_name_the_file(tmp_path: Path, caplog) -> None:
     folder = tmp_path / data.CIFAR10_PY
     own = data.CifarSpec(10, 2, py_md5={p.name: data._md5(p) for p in folder.iterdir()})
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="lrdecay.data"):
+    with caplog.at_level(logging.WARNING, logger="lrdecay.training.data"):
         data.load_cifar10(tmp_path, spec=own)
     assert caplog.text == ""
 
     write_cifar_bin(tmp_path)
     (folder / "data_batch_1").unlink()  # the binary layout is read now
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="lrdecay.data"):
+    with caplog.at_level(logging.WARNING, logger="lrdecay.training.data"):
         data.load_cifar10(tmp_path, spec=CIFAR_SMALL)
     assert "data_batch_1.bin, data_batch_2.bin" in caplog.text
     assert "cannot be compared" in caplog.text
@@ -230,6 +230,6 @@ def test_checksum_warnings_name_the_file(tmp_path: Path, caplog) -> None:
     record["data_batch_3.bin"] = "0" * 32
     (binary / data.CIFAR10_VERIFIED).write_text(json.dumps(record))
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="lrdecay.data"):
+    with caplog.at_level(logging.WARNING, logger="lrdecay.training.data"):
         data.load_cifar10(tmp_path, spec=CIFAR_SMALL)
     assert "data_batch_3.bin: MD5" in caplog.text and "data_batch_1.bin" not in caplog.text

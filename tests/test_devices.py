@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lrdecay import config as lrconfig
+from lrdecay.config import validate as lrconfig
 from tests.conftest import (
     REPO,
     conv_config,
@@ -83,7 +83,7 @@ def test_k_at_once_equals_one_at_a_time(tmp_path: Path, device: str) -> None:
 
 KILLER = """
 import json, os, signal, sys
-from lrdecay import io
+from lrdecay.core import io
 from tests.conftest import train_all
 config, device, part, nth = json.loads(sys.argv[1])
 seen = [0]

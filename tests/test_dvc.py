@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lrdecay import dvcgen
+from lrdecay.tooling import dvcgen
 
 # The shared tiny preset with fewer jobs (every DVC stage is one Snakemake start: fewer is faster),
 # and the helpers that copy this checkout and run commands in the copy: tests/conftest.py.
@@ -57,7 +57,7 @@ def test_dvc_yaml_is_generated_from_the_dag(preset: str | None) -> None:
     # built, so that plain `dvc status` speaks of built stages only); one generated here is current.
     assert preset or (REPO / path).is_file()
     assert not (REPO / path).is_file() or (REPO / path).read_text() == dvcgen.render(content), (
-        f"{path} is out of date with the Snakemake DAG: run `python -m lrdecay.dvcgen"
+        f"{path} is out of date with the Snakemake DAG: run `python -m lrdecay.tooling.dvcgen"
         f"{' --configfile ' + preset if preset else ''}`"
     )
     stages = content["stages"]
@@ -106,8 +106,8 @@ rule step:
 
 def test_snakemake_dag_access(tmp_path: Path) -> None:
     """dvcgen reads Snakemake's DAG through private objects (no public API hands out jobs;
-    lrdecay.dvcgen._snakemake_dag says why): on a small workflow, every field it takes from them
-    is exactly what the Snakefile says, so a Snakemake release that changes them fails here."""
+    lrdecay.tooling.dvcgen._snakemake_dag says why): on a small workflow, every field it takes from
+    them is exactly what the Snakefile says, so a Snakemake release that changes them fails here."""
     import snakemake
 
     (tmp_path / "Snakefile").write_text(SNAKEFILE)
@@ -115,7 +115,7 @@ def test_snakemake_dag_access(tmp_path: Path) -> None:
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "make.py").write_text("")
     where = (f"Snakemake {snakemake.__version__} (dvcgen is tested with "
-             f"{dvcgen.SNAKEMAKE_TESTED}): see lrdecay.dvcgen._snakemake_dag")
+             f"{dvcgen.SNAKEMAKE_TESTED}): see lrdecay.tooling.dvcgen._snakemake_dag")
     jobs, config = dvcgen._snakemake_jobs(tmp_path, ["config.yaml"], {"step": {"prev"}})
     assert config == {"size": 3}, where
     assert [job.stage for job in jobs] == ["make-0", "step-0", "step-1"], where  # not `all`
@@ -202,12 +202,12 @@ def test_stages_own_disjoint_outputs_and_mirror_jobs() -> None:
     assert "--consider-ancient main_segment=code,data,previous" in stages[first_segment]["cmd"]
     params = stages[first_segment]["params"][0]["config.yaml"]
     assert "results/quick/data/dataset.pt.json" in stages["prepare_data"]["outs"]
-    # the keys the main path declares (lrdecay.plan.MAIN_PATH), none of the subpaths' only
+    # the keys the main path declares (lrdecay.study.plan.MAIN_PATH), none of the subpaths' only
     assert {"optimizer.main_lr", "schedule.main_epochs", "device", "engine.bf16",
             "engine.compile"} <= set(params)
     assert not {"optimizer", "schedule", "optimizer.subpath_lr"} & set(params), params
-    assert "lrdecay/figures.py" not in stages["pca-0"]["deps"]
-    assert "lrdecay/figures.py" in stages["figure1"]["deps"]
+    assert "lrdecay/analysis/figures.py" not in stages["pca-0"]["deps"]
+    assert "lrdecay/analysis/figures.py" in stages["figure1"]["deps"]
     assert stages["summary"]["metrics"] == ["results/quick/headline.json"]
     # DVC warns about every empty dependency ("'lrdecay/toy/__init__.py' is empty")
     deps = {d for stage in stages.values() for d in stage["deps"] if not d.startswith("results/")}
@@ -219,20 +219,21 @@ def test_stages_own_disjoint_outputs_and_mirror_jobs() -> None:
 # groups only, never by main-path segments or landscape shards; figure code never reruns
 # training, PCA or the toy simulations; the model registry never reruns the toy model.
 RERUN_BY_FILE = {
-    "lrdecay/stacked.py": {"subpath_group"},
-    "lrdecay/subpaths.py": {"subpath_group"},
+    "lrdecay/training/stacked.py": {"subpath_group"},
+    "lrdecay/training/subpaths.py": {"subpath_group"},
     "lrdecay/toy/figures.py": {"toy_figure3", "toy_figures"},
-    "lrdecay/figures.py": {"figure1", "figure2", "figure_mechanism", "toy_figure3", "toy_figures"},
+    "lrdecay/analysis/figures.py": {"figure1", "figure2", "figure_mechanism", "toy_figure3",
+                                    "toy_figures"},
     "lrdecay/toy/simulate.py": {"toy_checks", "toy_table"},
     # validation, registries' checks and resource requests: only the DAG check (jobs read their
-    # plan from lrdecay.plan)
-    "lrdecay/config.py": {"check_dag"},
-    "lrdecay/resources.py": {"check_dag"},
+    # plan from lrdecay.study.plan)
+    "lrdecay/config/validate.py": {"check_dag"},
+    "lrdecay/config/resources.py": {"check_dag"},
 }
 NEVER_RERUN_BY = {  # rules a change to the file must not rerun (it may rerun others)
-    "lrdecay/engine.py": {"toy_checks", "toy_figures", "toy_figure3", "toy_table", "pca",
+    "lrdecay/training/engine.py": {"toy_checks", "toy_figures", "toy_figure3", "toy_table", "pca",
                           "figure1", "figure2", "claims", "summary"},
-    "lrdecay/models.py": {"toy_checks", "toy_figures", "toy_figure3", "toy_table", "pca",
+    "lrdecay/training/models.py": {"toy_checks", "toy_figures", "toy_figure3", "toy_table", "pca",
                           "gather_training"},
 }
 
@@ -251,7 +252,7 @@ def test_a_code_change_reruns_only_the_stages_that_run_it() -> None:
         assert rerun_by(path) == rules, path
     for path, rules in NEVER_RERUN_BY.items():
         assert rerun_by(path) and not rerun_by(path) & rules, (path, rerun_by(path) & rules)
-    assert "main_segment" in rerun_by("lrdecay/engine.py")
+    assert "main_segment" in rerun_by("lrdecay/training/engine.py")
 
 
 def changed_stages(repo: Path) -> set[str]:
@@ -266,12 +267,12 @@ def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
     run = tiny_config(origin)
     edit_config_yaml(origin, toy={"gammas": [1.0, 2.0]})  # a stage of two sibling jobs
     sh(origin, "git", "init", "-q", "-b", "main")
-    sh(origin, "python", "-m", "lrdecay.dvcgen")
+    sh(origin, "python", "-m", "lrdecay.tooling.dvcgen")
     sh(origin, "git", "add", "-A")
     sh(origin, "git", "commit", "-q", "-m", "tiny study")
     stages = set(yaml.safe_load((origin / "dvc.yaml").read_text())["stages"])
-    # Figure code reruns the figure stages (the toy figures share lrdecay.figures' style and
-    # save), never training, PCA or the toy simulations.
+    # Figure code reruns the figure stages (the toy figures share lrdecay.analysis.figures' style
+    # and save), never training, PCA or the toy simulations.
     figure_stages = {"figure1", "figure2", "figure_mechanism", "toy_figure3", "toy_figures"}
     assert figure_stages <= stages
 
@@ -292,7 +293,8 @@ def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
         "stages"].values() for out in (o["path"] for o in stage["outs"])]
     produced = [p for p in (first / "results").rglob("*") if p.is_file()
                 and "logs" not in p.parts and ".resume" not in p.parts
-                and not p.name.endswith(".lock")]  # owners of the folder, its jobs (lrdecay.lock)
+                # owners of the folder, its jobs (lrdecay.core.lock)
+                and not p.name.endswith(".lock")]
     unversioned = [str(p.relative_to(first)) for p in produced
                    if not any(p == o or o in p.parents for o in owned)]
     assert not unversioned, f"outputs DVC does not version: {unversioned}"
@@ -312,7 +314,7 @@ def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
     assert snakemake_runs(second) == []
 
     # 3. Figure code only: only the figure stages run, each as one Snakemake job.
-    with open(second / "lrdecay" / "figures.py", "a") as handle:
+    with open(second / "lrdecay" / "analysis" / "figures.py", "a") as handle:
         handle.write("\n# a figure-code change\n")
     repro = sh(second, "dvc", "repro")
     assert ran_stages(repro) == figure_stages, repro
@@ -327,7 +329,7 @@ def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
     # 3b. The vmap code only: `dvc status` names the subpath groups, not the main path, nor the
     #     landscape (outputs downstream of a group rerun only if its outputs change).
     assert changed_stages(second) == set()
-    stacked = second / "lrdecay" / "stacked.py"
+    stacked = second / "lrdecay" / "training" / "stacked.py"
     original = stacked.read_text()
     stacked.write_text(original + "\n# a vmap-code change\n")
     groups = {s for s in stages if s.startswith("subpath_group-")}
@@ -375,7 +377,7 @@ def test_repro_push_pull_and_figure_only_change(tmp_path: Path) -> None:
     proc = subprocess.run(["dvc", "repro"], cwd=second, env=env(second), capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode != 0
-    assert "Regenerate it with `python -m lrdecay.dvcgen`" in proc.stdout + proc.stderr
+    assert "Regenerate it with `python -m lrdecay.tooling.dvcgen`" in proc.stdout + proc.stderr
     assert ran_stages(proc.stdout + proc.stderr) == {dvcgen.CHECK_STAGE}
     assert "steps (100%) done" not in proc.stdout + proc.stderr  # no Snakemake job ran
     assert not (second / run / "seed-0" / "landscape" / "shard-001.csv").exists()

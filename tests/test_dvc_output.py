@@ -9,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from lrdecay import dvcgen, summary
+from lrdecay.analysis import summary
+from lrdecay.tooling import dvcgen
 
 REPO = Path(__file__).resolve().parent.parent
 

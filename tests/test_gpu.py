@@ -1,4 +1,4 @@
-"""The GPU slot allocator (lrdecay.gpu), on CPU with simulated devices (LRDECAY_GPU_COUNT)."""
+"""The GPU slot allocator (lrdecay.core.gpu), on CPU with simulated devices (LRDECAY_GPU_COUNT)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from lrdecay import gpu
-from lrdecay.gpu import device_slot
+from lrdecay.core import gpu
+from lrdecay.core.gpu import device_slot
 from tests.conftest import REPO
 
 ALLOCATION_VARS = ("CUDA_VISIBLE_DEVICES", *gpu.SLURM_GPU_VARS)
@@ -105,7 +105,7 @@ def test_slot_is_released_on_exit_for_other_processes() -> None:
     with device_slot("cuda") as visible:
         assert visible == "0"
     probe = subprocess.run(
-        [sys.executable, "-m", "lrdecay.gpu", "--device", "cuda"],
+        [sys.executable, "-m", "lrdecay.core.gpu", "--device", "cuda"],
         env=subprocess_env(LRDECAY_GPU_COUNT="1"),
         capture_output=True,
         text=True,
@@ -120,7 +120,7 @@ def test_slot_is_released_when_the_holder_is_killed(monkeypatch: pytest.MonkeyPa
         [
             sys.executable,
             "-m",
-            "lrdecay.gpu",
+            "lrdecay.core.gpu",
             "--",
             sys.executable,
             "-c",
@@ -155,7 +155,7 @@ def test_waits_with_a_log_line_while_all_slots_are_busy(
     release = threading.Timer(0.5, os.close, args=(fd,))
     release.start()
     t0 = time.monotonic()
-    with caplog.at_level(logging.INFO, logger="lrdecay.gpu"):
+    with caplog.at_level(logging.INFO, logger="lrdecay.core.gpu"):
         with device_slot("cuda", poll_seconds=0.05) as visible:
             assert visible == str(index)
     release.join()
@@ -181,7 +181,7 @@ def test_count_devices_asks_nvidia_smi(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 def test_cli_runs_the_command_on_its_slot() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "lrdecay.gpu", "--", "sh", "-c", "echo $CUDA_VISIBLE_DEVICES"],
+        [sys.executable, "-m", "lrdecay.core.gpu", "--", "sh", "-c", "echo $CUDA_VISIBLE_DEVICES"],
         env=subprocess_env(LRDECAY_GPU_COUNT="2"),
         capture_output=True,
         text=True,
@@ -194,7 +194,7 @@ def test_cli_runs_the_command_on_its_slot() -> None:
 # The issue's acceptance test: Snakemake only counts GPUs, the allocator must spread the jobs.
 JOB = """\
 import json, os, sys, time
-from lrdecay.gpu import device_slot
+from lrdecay.core.gpu import device_slot
 with device_slot("cuda") as visible:
     start = time.time()
     time.sleep(2.0)  # hold the device so that the three jobs overlap

@@ -2,8 +2,8 @@
 one run owns an output folder, and one process a training job.
 
 The tables are the specification: one row per input with the fragment its message must contain.
-Config rows go through lrdecay.config.load (fast); CLI rows through `snakemake -n`, the way a user
-meets them, and must stop before any job.
+Config rows go through lrdecay.config.validate.load (fast); CLI rows through `snakemake -n`, the way
+a user meets them, and must stop before any job.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrdecay import config as lrconfig
-from lrdecay import data, io, lock
+from lrdecay.config import validate as lrconfig
+from lrdecay.core import io, lock
+from lrdecay.training import data
 
 from .conftest import (
     CIFAR_SMALL,
@@ -87,7 +88,8 @@ CONFIG_ROWS = [
     ("run_name newline", 'run_name: "x\\n"', "config key run_name = 'x\\n': must be one folder"),
     ("unknown toy key", "toy: {gamas: [1.0]}",
      "config key toy.gamas: unknown key (the allowed keys are seed, gammas"),
-    ("toy key in the schema named", "toy: {gamas: [1.0]}", "see lrdecay/schemas/toy.schema.yaml"),
+    ("toy key in the schema named", "toy: {gamas: [1.0]}", "see "
+                                                           "lrdecay/config/schemas/toy.schema.yaml"),
     ("unknown key", "optimiser: {main_lr: 0.1}",
      "config key optimiser: unknown key (the allowed keys are run_name"),
     ("duplicate key", "seed: 1\nseed: 2",
@@ -408,15 +410,16 @@ def test_a_planted_link_is_refused_and_its_target_untouched(tmp_path: Path, rela
 
 
 def test_no_work_file_is_opened_beside_the_guard() -> None:
-    """The openers that follow links (numpy's memmap, hard links) are called in lrdecay.io only,
-    behind its guard."""
+    """The openers that follow links (numpy's memmap, hard links) are called in lrdecay.core.io
+    only, behind its guard."""
     for path in (REPO / "lrdecay").rglob("*.py"):
         if path.name == "io.py":
             continue
         text = path.read_text()
         for call in ("open_memmap(", "hardlink_to(", "os.link("):
             used = call in text.replace("io.open_memmap(", "")
-            assert not used, f"{path.relative_to(REPO)} calls {call} outside lrdecay.io's guard"
+            assert not used, (f"{path.relative_to(REPO)} calls {call} outside lrdecay.core.io's "
+                              f"guard")
 
 
 def test_snakemake_refuses_a_run_folder_holding_a_link(tmp_path: Path) -> None:
@@ -440,9 +443,9 @@ YTE_CODE = ("__use_yte__: true\n"
 YTE_ROWS = [
     ("config.yaml of a snakemake run", ["-m", "snakemake", "-n", "--cores", "1"],
      "config.yaml sets __use_yte__"),
-    ("the DVC pipeline's check stage", ["-m", "lrdecay.dvcgen", "--check"],
+    ("the DVC pipeline's check stage", ["-m", "lrdecay.tooling.dvcgen", "--check"],
      "config.yaml sets __use_yte__: it is a YTE template"),
-    ("an lrdecay command", ["-m", "lrdecay.cli", "describe", "--no-measure", "config.yaml"],
+    ("an lrdecay command", ["-m", "lrdecay.tooling.cli", "describe", "--no-measure", "config.yaml"],
      "lrdecay describe: config file config.yaml sets __use_yte__"),
 ]
 
@@ -486,7 +489,8 @@ PCA_ROWS = [
 def test_degenerate_pca_stops_in_the_command_and_the_job(tmp_path: Path, capsys,
                                                           rows: np.ndarray, components: int,
                                                           method: str, fragment: str) -> None:
-    from lrdecay import cli, pca
+    from lrdecay.analysis import pca
+    from lrdecay.tooling import cli
 
     plain = tmp_path / "main.npy"
     np.save(plain, rows.astype(np.float32))
@@ -564,7 +568,7 @@ COMMAND_ROWS = [
                          ids=[row[0] for row in COMMAND_ROWS])
 def test_a_command_error_is_one_message_with_the_fix(tmp_path: Path, capsys, argv: list[str],
                                                       fragment: str) -> None:
-    from lrdecay import cli
+    from lrdecay.tooling import cli
 
     (tmp_path / "text.npy").write_text("not an array\n")
     np.save(tmp_path / "main.npy", _RNG.normal(size=(8, 20)).astype(np.float32))
@@ -587,7 +591,7 @@ DISK_ROWS = [
     ("read-only mount", 30, "the file system is mounted read-only (Read-only file system). "
      "Fix: point output_dir at a writable folder"),
 ]
-# (id, what writes: a callable of (folder) that writes a work file through lrdecay.io)
+# (id, what writes: a callable of (folder) that writes a work file through lrdecay.core.io)
 WRITERS = {
     "table": lambda out: io.write_text(out / "t.csv", "a\n1\n"),
     "checkpoint": lambda out: io.save_array(out / "a.npy", np.zeros(3), {}),
@@ -667,7 +671,7 @@ def test_a_finished_job_lost_midway_is_rebuilt_or_named(tmp_path: Path, relative
                                                         fragment: str | None) -> None:
     import shutil
 
-    from lrdecay import trajectories
+    from lrdecay.training import trajectories
 
     from .conftest import assert_same_bytes, assert_same_outputs, outputs, state_bytes
 
@@ -727,7 +731,8 @@ class _Named(list):
 def gathered(tmp_path_factory) -> tuple[dict, Path]:
     """A trained tiny seed, its gathered metrics table (with record) and its decay-timing table
     computed from it: what a hand edit of the gathered table must leave as it was."""
-    from lrdecay import analysis, trajectories
+    from lrdecay.analysis import claims as analysis
+    from lrdecay.training import trajectories
 
     config = load_tiny(tmp_path_factory.mktemp("gathered"))
     train_all(config)
@@ -774,11 +779,12 @@ def _run_reader(script: str, seed_dir: Path, schedule: dict, out: Path) -> None:
 def test_a_hand_edit_of_the_gathered_metrics_is_named_by_every_reader(
         gathered: tuple[dict, Path], tmp_path: Path, monkeypatch, action: str, fragment: str,
         script: str) -> None:
-    """Every job that reads a seed's gathered metrics (lrdecay.trajectories.load_metrics) stops
-    on a hand edit, naming the file and the fix, and no file already computed changes."""
+    """Every job that reads a seed's gathered metrics (lrdecay.training.trajectories.load_metrics)
+    stops on a hand edit, naming the file and the fix, and no file already computed changes."""
     import shutil
 
-    from lrdecay import logs, trajectories
+    from lrdecay.core import logs
+    from lrdecay.training import trajectories
 
     config, source = gathered
     seed_dir = tmp_path / "seed-0"

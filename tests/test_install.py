@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 site, repo = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != repo]
-import lrdecay, lrdecay.config as C
+import lrdecay, lrdecay.config.validate as C
 assert Path(lrdecay.__file__).resolve().is_relative_to(site), lrdecay.__file__
 assert C.SCHEMA_PATH.resolve().is_relative_to(site), C.SCHEMA_PATH
 config = C.load("my.yaml")
@@ -65,7 +65,7 @@ def test_installed_package_validates_and_describes_outside_a_checkout(tmp_path: 
         capture_output=True, text=True, timeout=180,
     )
     assert built.returncode == 0, built.stderr
-    shipped = sorted(p.name for p in (site / "lrdecay" / "schemas").glob("*.yaml"))
+    shipped = sorted(p.name for p in (site / "lrdecay" / "config" / "schemas").glob("*.yaml"))
     assert shipped == ["config.schema.yaml", "toy.schema.yaml"]
     work = tmp_path / "elsewhere"
     work.mkdir()
@@ -77,7 +77,7 @@ def test_installed_package_validates_and_describes_outside_a_checkout(tmp_path: 
     assert checked.returncode == 0, checked.stderr
     assert "ok" in checked.stdout
     described = subprocess.run(
-        [sys.executable, "-m", "lrdecay.cli", "describe", "--no-measure", "my.yaml"], **run
+        [sys.executable, "-m", "lrdecay.tooling.cli", "describe", "--no-measure", "my.yaml"], **run
     )
     assert described.returncode == 0, described.stderr
     assert "results/mine" in described.stdout and "85,002" in described.stdout, described.stdout

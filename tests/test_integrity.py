@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from lrdecay import config as lrconfig
-from lrdecay import data, io, subpaths, train, trajectories
+from lrdecay.config import validate as lrconfig
+from lrdecay.core import io
+from lrdecay.training import data, subpaths, train, trajectories
 from tests.conftest import assert_same_outputs, engine_config, outputs, train_all
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lrdecay import config as lrconfig
+from lrdecay.config import validate as lrconfig
 
 from .conftest import (
     REPO,
@@ -125,7 +125,7 @@ def test_dvc_repro_interrupted_then_rerun_is_identical_and_clean(tmp_path: Path)
     run = make_config_yaml_tiny(repo)  # relative to the repo: results/tiny
     edit_config_yaml(repo, LONG_SEGMENTS)
     sh(repo, "git", "init", "-q", "-b", "main")
-    sh(repo, "python", "-m", "lrdecay.dvcgen")
+    sh(repo, "python", "-m", "lrdecay.tooling.dvcgen")
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-q", "-m", "tiny study")
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]

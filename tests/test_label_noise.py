@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from lrdecay import config as lrconfig
-from lrdecay import data, io
-from lrdecay.basics import ConfigError
-from lrdecay.engine import METRIC_COLUMNS, NOISE_COLUMNS
+from lrdecay.config import validate as lrconfig
+from lrdecay.core import io
+from lrdecay.core.basics import ConfigError
+from lrdecay.training import data
+from lrdecay.training.engine import METRIC_COLUMNS, NOISE_COLUMNS
 from tests.conftest import load_tiny, train_all
 
 
@@ -113,7 +114,7 @@ def test_noise_metrics_split_clean_and_flipped(tmp_path: Path) -> None:
     mixed = ((n - flips) * frame["train_loss_clean"] + flips * frame["train_loss_flipped"]) / n
     np.testing.assert_allclose(mixed, frame["train_loss"], rtol=1e-5)  # float32 sums
     assert (frame["train_loss_flipped"] > frame["train_loss_clean"]).all()
-    sub = pd.read_csv(plan.group_dir(0) / "metrics.csv")  # K = 2 at once (lrdecay.stacked)
+    sub = pd.read_csv(plan.group_dir(0) / "metrics.csv")  # K = 2 at once (lrdecay.training.stacked)
     mixed = ((n - flips) * sub["train_loss_clean"] + flips * sub["train_loss_flipped"]) / n
     np.testing.assert_allclose(mixed, sub["train_loss"], rtol=1e-5)
 

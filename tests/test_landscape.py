@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from lrdecay import engine, io, landscape, models
-from lrdecay.data import DeviceData
+from lrdecay.analysis import landscape
+from lrdecay.core import io
+from lrdecay.training import engine, models
+from lrdecay.training.data import DeviceData
 
 
 @pytest.mark.parametrize("surface", ["plane", "curved"])

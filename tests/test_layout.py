@@ -1,4 +1,5 @@
-"""Every path pattern once: lrdecay.layout spells the training files' names, nothing else does."""
+"""Every path pattern once: lrdecay.study.layout spells the training files' names, nothing else
+does."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lrdecay import config as lrconfig
-from lrdecay import layout
+from lrdecay.config import validate as lrconfig
+from lrdecay.study import layout
 
 ROOT = Path(__file__).resolve().parents[1]
 # The spellings a module would use to name a layout file itself: each name's literal part, and
@@ -45,13 +46,13 @@ def _snakemake_strings(text: str) -> list[tuple[int, str]]:
 
 def respellings(root: Path) -> list[str]:
     """`file:line: literal` for each string literal under lrdecay/ and workflow/ (and the
-    Snakefile) outside lrdecay/layout.py that spells a layout name."""
+    Snakefile) outside lrdecay/study/layout.py that spells a layout name."""
     files = [root / "Snakefile", *sorted((root / "lrdecay").rglob("*.py")),
              *sorted((root / "workflow").rglob("*.py")),
              *sorted((root / "workflow").rglob("*.smk"))]
     found = []
     for path in files:
-        if path == root / "lrdecay" / "layout.py":
+        if path == root / "lrdecay" / "study" / "layout.py":
             continue
         text = path.read_text()
         strings = _python_strings(text) if path.suffix == ".py" else _snakemake_strings(text)
@@ -105,7 +106,8 @@ def test_plan_formats_the_rules_patterns():
 def test_schema_limits_follow_the_widths():
     """The schema's maxima are documented there (a user reads them): they must be what the
     widths allow, and MAX_GROUPS is derived from the group width."""
-    schema = yaml.safe_load((ROOT / "lrdecay" / "schemas" / "config.schema.yaml").read_text())
+    schema_path = ROOT / "lrdecay" / "config" / "schemas" / "config.schema.yaml"
+    schema = yaml.safe_load(schema_path.read_text())
     props = schema["properties"]
     assert props["schedule"]["properties"]["main_epochs"]["maximum"] == layout.SEGMENT.limit - 1
     assert props["landscape"]["properties"]["shards"]["maximum"] == layout.SHARD.limit

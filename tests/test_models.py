@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from lrdecay import config as lrconfig
-from lrdecay import data, models
+from lrdecay.config import validate as lrconfig
+from lrdecay.training import data, models
 
 from .conftest import load_tiny
 
@@ -39,7 +39,8 @@ def test_vgg_uses_the_authors_initialisation() -> None:
     assert torch.count_nonzero(conv.bias) == 0
 
 
-# The registries (lrdecay.models.MODELS, lrdecay.data.DATASETS): one entry adds a model or data.
+# The registries (lrdecay.training.models.MODELS, lrdecay.training.data.DATASETS): one entry adds a
+# model or data.
 
 def _accepted(model: models.ModelSpec) -> list[str]:
     return [name for name, spec in data.DATASETS.items()
@@ -84,7 +85,7 @@ def test_a_new_model_and_dataset_are_one_registration_each(
 ) -> None:
     """Registered, a model and a dataset pass validation and are planned and counted; the
     input-shape rule reads the entries (no name lists elsewhere)."""
-    from lrdecay import cli
+    from lrdecay.tooling import cli
 
     def cnn(input_shape: tuple[int, ...], n_classes: int, **_: object) -> torch.nn.Module:
         return torch.nn.Sequential(torch.nn.Conv2d(input_shape[0], 4, 3, padding=1),
@@ -100,7 +101,7 @@ def test_a_new_model_and_dataset_are_one_registration_each(
     size = cli.study_size(config)
     assert size["n_params"] == (9 + 1) * 4 + (4 * 144 + 1) * 10
     assert size["n_train"] == 300 and models.cost("cnn") == (0.1, 0.01)
-    from lrdecay import resources
+    from lrdecay.config import resources
 
     costs = resources.JobCosts(config, gpu=False)  # the SLURM requests follow the entries
     assert costs.threads == 1 and resources.n_params(config) == size["n_params"]

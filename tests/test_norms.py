@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lrdecay import config as lrconfig
-from lrdecay import engine, trajectories
+from lrdecay.config import validate as lrconfig
+from lrdecay.training import engine, trajectories
 from tests.conftest import engine_config, train_all
 
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from sklearn.decomposition import PCA
 
-from lrdecay import io, pca
+from lrdecay.analysis import pca
+from lrdecay.core import io
 
 
 def write_trajectories(folder: Path, seed: int = 0,
@@ -33,7 +34,7 @@ def write_trajectories(folder: Path, seed: int = 0,
 
 def run_pca(files: list[Path], out: Path, n_components: int, method: str = "exact",
             chunk_rows: int = 5) -> pca.PCAResult:
-    """The pipeline's PCA job (lrdecay.pca.run) with its outputs under `out`."""
+    """The pipeline's PCA job (lrdecay.analysis.pca.run) with its outputs under `out`."""
     cfg = {"n_components": n_components, "method": method, "chunk_rows": chunk_rows}
     return pca.run(files, cfg, out / "var.csv", out / "coords.csv", out / "basis.npy", "h")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lrdecay import config as lrconfig
-from lrdecay.cli import study_size
+from lrdecay.config import validate as lrconfig
+from lrdecay.tooling.cli import study_size
 from tests.conftest import REPO
 
 

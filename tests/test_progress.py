@@ -1,4 +1,4 @@
-"""Console progress (lrdecay.logs.Progress): a few lines per job with the whole job's estimate,
+"""Console progress (lrdecay.core.logs.Progress): a few lines per job with the whole job's estimate,
 per-epoch detail only in the job's log file."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lrdecay import config as lrconfig
-from lrdecay import logs, subpaths, train
+from lrdecay.config import validate as lrconfig
+from lrdecay.core import logs
+from lrdecay.training import subpaths, train
 from tests.conftest import engine_config, prepare_data
 
 

@@ -1,4 +1,5 @@
-"""Packaging a finished run as a committed reference (lrdecay.reference, `lrdecay reference`)."""
+"""Packaging a finished run as a committed reference (lrdecay.analysis.reference, `lrdecay
+reference`)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from lrdecay import cli, reference
-from lrdecay.config import config_hash
+from lrdecay.analysis import reference
+from lrdecay.config.validate import config_hash
+from lrdecay.tooling import cli
 from tests.conftest import TINY, load_tiny
 
 
 def _job_log(path: Path, seconds: float) -> None:
-    """A job log ending as lrdecay.logs ends one, written by a real job process that spends
+    """A job log ending as lrdecay.core.logs ends one, written by a real job process that spends
     `seconds` before it imports lrdecay (as a job importing torch does)."""
     code = (f"import time, sys; time.sleep({seconds}); from lrdecay import logs; "
             "logs.setup(sys.argv[1])")

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrdecay import analysis, figures, summary
+from lrdecay.analysis import claims as analysis
+from lrdecay.analysis import figures, summary
 from tests.conftest import make_config_yaml_tiny, sh, working_tree_copy
 
 # Pieces of a combined table (landscape shards -> grid.csv, per-gamma checks -> toy/checks.csv).

@@ -2,11 +2,11 @@
 
 Code as input: editing a module of lrdecay/ reruns exactly the jobs whose script imports it
 (their `code` input, workflow/rules/common.smk's code(): the import closure
-lrdecay.dvcgen.code_files also gives DVC's deps) and what follows them; editing a test file or the
-README reruns nothing. Config: changing any leaf key of the schema reruns exactly the jobs of the
-stage that reads it first and what follows them. The run is the tiny study's DAG with every output
-in place (empty files and folders, no job run) recorded by `snakemake --touch --forceall`, which
-stores each job's params and inputs as a real run does: Snakemake's rerun triggers are what is
+lrdecay.tooling.dvcgen.code_files also gives DVC's deps) and what follows them; editing a test file
+or the README reruns nothing. Config: changing any leaf key of the schema reruns exactly the jobs of
+the stage that reads it first and what follows them. The run is the tiny study's DAG with every
+output in place (empty files and folders, no job run) recorded by `snakemake --touch --forceall`,
+which stores each job's params and inputs as a real run does: Snakemake's rerun triggers are what is
 under test, and they read only mtimes and that record."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lrdecay import dvcgen, plan
+from lrdecay.study import plan
+from lrdecay.tooling import dvcgen
 
 from .conftest import REPO, make_config_yaml_tiny, sh, working_tree_copy
 
@@ -27,12 +28,13 @@ from .conftest import REPO, make_config_yaml_tiny, sh, working_tree_copy
 # from the closure under test); an edit reruns these and their downstream jobs.
 # Files that rerun nothing are edited together (one dry run).
 EDITS: dict[tuple[str, ...], set[str]] = {
-    ("lrdecay/stacked.py",): {"subpath_group"},  # the vmap code: subpaths only, no main path
+    # the vmap code: subpaths only, no main path
+    ("lrdecay/training/stacked.py",): {"subpath_group"},
     ("lrdecay/toy/simulate.py",): {"toy_checks", "toy_table"},
-    ("lrdecay/figures.py",): {"figure1", "figure2", "figure_mechanism", "toy_figure3",
+    ("lrdecay/analysis/figures.py",): {"figure1", "figure2", "figure_mechanism", "toy_figure3",
                               "toy_figures"},
     # validation only: no job imports it (under DVC: the DAG check); a test file; the README
-    ("lrdecay/config.py", "tests/test_cli.py", "README.md"): set(),
+    ("lrdecay/config/validate.py", "tests/test_cli.py", "README.md"): set(),
 }
 OLD, NOW = 1_600_000_000, 1_700_000_000  # mtimes: the code's, and every output's
 
@@ -129,10 +131,10 @@ FIRST_READERS: dict[str, set[str]] = {
     "sharpness": {"sharpness"},
     "toy": {"toy_checks", "toy_figure3", "toy_figures"},  # each draws from the toy settings
 }
-# How to run, not what to compute (lrdecay.plan.engine_run): no job reruns.
+# How to run, not what to compute (lrdecay.study.plan.engine_run): no job reruns.
 RUN_SETTINGS = {f"engine.{key}" for key in ("checkpoint_seconds", "cudnn_benchmark", "threads")}
 # Where the run goes and which seeds: a new folder or new jobs, not a rerun (test_workflow.py).
-# main_path_dir: where a sweep point's main path lies (lrdecay.sweep; tests/test_sweep.py).
+# main_path_dir: where a sweep point's main path lies (lrdecay.config.sweep; tests/test_sweep.py).
 LAYOUT = {"output_dir", "run_name", "seeds", "main_path_dir"}
 # Values the generic rule below cannot find (a valid other value, same DAG folder).
 VALUES: dict[str, object] = {"engine.threads": 1, "data.name": "cifar10",
@@ -197,7 +199,7 @@ def change_batches(repo: Path) -> list[tuple[set[str], dict, list[str]]]:
     """Every leaf key but the layout ones, grouped by its first readers: (readers, the changes
     (a config mapping) of a batch of keys valid together, their names); a key no value of which
     validates fails the test."""
-    from lrdecay import config as lrconfig
+    from lrdecay.config import validate as lrconfig
 
     base = yaml.safe_load((repo / "config.yaml").read_text())
     full = lrconfig.validate(copy.deepcopy(base))
@@ -252,7 +254,7 @@ def test_every_leaf_key_is_read_or_a_run_setting(placed: tuple[Path, list[dvcgen
     """The cheap check: every leaf key of the schema is declared by the params of its first
     readers, and by no job outside them and what follows them (a subpath key handed to the main
     path fails here); a run setting or layout key by none."""
-    from lrdecay import config as lrconfig
+    from lrdecay.config import validate as lrconfig
 
     repo, jobs = placed
     full = lrconfig.validate(yaml.safe_load((repo / "config.yaml").read_text()))
@@ -317,7 +319,8 @@ def test_every_leaf_key_changes_exactly_its_readers_stages_under_dvc(
     repo, jobs = placed
     config_yaml = repo / "config.yaml"
     original = config_yaml.read_text()
-    sh(repo, "python", "-m", "lrdecay.dvcgen")  # the tiny study's pipeline (config.yaml is it)
+    # the tiny study's pipeline (config.yaml is it)
+    sh(repo, "python", "-m", "lrdecay.tooling.dvcgen")
     pipeline = (repo / dvcgen.DVC_YAML).read_text()
     if not (repo / ".git").exists():
         sh(repo, "git", "init", "-q")
@@ -331,14 +334,14 @@ def test_every_leaf_key_changes_exactly_its_readers_stages_under_dvc(
     try:
         for readers, changes, names in change_batches(repo):
             changed = yaml.safe_load(original)
-            from lrdecay import config as lrconfig
+            from lrdecay.config import validate as lrconfig
 
             lrconfig._deep_update(changed, changes)  # noqa: SLF001
             config_yaml.write_text(yaml.safe_dump(changed, sort_keys=False))
             later = [n for n in names if any(n == k or n.startswith(k + ".")
                                              for k in plan.LATER_DEFAULTS)]
             if later:  # at their default in no params: the DAG check names the new ones
-                sh(repo, "python", "-m", "lrdecay.dvcgen")
+                sh(repo, "python", "-m", "lrdecay.tooling.dvcgen")
             reported = dvc_changed(repo)
             if later:
                 (repo / dvcgen.DVC_YAML).write_text(pipeline)

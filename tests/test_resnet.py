@@ -12,12 +12,14 @@ import pandas as pd
 import pytest
 import torch
 
-from lrdecay import config as lrconfig
-from lrdecay import io, landscape, models
-from lrdecay.basics import ConfigError
-from lrdecay.cli import study_size
-from lrdecay.data import DeviceData
-from lrdecay.engine import Trainer
+from lrdecay.analysis import landscape
+from lrdecay.config import validate as lrconfig
+from lrdecay.core import io
+from lrdecay.core.basics import ConfigError
+from lrdecay.tooling.cli import study_size
+from lrdecay.training import models
+from lrdecay.training.data import DeviceData
+from lrdecay.training.engine import Trainer
 from tests.conftest import (
     assert_same_bytes,
     assert_same_outputs,
@@ -215,7 +217,7 @@ def test_describe_counts_label_noise_extra_pass(tmp_path: Path) -> None:
 def test_sharpness_uses_the_checkpoints_running_statistics() -> None:
     """loss_hvp in eval mode: each H v is that of the loss with the model's own running
     statistics (equal to a finite difference of eval-mode gradients), and they stay unchanged."""
-    from lrdecay import sharpness
+    from lrdecay.analysis import sharpness
 
     torch.manual_seed(0)
     model = models.resnet18((3, 32, 32), 10, width=4).double()

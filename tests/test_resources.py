@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lrdecay import config as lrconfig
-from lrdecay import io, resources
+from lrdecay.config import resources
+from lrdecay.config import validate as lrconfig
+from lrdecay.core import io
 
 from .conftest import REPO, TINY
 
@@ -34,9 +35,9 @@ def costs(*files: Path, gpu: bool = False, caps: resources.Caps | None = None,
 
 
 def test_model_size_matches_the_built_model() -> None:
-    import torch  # noqa: F401 (lrdecay.models needs it)
+    import torch  # noqa: F401 (lrdecay.training.models needs it)
 
-    from lrdecay import data, models
+    from lrdecay.training import data, models
     for name in ("tiny", "paper", "authors"):
         config = lrconfig.load(REPO / "config.yaml", PRESETS[name])
         shape = data.DATASETS[config["data"]["name"]].input_shape
@@ -63,12 +64,13 @@ def test_requests_follow_the_config_and_grow_on_retry() -> None:
     assert paper.runtime("subpath_group") > paper.runtime("main_segment")
 
 
-# Peak from VmHWM (lrdecay.logs): ru_maxrss of a child keeps the forking pytest's peak.
+# Peak from VmHWM (lrdecay.core.logs): ru_maxrss of a child keeps the forking pytest's peak.
 # argv: folder, the job's mem_mb ("none": no request, as `lrdecay pca`), trajectory files.
 MEASURE = """
 import json, sys
 from pathlib import Path
-from lrdecay import logs, pca
+from lrdecay.analysis import pca
+from lrdecay.core import logs
 out, mem_mb, files = Path(sys.argv[1]), sys.argv[2], [Path(p) for p in sys.argv[3:]]
 pca.run(files, json.loads(out.joinpath("pca.json").read_text()), out / "v.csv", out / "c.csv",
         out / "b.npy", "test", mem_mb=None if mem_mb == "none" else int(mem_mb))
@@ -231,7 +233,7 @@ def test_slurm_dry_run_prints_capped_requests(tmp_path: Path) -> None:
 
 def test_describe_lists_the_capped_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     """`lrdecay describe` shows the requests the Snakefile makes under the exported caps."""
-    from lrdecay import cli
+    from lrdecay.tooling import cli
 
     monkeypatch.setenv("LRDECAY_MAX_MEM_MB", "64000")
     monkeypatch.setenv("LRDECAY_MAX_RUNTIME", "1440")
@@ -247,8 +249,8 @@ def test_describe_lists_the_capped_requests(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_every_rule_takes_its_resources_from_its_own_stage() -> None:
     """Each rule of workflow/rules/ declares its resources once, from its own stage in
-    lrdecay.resources.STAGES (mem_mb, runtime, gpu and the GPU partition all come from it), and
-    every stage is a rule's: a rule that named another rule's stage would get that rule's
+    lrdecay.config.resources.STAGES (mem_mb, runtime, gpu and the GPU partition all come from it),
+    and every stage is a rule's: a rule that named another rule's stage would get that rule's
     requests, and a stage left over after a rule is renamed would price nothing."""
     declared = {}
     for path in sorted((REPO / "workflow" / "rules").glob("*.smk")):
@@ -269,7 +271,7 @@ def test_every_rule_takes_its_resources_from_its_own_stage() -> None:
         if not stage.gpu:
             assert gpu.mem_estimate(rule) == cpu.mem_estimate(rule), rule
     with pytest.raises(KeyError, match="rule 'nope' declares no stage: add it to "
-                                       "lrdecay.resources.STAGES"):
+                                       "lrdecay.config.resources.STAGES"):
         cpu.mem_mb("nope")
     with pytest.raises(ValueError, match="'pca' does not resume"):
         cpu.checkpoint_minutes("pca")

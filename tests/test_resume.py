@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from lrdecay import config as lrconfig
+from lrdecay.config import validate as lrconfig
 from tests.conftest import (
     REPO,
     assert_same_bytes,
@@ -32,7 +32,7 @@ from tests.conftest import (
 
 DRIVER = """
 import json, os, signal, sys
-from lrdecay import io
+from lrdecay.core import io
 from tests.conftest import train_all
 config, kill_at = json.loads(sys.argv[1])  # kill_at: None or [moment, n]: at the n-th such commit
 seen = {"before": 0, "after": 0}

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lrdecay import config as lrconfig
-from lrdecay import io
+from lrdecay.config import validate as lrconfig
+from lrdecay.core import io
 from tests.conftest import (
     assert_same_bytes,
     assert_same_outputs,

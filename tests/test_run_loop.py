@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lrdecay import config as lrconfig
-from lrdecay import subpaths, train
-from lrdecay.engine import PathSpec
+from lrdecay.config import validate as lrconfig
+from lrdecay.training import subpaths, train
+from lrdecay.training.engine import PathSpec
 from tests.conftest import engine_config, train_all
 
 

@@ -2,7 +2,7 @@
 
 The headline numbers (summary.json, headline.json) are read from the run-level tables, so a
 table written by a figure job would make them depend on plotting code: an edit of
-lrdecay/figures.py would rerun, and could change, the numbers the study reports.
+lrdecay/analysis/figures.py would rerun, and could change, the numbers the study reports.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ def rules() -> dict[str, tuple[str, str]]:
 
 
 def test_figure_rules_write_no_table_and_compute_nothing() -> None:
-    """Every job that draws (its script imports lrdecay.figures or lrdecay.toy.figures) outputs
-    figures only and calls no analysis: no .csv/.npy/.npz/.json output, no write_csv, no
-    lrdecay.analysis. The run-level tables come from rule run_tables, which draws nothing."""
+    """Every job that draws (its script imports lrdecay.analysis.figures or lrdecay.toy.figures)
+    outputs figures only and calls no analysis: no .csv/.npy/.npz/.json output, no write_csv, no
+    lrdecay.analysis.claims. The run-level tables come from rule run_tables, which draws nothing."""
     found = rules()
     drawing = {name for name, (_, script) in found.items()
                if re.search(r"^from lrdecay(\.toy)?(\.figures)? import .*\b(figures|figure3|"

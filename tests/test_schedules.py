@@ -1,5 +1,5 @@
-"""Cooldown shapes and warm-up (lrdecay.schedules): each step's lr equals its closed form, in the
-closed forms themselves and as the engines apply it (one subpath at a time, K at once, the main
+"""Cooldown shapes and warm-up (lrdecay.study.schedules): each step's lr equals its closed form, in
+the closed forms themselves and as the engines apply it (one subpath at a time, K at once, the main
 path), the metrics rows record it, bad schedules are refused before any job, and a run killed
 mid-cooldown resumes to byte-identical outputs."""
 
@@ -16,9 +16,10 @@ import pandas as pd
 import pytest
 import torch
 
-from lrdecay import config as lrconfig
-from lrdecay import plan, schedules, stacked
-from lrdecay.basics import ConfigError
+from lrdecay.config import validate as lrconfig
+from lrdecay.core.basics import ConfigError
+from lrdecay.study import plan, schedules
+from lrdecay.training import stacked
 from tests.conftest import (
     REPO,
     assert_same_bytes,
@@ -187,7 +188,7 @@ def test_bad_schedules_are_refused_naming_the_key_and_fix(tmp_path: Path, schedu
 
 KILL_DRIVER = """
 import json, os, signal, sys
-from lrdecay import io
+from lrdecay.core import io
 from tests.conftest import train_all
 config, kill_at = json.loads(sys.argv[1])  # None or n: after the n-th subpath resume state
 seen = [0]

@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch.func import functional_call, grad, hessian, jvp, vjp
 
-from lrdecay import config as lrconfig
-from lrdecay import engine, io, models, sharpness
+from lrdecay.analysis import sharpness
+from lrdecay.config import validate as lrconfig
+from lrdecay.core import io
+from lrdecay.training import engine, models
 from tests.conftest import engine_config, train_all
 
 # Measured: |Lanczos - exact| / exact <= 5.2e-7 at tol 1e-3 (MSE and cross-entropy, float32

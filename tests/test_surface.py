@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from lrdecay import config as lrconfig
-from lrdecay import landscape
-from lrdecay.landscape import Surface
-from lrdecay.pca import PCAResult
+from lrdecay.analysis import landscape
+from lrdecay.analysis.landscape import Surface
+from lrdecay.analysis.pca import PCAResult
+from lrdecay.config import validate as lrconfig
 
 from .conftest import load_tiny
 
@@ -158,7 +158,7 @@ def test_curved_needs_three_components(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["plane", "curved"])
 def test_figure2_notes_the_surface_and_the_distances(kind: str, tmp_path: Path) -> None:
-    from lrdecay import figures
+    from lrdecay.analysis import figures
 
     epochs = np.arange(30)
     pc1 = epochs / 3.0

@@ -1,4 +1,4 @@
-"""Sweeps (lrdecay.sweep, workflow/rules/sweep.smk): the grid's points, their names and
+"""Sweeps (lrdecay.config.sweep, workflow/rules/sweep.smk): the grid's points, their names and
 validation; points that differ only in subpath keys train one main path (jobs counted in
 Snakemake dry runs); the comparison table's rows are the points' own tables."""
 
@@ -15,8 +15,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from lrdecay import analysis, comparison, plan, sweep
-from lrdecay import config as lrconfig
+from lrdecay.analysis import claims as analysis
+from lrdecay.analysis import comparison
+from lrdecay.config import sweep
+from lrdecay.config import validate as lrconfig
+from lrdecay.study import plan
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "config" / "tiny.yaml"

@@ -14,10 +14,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lrdecay import config as lrconfig
-from lrdecay import data, io
-from lrdecay.engine import loss_function
-from lrdecay.stacked import sgd_update
+from lrdecay.config import validate as lrconfig
+from lrdecay.core import io
+from lrdecay.training import data
+from lrdecay.training.engine import loss_function
+from lrdecay.training.stacked import sgd_update
 from tests.conftest import engine_config, fake_cifar, outputs, train_all
 
 

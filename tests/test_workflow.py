@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from lrdecay import config as lrconfig
-from lrdecay import io, resources
+from lrdecay.config import resources
+from lrdecay.config import validate as lrconfig
+from lrdecay.core import io
 
 from .conftest import REPO, TINY, edit_config_yaml, sh, working_tree_copy
 
@@ -85,15 +86,15 @@ def test_adding_a_seed_reruns_no_job_of_the_other_seeds(tiny_run: Path) -> None:
 
 
 def test_adding_a_seed_changes_no_dvc_stage_of_the_other_seeds(tmp_path: Path) -> None:
-    """The same under DVC (dvc.yaml generated from the DAG, lrdecay.dvcgen): seeds [0] -> [0, 1]
-    in config.yaml leaves seed 0's stages (deps, params, outs) as they are, so `dvc repro`
+    """The same under DVC (dvc.yaml generated from the DAG, lrdecay.tooling.dvcgen): seeds [0] ->
+    [0, 1] in config.yaml leaves seed 0's stages (deps, params, outs) as they are, so `dvc repro`
     reruns none of them; seed 1 gets its own stages, and only the run-level stages that read
     every seed change. A seed-0 job with the seed list as a param would list `seeds` here."""
     repo = tmp_path / "repo"
     working_tree_copy(repo)
 
     def stages() -> dict:
-        sh(repo, "python", "-m", "lrdecay.dvcgen")
+        sh(repo, "python", "-m", "lrdecay.tooling.dvcgen")
         return yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
 
     before = stages()
@@ -186,7 +187,7 @@ def _png(path: Path) -> np.ndarray:
 def test_figures_are_drawn_from_the_tables(tiny_run: Path) -> None:
     """Each PNG is a one-column figure with ink on it (not blank, not a stub); Figure 1d plots
     the run's decay_timing.csv (the means across seeds) and shades the interval of each."""
-    from lrdecay import figures
+    from lrdecay.analysis import figures
 
     for name in FIGURES:
         pixels = _png(tiny_run / "figures" / f"{name}.png")
@@ -241,7 +242,7 @@ def test_lint_is_clean() -> None:
 # --- resources: every job's request is above its measured peak, and not absurdly above ----------
 
 def test_memory_requests_cover_the_measured_peak(tiny_run: Path) -> None:
-    """Each job logs its peak RSS (lrdecay.logs); the rule's mem_mb must hold it with room to
+    """Each job logs its peak RSS (lrdecay.core.logs); the rule's mem_mb must hold it with room to
     spare but not ask for several times more (small jobs: 400 MB more). A request that forgot the
     interpreter and torch (~600 MB) fails the lower bound; a fixed 8 GB for PCA, or torch's
     800 MB base for a table job that never imports it, fails the upper one."""
@@ -384,7 +385,7 @@ def test_job_scripts_read_only_what_their_rule_declares() -> None:
 
 def test_run_settings_rerun_no_job(tiny_run: Path) -> None:
     """Threads, checkpoint interval and cuDNN algorithm search say how to run, not what to
-    compute (lrdecay.plan.engine_run): with Snakemake's default rerun triggers (params
+    compute (lrdecay.study.plan.engine_run): with Snakemake's default rerun triggers (params
     included), a run with other values has nothing to do. Were they params, this would retrain
     every path."""
     result = snakemake(tiny_run.parent.parent, "-n", "--cores", "1", seeds=SEEDS,

@@ -41,6 +41,6 @@ rule gpu:
         mem_mb=200,
         runtime=5,
     shell:
-        "{PY} -c 'from lrdecay.gpu import device_slot\n"
+        "{PY} -c 'from lrdecay.core.gpu import device_slot\n"
         "with device_slot(\"cuda\") as v: print(v)' > {output}"
         " && echo job=${{SLURM_JOB_ID:-none}} cuda=${{CUDA_VISIBLE_DEVICES:-unset}} >> {output}"

@@ -23,7 +23,7 @@ import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 from scipy.stats import f as f_dist
 
-from lrdecay.logs import DETAIL
+from lrdecay.core.logs import DETAIL
 from lrdecay.toy import model, simulate
 from lrdecay.toy.instance import (
     Instance,

@@ -15,12 +15,13 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from scipy.optimize import minimize  # noqa: E402
 
-from lrdecay.figures import BLACK, BLUE, COLUMN_WIDTH, GREEN, ORANGE, STYLE, save  # noqa: E402
+# noqa: E402
+from lrdecay.analysis.figures import BLACK, BLUE, COLUMN_WIDTH, GREEN, ORANGE, STYLE, save
 from lrdecay.toy import model  # noqa: E402
 from lrdecay.toy.instance import FIG3_W_STAR, FIG3_X, Instance, figure3_instance  # noqa: E402
 
-# Paper style of lrdecay.figures (one column 3.4 in, 7-8 pt text, PDFs without a creation date):
-# panels side by side take the two-column width. Lines differ by style as well as colour.
+# Paper style of lrdecay.analysis.figures (one column 3.4 in, 7-8 pt text, PDFs without a creation
+# date): panels side by side take the two-column width. Lines differ by style as well as colour.
 PAGE_WIDTH = 7.0
 # (colour, line style) of the step sizes h = eta, eta/2 and the h -> 0 extrapolation
 H_STYLES = {"eta": (BLUE, "-"), "eta/2": (ORANGE, "--"), "h -> 0": (GREEN, "-.")}

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lrdecay.basics import ConfigError
-from lrdecay.io import atomic_path
+from lrdecay.core.basics import ConfigError
+from lrdecay.core.io import atomic_path
 from lrdecay.toy import model
 
 # Figure 3 of the paper: d = 2, n = 1, w* = (-1, 0.5), X = (0.15, -0.7), gamma = 2.

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 import lrdecay
-from lrdecay.basics import config_hash
-from lrdecay.io import atomic_path, write_csv, write_json
+from lrdecay.core.basics import config_hash
+from lrdecay.core.io import atomic_path, write_csv, write_json
 from lrdecay.toy import checks
 
 
@@ -24,7 +24,7 @@ def run_checks(toy: dict, gamma: float, instance_path: str, table_path: str,
                traces_path: str) -> None:
     """Simulate one gamma; write the instance (.npz + .json), its table rows and its traces.
 
-    `toy` is a validated section (lrdecay.config.validate checked it once per run)."""
+    `toy` is a validated section (lrdecay.config.validate.validate checked it once per run)."""
     inst, rows, traces = checks.run_gamma(toy, gamma)
     meta = provenance(toy)
     inst.save(instance_path)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lrdecay.basics import ConfigError
+from lrdecay.core.basics import ConfigError
 from lrdecay.toy import model
 from lrdecay.toy.instance import Instance
 

@@ -3,7 +3,7 @@ import copy
 import pytest
 import yaml
 
-import lrdecay.config as C
+import lrdecay.config.validate as C
 
 
 @pytest.fixture

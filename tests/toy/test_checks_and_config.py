@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-import lrdecay.config as C
+import lrdecay.config.validate as C
 from lrdecay.toy import checks, simulate
 from lrdecay.toy.instance import check_toy_config, initial_point, make_instance, step_stiffness
 

@@ -10,9 +10,9 @@ import sys
 import matplotlib.pyplot as plt
 import pytest
 
-from lrdecay import config as lrconfig
-from lrdecay import resources
-from lrdecay.figures import COLUMN_WIDTH
+from lrdecay.analysis.figures import COLUMN_WIDTH
+from lrdecay.config import resources
+from lrdecay.config import validate as lrconfig
 from lrdecay.toy import figures
 from tests.conftest import REPO, TINY
 
@@ -87,7 +87,8 @@ def test_toy_requests_follow_the_config_and_grow_on_retry() -> None:
 
 PEAK_SCRIPT = """
 import json, sys
-from lrdecay import config, logs
+from lrdecay.config import validate as config
+from lrdecay.core import logs
 from lrdecay.toy.pipeline import run_checks
 cfg = config.load(*sys.argv[2:4])
 run_checks(cfg["toy"], 2.0, *(f"{sys.argv[1]}/{n}" for n in ("i.npz", "c.csv", "t.npz")))

@@ -1,4 +1,4 @@
-# The study's answers (lrdecay/analysis.py): a verdict per Section 2 claim, and trend measures,
+# The study's answers (lrdecay/analysis/claims.py): a verdict per Section 2 claim, and trend measures,
 # from every seed's tables (with 3 or more seeds, intervals are bootstrapped over seeds); and the
 # run-level tables across seeds that the figures draw (figures.smk computes nothing).
 

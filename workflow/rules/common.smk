@@ -1,31 +1,31 @@
 # Config validation and the helpers that turn config into file lists (one place, no lambdas
-# scattered through rules). lrdecay.plan.Plan is the single source of epochs, jobs and layout.
+# scattered through rules). lrdecay.study.plan.Plan is the single source of epochs, jobs and layout.
 # The Snakefile put this checkout's package first on sys.path.
 from shutil import which
 
 from snakemake.utils import min_version
 
-import lrdecay.config
-import lrdecay.gpu
-import lrdecay.io
-import lrdecay.layout
-import lrdecay.lock
-import lrdecay.plan
+import lrdecay.config.validate
+import lrdecay.core.gpu
+import lrdecay.core.io
+import lrdecay.study.layout
+import lrdecay.core.lock
+import lrdecay.study.plan
 
 min_version("8.20")
 
 try:
     # Snakemake read the config files with a loader that keeps the last of two equal keys.
-    lrdecay.config.check_files(workflow.configfiles)
-    # The one validation path (as lrdecay.config.load): the schemas in lrdecay/schemas/ with
+    lrdecay.config.validate.check_files(workflow.configfiles)
+    # The one validation path (as lrdecay.config.validate.load): the schemas in lrdecay/config/schemas/ with
     # readable errors and their defaults, cross-field rules, the toy model's rules.
-    lrdecay.config.validate(config)
+    lrdecay.config.validate.validate(config)
     # No symbolic link inside the run folder: lrdecay makes none, and a planted one could turn
-    # a job's write onto a file outside the run (each job's writes check again: lrdecay.io.guard).
-    lrdecay.io.check_no_links(lrdecay.plan.Plan(config).run_dir)
-except (lrdecay.config.ConfigError, lrdecay.io.UnsafePathError) as err:
+    # a job's write onto a file outside the run (each job's writes check again: lrdecay.core.io.guard).
+    lrdecay.core.io.check_no_links(lrdecay.study.plan.Plan(config).run_dir)
+except (lrdecay.config.validate.ConfigError, lrdecay.core.io.UnsafePathError) as err:
     raise WorkflowError(str(err)) from None
-RUN_LOCKS = []  # the run folder's lock, held until Snakemake exits (lrdecay.lock)
+RUN_LOCKS = []  # the run folder's lock, held until Snakemake exits (lrdecay.core.lock)
 
 
 onstart:
@@ -35,7 +35,7 @@ onstart:
         config["device"] == "cuda"
         and workflow.local_exec
         and not workflow.touch
-        and lrdecay.gpu.count_devices() == 0
+        and lrdecay.core.gpu.count_devices() == 0
     ):
         raise WorkflowError(
             "config key device = cuda, but this machine has no GPU (nvidia-smi lists none) and "
@@ -46,12 +46,14 @@ onstart:
         )
     # Only runs that execute jobs own the folder (not dry runs, nor the jobs on cluster nodes).
     try:
-        RUN_LOCKS.append(lrdecay.lock.hold_run(lrdecay.plan.Plan(config).run_dir))
-    except lrdecay.lock.LockHeld as err:
+        RUN_LOCKS.append(
+            lrdecay.core.lock.hold_run(lrdecay.study.plan.Plan(config).run_dir)
+        )
+    except lrdecay.core.lock.LockHeld as err:
         raise WorkflowError(str(err)) from None
 
 
-PLAN = lrdecay.plan.Plan(config)
+PLAN = lrdecay.study.plan.Plan(config)
 RUN_DIR = str(PLAN.run_dir)
 # The study runs once per training seed, each under <run>/seed-<s>/ (Plan.seed_dir): rules of one
 # seed's jobs take the {seed} wildcard, and their params depend on that seed alone, so adding a
@@ -68,30 +70,30 @@ GPU = int(
 CONDA_ENV = "../envs/lrdecay.yaml"  # relative to the rule files in workflow/rules/
 
 
-# The numbered names' widths, from their one spelling (lrdecay.layout).
+# The numbered names' widths, from their one spelling (lrdecay.study.layout).
 wildcard_constraints:
     seed=r"\d+",
-    end=lrdecay.layout.SEGMENT.constraint,
-    group=lrdecay.layout.GROUP.constraint,
-    shard=lrdecay.layout.SHARD.constraint,
+    end=lrdecay.study.layout.SEGMENT.constraint,
+    group=lrdecay.study.layout.GROUP.constraint,
+    shard=lrdecay.study.layout.SHARD.constraint,
 
 
 import os
 from pathlib import Path
 
-import lrdecay.dvcgen
-import lrdecay.resources
+import lrdecay.tooling.dvcgen
+import lrdecay.config.resources
 
-# Resources per job (lrdecay.resources): mem_mb and runtime follow from the config (model,
+# Resources per job (lrdecay.config.resources): mem_mb and runtime follow from the config (model,
 # snapshots, chunk size, epochs, device) and grow on each retry (attempt > 1).
 # Each request is clipped to the cluster's caps (LRDECAY_MAX_MEM_MB, LRDECAY_MAX_RUNTIME), and
 # caps under which a job could not finish are refused here, before any job.
 try:
-    COSTS = lrdecay.resources.JobCosts(
-        config, gpu=bool(GPU), caps=lrdecay.resources.Caps.from_env()
+    COSTS = lrdecay.config.resources.JobCosts(
+        config, gpu=bool(GPU), caps=lrdecay.config.resources.Caps.from_env()
     )
-    lrdecay.resources.check_caps(COSTS)
-except lrdecay.resources.CapsError as err:
+    lrdecay.config.resources.check_caps(COSTS)
+except lrdecay.config.resources.CapsError as err:
     raise WorkflowError(str(err)) from None
 TRAIN_THREADS = COSTS.threads
 # SLURM partition of the GPU-capable jobs (training, landscape), read where snakemake starts:
@@ -107,7 +109,7 @@ os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
 
 def code(script):
     """The `code` input of the job that runs workflow/scripts/<script>; the script and every lrdecay
-    module it imports, transitively (lrdecay.dvcgen.code_files, which also gives DVC's deps).
+    module it imports, transitively (lrdecay.tooling.dvcgen.code_files, which also gives DVC's deps).
     Snakemake's own code trigger hashes only the script; as inputs, an edited module is newer
     than the outputs of exactly the jobs that run it, and their mtime trigger reruns them. Paths
     are relative to the working directory: Snakemake's record of a job's inputs does not name
@@ -115,7 +117,7 @@ def code(script):
     base = Path(workflow.basedir)
     files = [
         os.path.relpath(base / path)
-        for path in lrdecay.dvcgen.code_files(
+        for path in lrdecay.tooling.dvcgen.code_files(
             base, base / "workflow" / "scripts" / script
         )
     ]
@@ -124,7 +126,7 @@ def code(script):
 
 def stage_resources(rule):
     """The resources of `rule`'s jobs, all read from its one declaration (its stage in
-    lrdecay.resources.STAGES): mem_mb and runtime (minutes) by attempt, gpu (GPU where its jobs
+    lrdecay.config.resources.STAGES): mem_mb and runtime (minutes) by attempt, gpu (GPU where its jobs
     run on the GPU where there is one, else 0: `--resources gpu=N` caps them and SLURM requests a
     GPU) and, for those, the GPU partition."""
     stage = COSTS.stage(rule)
@@ -138,23 +140,23 @@ def stage_resources(rule):
     return declared
 
 
-# What each training-type job reads (lrdecay.plan.Reads), as its `reads` param: every declared
+# What each training-type job reads (lrdecay.study.plan.Reads), as its `reads` param: every declared
 # key with its value (a change reruns the job; also its DVC params). Jobs rebuild their config
-# from it and the seed (lrdecay.plan.job_config) plus the run settings (lrdecay.plan.engine_run),
+# from it and the seed (lrdecay.study.plan.job_config) plus the run settings (lrdecay.study.plan.engine_run),
 # which are no params: threads or checkpoint interval rerun nothing. The main path declares no
 # subpath key, so a subpath ablation reruns no main-path job.
-MAIN_PATH_READS = lrdecay.plan.MAIN_PATH.values(config)
-SUBPATH_READS = lrdecay.plan.SUBPATHS.values(config)
-PCA_READS = lrdecay.plan.PCA.values(config)
-LANDSCAPE_READS = lrdecay.plan.LANDSCAPE.values(config)
-SHARPNESS_READS = lrdecay.plan.SHARPNESS.values(config)
-CLAIMS_READS = lrdecay.plan.CLAIMS.values(config)
+MAIN_PATH_READS = lrdecay.study.plan.MAIN_PATH.values(config)
+SUBPATH_READS = lrdecay.study.plan.SUBPATHS.values(config)
+PCA_READS = lrdecay.study.plan.PCA.values(config)
+LANDSCAPE_READS = lrdecay.study.plan.LANDSCAPE.values(config)
+SHARPNESS_READS = lrdecay.study.plan.SHARPNESS.values(config)
+CLAIMS_READS = lrdecay.study.plan.CLAIMS.values(config)
 # The schedule, canonical: every planned path and epoch must be in a seed's gathered metrics
-# table, checked where it is gathered and wherever it is read (lrdecay.trajectories.load_metrics).
-SCHEDULE = lrdecay.plan.canonical(config["schedule"])
+# table, checked where it is gathered and wherever it is read (lrdecay.training.trajectories.load_metrics).
+SCHEDULE = lrdecay.study.plan.canonical(config["schedule"])
 
 
-DATA_READS = lrdecay.plan.DATA.values(config)["data"]
+DATA_READS = lrdecay.study.plan.DATA.values(config)["data"]
 
 
 def label_noise_outputs():
@@ -180,7 +182,7 @@ def seed_of(wildcards):
 
 
 def seed_plan(wildcards):
-    """The plan of the job's seed (lrdecay.plan.Plan.for_seed)."""
+    """The plan of the job's seed (lrdecay.study.plan.Plan.for_seed)."""
     return PLAN.for_seed(int(wildcards.seed))
 
 

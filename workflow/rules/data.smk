@@ -1,4 +1,4 @@
-# Data preparation (lrdecay/data.py): one compact, verified file per run, shared by every training
+# Data preparation (lrdecay/training/data.py): one compact, verified file per run, shared by every training
 # seed (its subsets are seeded by data.seed).
 
 
@@ -8,7 +8,7 @@ rule prepare_data:
     output:
         **label_noise_outputs(),  # the flipped indices, with data.label_noise only
         data=str(PLAN.data_path),
-        record=f"{PLAN.data_path}.json",  # size and SHA-256 (lrdecay.io)
+        record=f"{PLAN.data_path}.json",  # size and SHA-256 (lrdecay.core.io)
     log:
         f"{RUN_DIR}/logs/prepare_data.log",
     conda:

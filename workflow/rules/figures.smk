@@ -1,6 +1,6 @@
-# Figures 1 and 2 (lrdecay/figures.py), drawn from the result tables: 1a-c and 2 show the first
+# Figures 1 and 2 (lrdecay/analysis/figures.py), drawn from the result tables: 1a-c and 2 show the first
 # seed, 1d and the norm/sharpness figure every seed (mean and 95 % interval, from the run-level
-# tables of rule run_tables); and the run's headline numbers as DVC metrics (lrdecay/summary.py).
+# tables of rule run_tables); and the run's headline numbers as DVC metrics (lrdecay/analysis/summary.py).
 
 
 rule figure1:
@@ -32,7 +32,7 @@ rule figure2:
         grid=first_seed(rules.landscape_gather.output[0]),
         coordinates=first_seed(rules.pca.output.coordinates),
         variance=first_seed(rules.pca.output.variance),
-        # snapshots' distance from the surface (needs PC3; lrdecay.landscape.surface_table)
+        # snapshots' distance from the surface (needs PC3; lrdecay.analysis.landscape.surface_table)
         surface=(
             first_seed(rules.landscape_surface.output[0])
             if config["pca"]["n_components"] >= 3

@@ -1,4 +1,4 @@
-# Loss landscape (lrdecay/landscape.py) around one seed's trajectories, split into shard jobs;
+# Loss landscape (lrdecay/analysis/landscape.py) around one seed's trajectories, split into shard jobs;
 # the run asks for the first seed's (Figure 2).
 
 
@@ -11,7 +11,7 @@ rule landscape_shard:
     output:
         str(PLAN.shard_path("{shard}", seed="{seed}")),
     log:
-        f"{SEED_DIR}/logs/{lrdecay.layout.SHARD_JOB.pattern}.log",
+        f"{SEED_DIR}/logs/{lrdecay.study.layout.SHARD_JOB.pattern}.log",
     conda:
         CONDA_ENV
     threads: TRAIN_THREADS

@@ -1,4 +1,4 @@
-# Trajectory PCA (lrdecay/pca.py) over every snapshot of one seed's main path and subpaths.
+# Trajectory PCA (lrdecay/analysis/pca.py) over every snapshot of one seed's main path and subpaths.
 
 
 rule pca:

@@ -1,4 +1,4 @@
-# Sharpness (lrdecay/sharpness.py), once per seed: the top Hessian eigenvalue of the training
+# Sharpness (lrdecay/analysis/sharpness.py), once per seed: the top Hessian eigenvalue of the training
 # loss at every branch point on the main path and at every subpath's end.
 
 

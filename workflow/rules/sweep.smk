@@ -1,4 +1,4 @@
-# A sweep's rules across points: the comparison table and figure (lrdecay.comparison). The
+# A sweep's rules across points: the comparison table and figure (lrdecay.analysis.comparison). The
 # points' and the shared main paths' rules are the Snakefile's, loaded as modules in
 # workflow/rules/sweep_common.smk.
 
@@ -22,7 +22,11 @@ rule sweep_table:
     params:
         # each input table's point: its name and swept values, in order
         points=[
-            {"point": p.name, "main_path": p.main, **lrdecay.sweep.shown_values(p)}
+            {
+                "point": p.name,
+                "main_path": p.main,
+                **lrdecay.config.sweep.shown_values(p),
+            }
             for p in SWEEP.points
         ],
     script:

@@ -1,4 +1,4 @@
-# A sweep's setup (config key sweep, lrdecay.sweep), for workflow/rules/sweep.smk: the
+# A sweep's setup (config key sweep, lrdecay.config.sweep), for workflow/rules/sweep.smk: the
 # Snakefile's study once per point, as a Snakemake module with the point's config, its rules prefixed point<i>_ and its outputs in
 # <run>/<point>/; the main path once per set of points that differ only in subpath keys (modules
 # main<i>, in <run>/main-path.../), whose checkpoints the points' subpath jobs read (config key
@@ -6,25 +6,27 @@
 import os
 from pathlib import Path
 
-import lrdecay.config
-import lrdecay.gpu
-import lrdecay.io
-import lrdecay.lock
-import lrdecay.plan
-import lrdecay.sweep
-import lrdecay.dvcgen
+import lrdecay.config.validate
+import lrdecay.core.gpu
+import lrdecay.core.io
+import lrdecay.core.lock
+import lrdecay.study.plan
+import lrdecay.config.sweep
+import lrdecay.tooling.dvcgen
 
 try:
-    lrdecay.config.check_files(workflow.configfiles)
-    lrdecay.config.validate(config)  # the run's own keys, as for one study
+    lrdecay.config.validate.check_files(workflow.configfiles)
+    lrdecay.config.validate.validate(config)  # the run's own keys, as for one study
     # every point's config, validated before any job
-    SWEEP = lrdecay.sweep.expand(config)
-    lrdecay.io.check_no_links(SWEEP.run_dir)
-except (lrdecay.config.ConfigError, lrdecay.io.UnsafePathError) as err:
+    SWEEP = lrdecay.config.sweep.expand(config)
+    lrdecay.core.io.check_no_links(SWEEP.run_dir)
+except (lrdecay.config.validate.ConfigError, lrdecay.core.io.UnsafePathError) as err:
     raise WorkflowError(str(err)) from None
 SWEEP_DIR = str(SWEEP.run_dir)
 STUDY = os.path.join(workflow.basedir, "Snakefile")
-RUN_LOCKS = []  # the sweep folder's lock, held until Snakemake exits (lrdecay.lock)
+RUN_LOCKS = (
+    []
+)  # the sweep folder's lock, held until Snakemake exits (lrdecay.core.lock)
 
 
 onstart:
@@ -33,15 +35,15 @@ onstart:
         config["device"] == "cuda"
         and workflow.local_exec
         and not workflow.touch
-        and lrdecay.gpu.count_devices() == 0
+        and lrdecay.core.gpu.count_devices() == 0
     ):
         raise WorkflowError(
             "config key device = cuda, but this machine has no GPU (nvidia-smi lists none) "
             "and the jobs would run here; no job has run. Set device: cpu or auto."
         )
     try:
-        RUN_LOCKS.append(lrdecay.lock.hold_run(SWEEP.run_dir))
-    except lrdecay.lock.LockHeld as err:
+        RUN_LOCKS.append(lrdecay.core.lock.hold_run(SWEEP.run_dir))
+    except lrdecay.core.lock.LockHeld as err:
         raise WorkflowError(str(err)) from None
 
 

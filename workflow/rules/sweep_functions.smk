@@ -2,8 +2,8 @@
 import os
 from pathlib import Path
 
-import lrdecay.dvcgen
-import lrdecay.resources
+import lrdecay.tooling.dvcgen
+import lrdecay.config.resources
 
 
 def point_file(point, relative):
@@ -25,7 +25,7 @@ def sweep_code(script):
     base = workflow.basedir
     files = [
         os.path.relpath(os.path.join(base, path))
-        for path in lrdecay.dvcgen.code_files(
+        for path in lrdecay.tooling.dvcgen.code_files(
             Path(base), Path(base) / "workflow" / "scripts" / script
         )
     ]
@@ -33,14 +33,14 @@ def sweep_code(script):
 
 
 # The sweep-level jobs are light and run on the CPU: priced like one point's (its first).
-SWEEP_COSTS = lrdecay.resources.JobCosts(
-    SWEEP.points[0].config, gpu=False, caps=lrdecay.resources.Caps.from_env()
+SWEEP_COSTS = lrdecay.config.resources.JobCosts(
+    SWEEP.points[0].config, gpu=False, caps=lrdecay.config.resources.Caps.from_env()
 )
 
 
 def stage_resources(rule):
     """The resources of a sweep-level rule's jobs, read from its stage in
-    lrdecay.resources.STAGES (as workflow/rules/common.smk's stage_resources for one study).
+    lrdecay.config.resources.STAGES (as workflow/rules/common.smk's stage_resources for one study).
     """
     return {
         "mem_mb": lambda wildcards, attempt: SWEEP_COSTS.mem_mb(rule, attempt),

@@ -1,11 +1,11 @@
 # Section 3 toy model (lrdecay.toy): SGD/SDE/ODE simulations, the checks table, Figures 3 and 4.
 # Thin rules; the maths and the criteria live in lrdecay/toy. Runs on CPU in about a minute.
 # The toy section's rules (n < d, gamma > -1, a stable step size) are checked once, with the
-# rest of the config, by lrdecay.config.validate in common.smk.
+# rest of the config, by lrdecay.config.validate.validate in common.smk.
 
 TOY_DIR = f"{RUN_DIR}/toy"
-# keys sorted, as in every rule's params (lrdecay.plan.canonical)
-TOY_PARAMS = lrdecay.plan.canonical(config["toy"])
+# keys sorted, as in every rule's params (lrdecay.study.plan.canonical)
+TOY_PARAMS = lrdecay.study.plan.canonical(config["toy"])
 TOY_GAMMAS = [f"{g:g}" for g in config["toy"]["gammas"]]
 TOY_CATEGORY = "Toy model (Section 3)"
 TOY_FIGURE_PNGS = ["fig4_png", "norm_png", "phases_png", "decay_png"]  # of toy_figures

@@ -1,4 +1,4 @@
-# Training (lrdecay/train.py), once per seed: the main path as a chain of segment jobs, subpaths
+# Training (lrdecay/training/train.py), once per seed: the main path as a chain of segment jobs, subpaths
 # in groups of K. Partial state lives in <run>/seed-<s>/.resume/ (not an output), so a killed job
 # resumes where it stopped.
 
@@ -14,7 +14,7 @@ rule main_segment:
     output:
         directory(str(PLAN.segment_dir("{end}", seed="{seed}"))),
     log:
-        f"{SEED_DIR}/logs/{lrdecay.layout.SEGMENT_JOB.pattern}.log",
+        f"{SEED_DIR}/logs/{lrdecay.study.layout.SEGMENT_JOB.pattern}.log",
     # capped runtime (LRDECAY_MAX_RUNTIME): resubmitted until done, resuming from .resume/
     retries: COSTS.retries("main_segment", workflow.execution_settings)
     conda:
@@ -37,7 +37,7 @@ rule subpath_group:
     output:
         directory(str(PLAN.group_dir("{group}", seed="{seed}"))),
     log:
-        f"{SEED_DIR}/logs/{lrdecay.layout.GROUP_JOB.pattern}.log",
+        f"{SEED_DIR}/logs/{lrdecay.study.layout.GROUP_JOB.pattern}.log",
     # capped runtime (LRDECAY_MAX_RUNTIME): resubmitted until done, resuming from .resume/
     retries: COSTS.retries("subpath_group", workflow.execution_settings)
     conda:
@@ -59,14 +59,14 @@ rule gather_training:
         code=code("gather_training.py"),  # the script and the lrdecay modules it imports
     output:
         metrics=report(
-            f"{SEED_DIR}/{lrdecay.layout.METRICS}",
+            f"{SEED_DIR}/{lrdecay.study.layout.METRICS}",
             caption="../report/metrics.rst",
             category="Tables",
             subcategory="Seed {seed}",
         ),
         main=f"{SEED_DIR}/trajectories/main.npy",
         main_record=f"{SEED_DIR}/trajectories/main.npy.json",  # layout, size and SHA-256
-        metrics_record=f"{SEED_DIR}/{lrdecay.layout.METRICS}.json",  # size and SHA-256
+        metrics_record=f"{SEED_DIR}/{lrdecay.study.layout.METRICS}.json",  # size and SHA-256
     log:
         f"{SEED_DIR}/logs/gather_training.log",
     conda:

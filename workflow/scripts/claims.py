@@ -1,7 +1,8 @@
 """Snakemake job: a verdict per Section 2 claim and the trend measures over every seed
-(lrdecay.analysis)."""
+(lrdecay.analysis.claims)."""
 
-from lrdecay import analysis, logs
+from lrdecay.analysis import claims as analysis
+from lrdecay.core import logs
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])

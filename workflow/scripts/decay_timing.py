@@ -1,6 +1,8 @@
-"""Snakemake job: one seed's decay-timing table (lrdecay.analysis.decay_timing_table)."""
+"""Snakemake job: one seed's decay-timing table (lrdecay.analysis.claims.decay_timing_table)."""
 
-from lrdecay import analysis, io, logs, trajectories
+from lrdecay.analysis import claims as analysis
+from lrdecay.core import io, logs
+from lrdecay.training import trajectories
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])

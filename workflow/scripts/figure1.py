@@ -1,9 +1,11 @@
 """Snakemake job: Figures 1a-1c (first seed) and Figure 1d with its error bands, drawn from the
-decay-timing table across seeds that rule run_tables computed (lrdecay.figures)."""
+decay-timing table across seeds that rule run_tables computed (lrdecay.analysis.figures)."""
 
 import pandas as pd
 
-from lrdecay import figures, logs, trajectories
+from lrdecay.analysis import figures
+from lrdecay.core import logs
+from lrdecay.training import trajectories
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])

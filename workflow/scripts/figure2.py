@@ -1,8 +1,9 @@
-"""Snakemake job: Figure 2 (a, b), loss landscapes with trajectories (lrdecay.figures)."""
+"""Snakemake job: Figure 2 (a, b), loss landscapes with trajectories (lrdecay.analysis.figures)."""
 
 import pandas as pd
 
-from lrdecay import figures, logs
+from lrdecay.analysis import figures
+from lrdecay.core import logs
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])

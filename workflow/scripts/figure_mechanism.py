@@ -1,9 +1,10 @@
-"""Snakemake job: the norm and sharpness figure (lrdecay.figures.mechanism), drawn from the
+"""Snakemake job: the norm and sharpness figure (lrdecay.analysis.figures.mechanism), drawn from the
 table across seeds that rule run_tables computed (norm_sharpness.csv)."""
 
 import pandas as pd
 
-from lrdecay import figures, logs
+from lrdecay.analysis import figures
+from lrdecay.core import logs
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])

@@ -1,8 +1,11 @@
-"""Snakemake job: one seed's metrics table and main-path trajectory (lrdecay.trajectories)."""
+"""Snakemake job: one seed's metrics table and main-path trajectory
+(lrdecay.training.trajectories)."""
 
 from pathlib import Path
 
-from lrdecay import layout, logs, trajectories
+from lrdecay.core import logs
+from lrdecay.study import layout
+from lrdecay.training import trajectories
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])

@@ -1,6 +1,9 @@
-"""Snakemake job: evaluate one shard of the landscape grid (lrdecay.landscape.evaluate_shard)."""
+"""Snakemake job: evaluate one shard of the landscape grid
+(lrdecay.analysis.landscape.evaluate_shard)."""
 
-from lrdecay import gpu, landscape, logs, plan
+from lrdecay.analysis import landscape
+from lrdecay.core import gpu, logs
+from lrdecay.study import plan
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])

@@ -1,7 +1,8 @@
 """Snakemake job: the landscape's surface and each snapshot's distance from it
-(lrdecay.landscape.write_surface)."""
+(lrdecay.analysis.landscape.write_surface)."""
 
-from lrdecay import landscape, logs
+from lrdecay.analysis import landscape
+from lrdecay.core import logs
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])

@@ -1,6 +1,9 @@
-"""Snakemake job: train one main-path segment of one seed (lrdecay.train.run_main_segment)."""
+"""Snakemake job: train one main-path segment of one seed
+(lrdecay.training.train.run_main_segment)."""
 
-from lrdecay import gpu, lock, logs, plan, train
+from lrdecay.core import gpu, lock, logs
+from lrdecay.study import plan
+from lrdecay.training import train
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])

@@ -1,6 +1,9 @@
-"""Snakemake job: PCA of every snapshot of one seed (lrdecay.pca.run)."""
+"""Snakemake job: PCA of every snapshot of one seed (lrdecay.analysis.pca.run)."""
 
-from lrdecay import logs, pca, plan, trajectories
+from lrdecay.analysis import pca
+from lrdecay.core import logs
+from lrdecay.study import plan
+from lrdecay.training import trajectories
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])

@@ -1,6 +1,7 @@
-"""Snakemake job: prepare the run's dataset (lrdecay.data.prepare), seeded by data.seed."""
+"""Snakemake job: prepare the run's dataset (lrdecay.training.data.prepare), seeded by data.seed."""
 
-from lrdecay import data, logs
+from lrdecay.core import logs
+from lrdecay.training import data
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])

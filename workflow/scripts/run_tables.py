@@ -1,11 +1,13 @@
 """Snakemake job: the run-level tables across seeds, computed here so that the headline numbers
 depend on analysis code only and the figures only draw them: decay_timing.csv
-(lrdecay.analysis.aggregate_decay_timing) and norm_sharpness.csv
-(lrdecay.analysis.mechanism_bands)."""
+(lrdecay.analysis.claims.aggregate_decay_timing) and norm_sharpness.csv
+(lrdecay.analysis.claims.mechanism_bands)."""
 
 import pandas as pd
 
-from lrdecay import analysis, io, logs, trajectories
+from lrdecay.analysis import claims as analysis
+from lrdecay.core import io, logs
+from lrdecay.training import trajectories
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])

@@ -1,6 +1,8 @@
-"""Snakemake job: one seed's top Hessian eigenvalues (lrdecay.sharpness.evaluate)."""
+"""Snakemake job: one seed's top Hessian eigenvalues (lrdecay.analysis.sharpness.evaluate)."""
 
-from lrdecay import gpu, logs, plan, sharpness
+from lrdecay.analysis import sharpness
+from lrdecay.core import gpu, logs
+from lrdecay.study import plan
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])

@@ -1,6 +1,9 @@
-"""Snakemake job: train one group of subpaths of one seed (lrdecay.subpaths.run_subpath_group)."""
+"""Snakemake job: train one group of subpaths of one seed
+(lrdecay.training.subpaths.run_subpath_group)."""
 
-from lrdecay import gpu, lock, logs, plan, subpaths
+from lrdecay.core import gpu, lock, logs
+from lrdecay.study import plan
+from lrdecay.training import subpaths
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])

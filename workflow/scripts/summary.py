@@ -1,6 +1,8 @@
-"""Snakemake job: the run's numbers as JSON, the headline ones as DVC metrics (lrdecay.summary)."""
+"""Snakemake job: the run's numbers as JSON, the headline ones as DVC metrics
+(lrdecay.analysis.summary)."""
 
-from lrdecay import logs, summary
+from lrdecay.analysis import summary
+from lrdecay.core import logs
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])

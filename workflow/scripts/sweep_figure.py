@@ -1,8 +1,10 @@
-"""Snakemake job: the sweep's comparison figure, drawn from sweep.csv (lrdecay.comparison)."""
+"""Snakemake job: the sweep's comparison figure, drawn from sweep.csv
+(lrdecay.analysis.comparison)."""
 
 import pandas as pd
 
-from lrdecay import comparison, figures, logs
+from lrdecay.analysis import comparison, figures
+from lrdecay.core import logs
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])

@@ -1,8 +1,9 @@
-"""Snakemake job: the sweep's comparison table across points (lrdecay.comparison.table)."""
+"""Snakemake job: the sweep's comparison table across points (lrdecay.analysis.comparison.table)."""
 
 import pandas as pd
 
-from lrdecay import comparison, io, logs
+from lrdecay.analysis import comparison
+from lrdecay.core import io, logs
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logs.setup(sm.log[0])

@@ -1,6 +1,6 @@
 """Simulate one gamma of the toy model and measure every check (lrdecay.toy.checks)."""
 
-from lrdecay import logs
+from lrdecay.core import logs
 from lrdecay.toy.pipeline import run_checks
 
 logs.setup(snakemake.log[0])  # noqa: F821 (injected by Snakemake)

@@ -1,6 +1,6 @@
 """Concatenate the per-gamma checks into the tidy checks table."""
 
-from lrdecay import logs
+from lrdecay.core import logs
 from lrdecay.toy.pipeline import build_table
 
 logs.setup(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
