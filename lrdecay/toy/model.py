@@ -29,8 +29,13 @@ def w_of_alpha(a: Array, gamma: float) -> Array:
 def apply_A(w: Array, v: Array, gamma: float) -> Array:
     """A(w) v = ||w||^gamma (v + gamma (wbar . v) wbar), the Jacobian of alpha (A.1), row-wise."""
     rho = np.linalg.norm(w, axis=-1, keepdims=True)
-    wbar = w / rho
-    return rho**gamma * (v + gamma * np.sum(wbar * v, axis=-1, keepdims=True) * wbar)
+    return _apply_A_at(rho**gamma, w / rho, v, gamma)
+
+
+def _apply_A_at(scale: Array, wbar: Array, v: Array, gamma: float) -> Array:
+    """:func:`apply_A` given scale = ||w||^gamma and wbar = w / ||w||: the simulators' steps
+    apply A(w) twice at one w, and the norm is most of the cost; same operations, same bits."""
+    return scale * (v + gamma * np.sum(wbar * v, axis=-1, keepdims=True) * wbar)
 
 
 def A_matrix(w: Array, gamma: float) -> Array:
@@ -53,9 +58,20 @@ def test_loss(w: Array, alpha_star: Array, gamma: float) -> Array:
 
 def grad_train(w: Array, X: Array, alpha_star: Array, gamma: float) -> Array:
     """Eq. A.1: grad = (1/n) A(w) X X^T (alpha - alpha*)."""
+    return grad_train_and_A(w, X, alpha_star, gamma)[0]
+
+
+def grad_train_and_A(w: Array, X: Array, alpha_star: Array, gamma: float,
+                     v: Array | None = None) -> tuple[Array, Array | None]:
+    """:func:`grad_train` and, if `v` is given, A(w) v, from one ||w|| (the label-noise SDE
+    needs both at each step; computing the norm once gives the same bits as three times)."""
     n = X.shape[1]
-    res = (alpha(w, gamma) - alpha_star) @ X
-    return apply_A(w, res @ X.T / n, gamma)
+    rho = np.linalg.norm(w, axis=-1, keepdims=True)
+    scale = rho**gamma
+    res = (scale * w - alpha_star) @ X
+    wbar = w / rho
+    grad = _apply_A_at(scale, wbar, res @ X.T / n, gamma)
+    return grad, None if v is None else _apply_A_at(scale, wbar, v, gamma)
 
 
 def hessian_gn(w: Array, X: Array, gamma: float) -> Array:

@@ -209,7 +209,8 @@ def label_noise_sde(inst: Instance, w0: np.ndarray, eta: float, sigma2: float, d
 
     def step(w: np.ndarray, k: int) -> None:
         noise = rng.standard_normal((R, inst.n)) @ inst.X.T  # X dB_n, (R, d)
-        w += -inst.grad(w) * dt + scale * model.apply_A(w, noise, inst.gamma)
+        grad, a_noise = model.grad_train_and_A(w, inst.X, inst.alpha_star, inst.gamma, noise)
+        w += -grad * dt + scale * a_noise
 
     return _integrate(w0, steps, dt, record_every, recorder or basic_stats(inst), step,
                       (eta, "toy.eta_large"))

@@ -156,3 +156,29 @@ def test_figure3_instance_n1_limit():
     rho_inf = model.n1_limit_norm(inst.norm_dagger, 2.0)
     w = inst.manifold_point(rho_inf, inst.perp_basis[:, 0])
     assert abs(model.curvature_C(w, inst.X, 2.0)) < 1e-10  # C = 0 there
+
+
+def _apply_A_reference(w, v, gamma):
+    """A(w) v as lrdecay.toy.model wrote it before grad_train_and_A (its own norm)."""
+    rho = np.linalg.norm(w, axis=-1, keepdims=True)
+    wbar = w / rho
+    return rho**gamma * (v + gamma * np.sum(wbar * v, axis=-1, keepdims=True) * wbar)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0])
+def test_grad_train_and_A_is_bit_identical_to_the_formulas(gamma):
+    """grad_train_and_A (one ||w|| per step in the SDE and gradient-flow simulators) gives the
+    same bits as Eq. A.1 written out and as apply_A, so the toy tables do not change with it."""
+    rng = np.random.default_rng(3)
+    X, w_star = rng.standard_normal((20, 5)), rng.standard_normal(20)
+    a_star = model.alpha(w_star, gamma)
+    for w in (rng.standard_normal((7, 20)), rng.standard_normal(20)):
+        v = rng.standard_normal(w.shape)
+        res = (model.alpha(w, gamma) - a_star) @ X
+        expected = _apply_A_reference(w, res @ X.T / X.shape[1], gamma)
+        grad, a_v = model.grad_train_and_A(w, X, a_star, gamma, v)
+        assert grad.tobytes() == expected.tobytes()
+        assert a_v.tobytes() == _apply_A_reference(w, v, gamma).tobytes()
+        assert model.apply_A(w, v, gamma).tobytes() == a_v.tobytes()
+        assert model.grad_train(w, X, a_star, gamma).tobytes() == expected.tobytes()
+        assert model.grad_train_and_A(w, X, a_star, gamma)[1] is None
