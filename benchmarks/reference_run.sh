@@ -46,7 +46,7 @@ fi
 CONFIG=$OUT/reference-config.yaml
 $PY - "$PRESET" "$CONFIG" "${SETS[@]}" <<'EOF'
 import sys, yaml
-from lrdecay import cli
+from lrdecay.tooling import cli
 preset, out, *sets = sys.argv[1:]
 config = cli.load_config([preset], sets)  # validated: a bad reduction stops here, not hours in
 with open(out, "w") as f:

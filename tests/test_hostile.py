@@ -259,7 +259,7 @@ def _holder(tmp_path: Path, code: str) -> subprocess.Popen:
     """A separate process (own working folder) that runs `code` with the lock, prints 'held' and
     waits to be killed."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import sys, time\nfrom lrdecay import lock\n{code}\n"
+        [sys.executable, "-c", f"import sys, time\nfrom lrdecay.core import lock\n{code}\n"
          "print('held', flush=True)\ntime.sleep(600)"],
         cwd=tmp_path, stdout=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},

@@ -22,7 +22,7 @@ from tests.conftest import TINY, load_tiny
 def _job_log(path: Path, seconds: float) -> None:
     """A job log ending as lrdecay.core.logs ends one, written by a real job process that spends
     `seconds` before it imports lrdecay (as a job importing torch does)."""
-    code = (f"import time, sys; time.sleep({seconds}); from lrdecay import logs; "
+    code = (f"import time, sys; time.sleep({seconds}); from lrdecay.core import logs; "
             "logs.setup(sys.argv[1])")
     subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=60)
 
