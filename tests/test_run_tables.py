@@ -33,8 +33,8 @@ def test_figure_rules_write_no_table_and_compute_nothing() -> None:
     lrdecay.analysis.claims. The run-level tables come from rule run_tables, which draws nothing."""
     found = rules()
     drawing = {name for name, (_, script) in found.items()
-               if re.search(r"^from lrdecay(\.toy|\.analysis)?(\.figures)? import .*\b(figures|figure3|"
-                            r"make_figures)\b", script, re.M)}
+               if re.search(r"^from lrdecay(\.toy|\.analysis)?(\.figures)? import "
+                            r".*\b(figures|figure3|make_figures)\b", script, re.M)}
     assert {"figure1", "figure2", "figure_mechanism", "toy_figure3", "toy_figures"} <= drawing
     for name in drawing:
         output, script = found[name]

@@ -233,8 +233,25 @@ def _snakemake_jobs(
                 workdir=repo,
             )
             dag, config = _snakemake_dag(workflow_api)
+            check_no_rule_bound_inputs(dag.jobs)
             jobs = [_as_job(job) for job in dag.jobs if not job.rule.norun]  # not `all`
     return sorted(jobs, key=lambda job: job.stage), config  # stage_groups orders the stages
+
+
+def check_no_rule_bound_inputs(jobs: Iterable[Any]) -> None:
+    """Refuse an input given as another rule's `rules.<rule>.output...` item. Snakemake follows
+    the rule such an item names past `--allowed-rules`, so a stage's command would rerun that
+    upstream job whenever ``dvc checkout`` left its inputs newer than its outputs (which files get
+    the later mtimes is arbitrary), although DVC had found the upstream stage unchanged."""
+    bound = sorted({(job.rule.name, str(item), getattr(producer, "name", str(producer)))
+                    for job in jobs if not job.rule.norun
+                    for item, producer in job.rule.dependencies.items()})
+    bound = [(rule, item, producer) for rule, item, producer in bound if producer != rule]
+    if bound:
+        listed = "; ".join(f"rule {rule} input {item} (rules.{producer}.output)"
+                           for rule, item, producer in bound)
+        raise ValueError(f"{listed}: an input named through another rule escapes a DVC stage's "
+                         "--allowed-rules; wrap it in upstream(...) (workflow/rules/common.smk)")
 
 
 def _snakemake_dag(workflow_api: Any) -> tuple[Any, dict]:

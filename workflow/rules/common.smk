@@ -226,6 +226,14 @@ def figure(name, caption):
     return [png, f"{RUN_DIR}/figures/{name}.pdf"]
 
 
+def upstream(path):
+    """Another rule's output (rules.<rule>.output...) as a plain path. Snakemake then finds its
+    producer by pattern, among the rules a DVC stage's `--allowed-rules` leaves in; a
+    rules.<rule>.output item names its rule, which Snakemake follows past `--allowed-rules` and
+    reruns when checkout mtimes make it look outdated (lrdecay.tooling.dvcgen refuses it)."""
+    return str(path)
+
+
 def first_seed(path):
     """`path`, a rule's output pattern with {seed}, for the first seed."""
     return expand(path, seed=FIRST_SEED)[0]

@@ -7,7 +7,7 @@ rule figure1:
     input:
         metrics=first_seed(rules.gather_training.output.metrics),
         metrics_record=first_seed(rules.gather_training.output.metrics_record),
-        timing=rules.run_tables.output.timing,  # across seeds (rule run_tables)
+        timing=upstream(rules.run_tables.output.timing),  # across seeds (rule run_tables)
         code=code("figure1.py"),  # the script and the lrdecay modules it imports
     output:
         fig1a=figure("fig1a_learning_curves", "fig1a"),
@@ -55,7 +55,7 @@ rule figure2:
 
 rule figure_mechanism:
     input:
-        bands=rules.run_tables.output.mechanism,  # across seeds (rule run_tables)
+        bands=upstream(rules.run_tables.output.mechanism),  # across seeds (rule run_tables)
         code=code("figure_mechanism.py"),  # the script and the lrdecay modules it imports
     output:
         figure=figure("fig_norm_sharpness", "fig_norm_sharpness"),
@@ -72,10 +72,10 @@ rule figure_mechanism:
 
 rule summary:
     input:
-        timing=rules.run_tables.output.timing,
+        timing=upstream(rules.run_tables.output.timing),
         variance=every_seed(rules.pca.output.variance),
-        toy=rules.toy_table.output[0],
-        claims=rules.claims.output.claims,
+        toy=upstream(rules.toy_table.output[0]),
+        claims=upstream(rules.claims.output.claims),
         code=code("summary.py"),  # the script and the lrdecay modules it imports
     output:
         summary=f"{RUN_DIR}/summary.json",

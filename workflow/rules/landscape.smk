@@ -4,9 +4,9 @@
 
 rule landscape_shard:
     input:
-        data=rules.prepare_data.output.data,
-        basis=rules.pca.output.basis,
-        coordinates=rules.pca.output.coordinates,
+        data=upstream(rules.prepare_data.output.data),
+        basis=upstream(rules.pca.output.basis),
+        coordinates=upstream(rules.pca.output.coordinates),
         code=code("landscape_shard.py"),  # the script and the lrdecay modules it imports
     output:
         str(PLAN.shard_path("{shard}", seed="{seed}")),
@@ -49,7 +49,7 @@ rule landscape_gather:
 
 rule landscape_surface:
     input:
-        coordinates=rules.pca.output.coordinates,
+        coordinates=upstream(rules.pca.output.coordinates),
         code=code("landscape_surface.py"),  # the script and the lrdecay modules it imports
     output:
         report(

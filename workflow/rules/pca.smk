@@ -3,7 +3,7 @@
 
 rule pca:
     input:
-        main=rules.gather_training.output.main,
+        main=upstream(rules.gather_training.output.main),
         groups=group_dirs,
         code=code("pca.py"),  # the script and the lrdecay modules it imports
     output:

@@ -4,7 +4,7 @@
 
 rule sharpness:
     input:
-        data=rules.prepare_data.output.data,
+        data=upstream(rules.prepare_data.output.data),
         segments=segment_dirs,  # the main path's states at the branch points
         groups=group_dirs,  # each subpath's final weights
         code=code("sharpness.py"),  # the script and the lrdecay modules it imports

@@ -6,7 +6,7 @@
 rule main_segment:
     input:
         **label_noise_inputs(),
-        data=rules.prepare_data.output.data,
+        data=upstream(rules.prepare_data.output.data),
         # with label noise: requested, so a new label_noise reruns prepare_data (Snakemake skips
         # its params check while an output has no record, and runs a job only for requested ones)
         previous=segment_input,
@@ -31,7 +31,7 @@ rule main_segment:
 
 rule subpath_group:
     input:
-        data=rules.prepare_data.output.data,
+        data=upstream(rules.prepare_data.output.data),
         segments=group_inputs,
         code=code("subpath_group.py"),  # the script and the lrdecay modules it imports
     output:
@@ -83,8 +83,8 @@ rule gather_training:
 
 rule decay_timing:
     input:
-        metrics=rules.gather_training.output.metrics,
-        metrics_record=rules.gather_training.output.metrics_record,
+        metrics=upstream(rules.gather_training.output.metrics),
+        metrics_record=upstream(rules.gather_training.output.metrics_record),
         code=code("decay_timing.py"),  # the script and the lrdecay modules it imports
     output:
         report(
