@@ -47,4 +47,4 @@ def test_figure_rules_write_no_table_and_compute_nothing() -> None:
     # the headline numbers read the table the analysis rule writes
     summary = re.search(r"(?ms)^rule summary:\n(.*?)(?=^rule |\Z)",
                         (RULES / "figures.smk").read_text()).group(1)
-    assert "timing=rules.run_tables.output.timing" in summary
+    assert "timing=upstream(rules.run_tables.output.timing)" in summary
