@@ -230,7 +230,8 @@ def upstream(path):
     """Another rule's output (rules.<rule>.output...) as a plain path. Snakemake then finds its
     producer by pattern, among the rules a DVC stage's `--allowed-rules` leaves in; a
     rules.<rule>.output item names its rule, which Snakemake follows past `--allowed-rules` and
-    reruns when checkout mtimes make it look outdated (lrdecay.tooling.dvcgen refuses it)."""
+    reruns when checkout mtimes make it look outdated (lrdecay.tooling.dvcgen refuses it).
+    """
     return str(path)
 
 
