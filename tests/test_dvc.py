@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lrdecay.config import sweep
+from lrdecay.config import validate as lrconfig
 from lrdecay.tooling import dvcgen
 
 # The shared tiny preset with fewer jobs (every DVC stage is one Snakemake start: fewer is faster),
@@ -69,6 +71,25 @@ def test_dvc_yaml_is_generated_from_the_dag(preset: str | None) -> None:
         assert all(["--configfile", preset] == s["cmd"].split()[-2:]
                    for name, s in stages.items() if name != dvcgen.CHECK_STAGE)
         assert all(list(plot)[0].startswith("../../results/authors/") for plot in content["plots"])
+
+
+def test_a_sweeps_plots_cover_every_point_and_seed_titled_by_point() -> None:
+    """`dvc plots show` for the cooldown sweep: learning curves for each point x seed and each
+    point's tables, every title leading with its point (the points' files share their names)."""
+    config = lrconfig.load(REPO / "config.yaml", REPO / "config" / "cooldown.yaml")
+    grid = sweep.expand(config)
+    plots = {list(p)[0]: list(p.values())[0] for p in generated("config/cooldown.yaml")["plots"]}
+    run = f"../../results/{config['run_name']}"
+    for point in grid.points:
+        for seed in point.config["seeds"]:
+            folder = f"{run}/{point.name}/seed-{seed}"
+            for column in dvcgen.CURVE_COLUMNS:
+                title = plots[f"{folder}/learning_curves/{column}"]["title"]
+                assert title.startswith(f"Learning curves, {point.name}, seed-{seed}:"), title
+            for table in ("decay_timing.csv", "pca/explained_variance.csv"):
+                assert plots[f"{folder}/{table}"]["title"].startswith(f"{point.name}: ")
+    assert not plots[f"{run}/sweep.csv"]["title"].startswith("decay=")
+    assert f"{run}/figures/sweep_decay_timing.png" in plots
 
 
 SNAKEFILE = """\

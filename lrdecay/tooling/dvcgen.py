@@ -617,23 +617,41 @@ def _owners(stages: dict[str, dict]) -> dict[str, str]:
     return owners
 
 
-def _plots(run_dir: Path, owners: dict[str, str], prefix: str = "") -> list[dict]:
+def _plots(run_dir: Path, owners: dict[str, str], prefix: str = "",
+           study_dirs: tuple[Path, ...] = ()) -> list[dict]:
     """`dvc plots show`: each seed's learning curves, the tables of TABLE_PLOTS the pipeline
-    makes, then every PNG. `prefix` leads every file path (plot paths are relative to the
-    dvc.yaml that lists them; so are plot ids, which are paths in the run folder)."""
+    makes, then every PNG. `study_dirs` are the folders that hold one study's tables: the run
+    folder, or a sweep's point folders (each titled by its point). `prefix` leads every file
+    path (plot paths are relative to the dvc.yaml that lists them; so are plot ids, which are
+    paths in the run folder)."""
     tables = sorted(owners)
-    plots: list[dict] = [
-        {f"{prefix}{Path(out).parent}/learning_curves/{column}": {
-            "template": CURVES_TEMPLATE, "x": "epoch", "y": {prefix + out: column},
-            "title": f"Learning curves, {Path(out).parent.name}: {label} per epoch, the main "
-            "path and each subpath",
-            "x_label": "epoch (from the start of the main path)",
-            "y_label": f"{label} (log scale)"}}
-        for out in tables if fnmatch.fnmatch(out, str(run_dir / CURVES_TABLE))
-        for column, label in CURVE_COLUMNS.items()]
-    plots += [{prefix + out: spec} for name, spec in TABLE_PLOTS.items()
-              for out in tables if fnmatch.fnmatch(out, str(run_dir / name))]
+    plots: list[dict] = []
+    for study in study_dirs or (run_dir,):
+        point = "" if study == run_dir else f"{study.name}, "
+        plots += [
+            {f"{prefix}{Path(out).parent}/learning_curves/{column}": {
+                "template": CURVES_TEMPLATE, "x": "epoch", "y": {prefix + out: column},
+                "title": f"Learning curves, {point}{Path(out).parent.name}: {label} per epoch, "
+                "the main path and each subpath",
+                "x_label": "epoch (from the start of the main path)",
+                "y_label": f"{label} (log scale)"}}
+            for out in tables if fnmatch.fnmatch(out, str(study / CURVES_TABLE))
+            for column, label in CURVE_COLUMNS.items()]
+    patterns = {name: [run_dir / name, *(study / name for study in study_dirs)]
+                for name in TABLE_PLOTS}
+    plots += [{prefix + out: _titled(spec, Path(out), run_dir)}
+              for name, spec in TABLE_PLOTS.items()
+              for out in tables if any(fnmatch.fnmatch(out, str(pattern))
+                                       for pattern in patterns[name])]
     return plots + [{prefix + out: None} for out in tables if out.endswith(".png")]
+
+
+def _titled(spec: dict[str, Any], out: Path, run_dir: Path) -> dict[str, Any]:
+    """A table's plot spec; a sweep point's title leads with the point's folder name."""
+    inner = out.relative_to(run_dir).parts
+    if len(inner) < 2 or inner[0].startswith("seed-"):
+        return spec
+    return {**spec, "title": f"{inner[0]}: {spec['title']}"}
 
 
 def generate(repo: Path = REPO_ROOT, configfiles: list[str] | None = None) -> dict:
@@ -650,10 +668,12 @@ def generate(repo: Path = REPO_ROOT, configfiles: list[str] | None = None) -> di
     # A sweep's module jobs (point<i>_..., main<i>_...) read their point's config
     # (lrdecay.config.sweep): their params are matched to it, and the sweep key is a param of
     # theirs.
-    modules = {}
+    modules, point_dirs = {}, ()
     if SWEEP_KEY in config:
         grid = expand(config)
         modules = {m.module: m.config for m in (*grid.mains, *grid.points)}
+        point_dirs = tuple(Path(p.config["output_dir"]) / p.config["run_name"]
+                           for p in grid.points)
     for name, group in stage_groups(jobs).items():
         # no upstream stage: run after the DAG check
         first = not produced & {f for job in group for f in job.inputs}
@@ -668,7 +688,7 @@ def generate(repo: Path = REPO_ROOT, configfiles: list[str] | None = None) -> di
         for stage in stages.values():
             stage["wdir"] = "../.."
         prefix = "../../"
-    return {"stages": stages, "plots": _plots(run_dir, _owners(stages), prefix)}
+    return {"stages": stages, "plots": _plots(run_dir, _owners(stages), prefix, point_dirs)}
 
 
 def render(content: dict) -> str:
