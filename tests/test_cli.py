@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from sklearn.decomposition import PCA
 
 from lrdecay import __version__
@@ -45,6 +47,32 @@ def test_describe_counts_the_tiny_plan_by_hand(capsys: pytest.CaptureFixture) ->
     assert re.search(r"main path\s+6 epochs in 3 jobs", out), out
     assert re.search(r"subpaths\s+3 x 3 epochs in 2 jobs", out), out
     assert re.search(r"landscape\s+20 grid points in 2 jobs", out), out
+
+
+@pytest.mark.parametrize(("grid", "mains", "model_epochs"), [
+    # tiny, two seeds: main path 6 epochs, 3 subpaths of 3 epochs per point
+    ({"optimizer.subpath_lr": [0.01, 0.02, 0.05]}, {"main-path": 3}, 6 * 2 + 3 * 9 * 2),
+    ({"optimizer.main_lr": [0.1, 0.05], "optimizer.subpath_lr": [0.01, 0.02]},
+     {"main-path,main_lr=0.1": 2, "main-path,main_lr=0.05": 2}, 2 * 6 * 2 + 4 * 9 * 2),
+])
+def test_describe_counts_a_sweeps_shared_main_paths_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture, grid: dict, mains: dict[str, int],
+        model_epochs: int) -> None:
+    """A sweep's plan is what Snakemake runs: each shared main path once, every point's
+    subpaths; not the points times one study (3 x 15 x 2 = 90 for the first grid)."""
+    swept = tmp_path / "sweep.yaml"
+    swept.write_text(yaml.safe_dump({"seeds": [0, 1], "sweep": grid}))
+    assert cli.main(["describe", str(TINY), str(swept), "--no-measure"]) == 0
+    out = capsys.readouterr().out
+    n_points = math.prod(len(values) for values in grid.values())
+    assert re.search(rf"sweep\s+{n_points} points \({', '.join(grid)}\), {len(mains)} main "
+                     "path", out), out
+    for name, n in mains.items():
+        assert re.search(rf"^  {re.escape(name)}: 6 epochs x 2 seeds for {n} point", out,
+                         re.MULTILINE), out
+    assert len(re.findall(r"3 x 3 subpath epochs x 2 seeds, main path main-path", out)) == \
+        n_points, out
+    assert re.search(rf"sweep in all\s+{model_epochs:,} model-epochs", out), out
 
 
 def test_describe_measures_and_projects(capsys: pytest.CaptureFixture) -> None:

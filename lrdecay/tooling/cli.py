@@ -211,9 +211,37 @@ def request_lines(config: dict) -> list[str]:
     return lines
 
 
+def sweep_size(config: dict) -> tuple[list[str], dict]:
+    """A sweep's points and shared main paths, and in all its model-epochs, snapshot bytes and
+    sharpness model-epochs: each main path counted once however many points branch from it (what
+    Snakemake runs), each point's own jobs once per point (its target builds no landscape)."""
+    from lrdecay.config import sweep
+
+    grid = sweep.expand(config)
+    lines = [f"sweep              {len(grid.points)} points ({', '.join(grid.keys)}), "
+             f"{len(grid.mains)} main path(s) they share, each trained once; every point is "
+             "the study above with its values"]
+    totals = {"model_epochs": 0, "snapshot_bytes": 0, "sharpness_epochs": 0}
+    for main in grid.mains:
+        size = study_size(main.config)
+        totals["model_epochs"] += size["main_epochs"] * size["n_seeds"]
+        lines.append(f"  {main.name}: {size['main_epochs']} epochs x {size['n_seeds']} seeds "
+                     f"for {len(main.points)} point(s)")
+    for point in grid.points:
+        size = study_size(point.config)
+        subpath_epochs = size["model_epochs"] - size["main_epochs"] * size["n_seeds"]
+        totals["model_epochs"] += subpath_epochs
+        totals["snapshot_bytes"] += size["snapshot_bytes"]
+        totals["sharpness_epochs"] += size["sharpness"]["epochs"] * size["n_seeds"]
+        lines.append(f"  {point.name}: {size['n_subpaths']} x {size['subpath_epochs']} subpath "
+                     f"epochs x {size['n_seeds']} seeds, main path {point.main}")
+    return lines, totals
+
+
 def describe(args: argparse.Namespace) -> int:
     """Print the plan of a config: jobs, model-epochs, storage and a projected time."""
     config = load_config(args.config, args.set)
+    swept = bool(config.get("sweep"))
     size = study_size(config)
     lines = [
         f"run folder         {size['run_dir']}",
@@ -242,6 +270,18 @@ def describe(args: argparse.Namespace) -> int:
         f"{size['sharpness']['epochs_per_point']:.2f} model-epochs of work per point, "
         f"{size['sharpness']['epochs'] / size['model_epochs_per_seed']:.1%} of training",
     ]
+    if swept:  # the whole run: main paths once, every point's subpaths and landscape
+        sweep_lines, totals = sweep_size(config)
+        lines += [*sweep_lines,
+                  f"sweep in all       {totals['model_epochs']:,} model-epochs, snapshots about "
+                  f"{totals['snapshot_bytes'] / 1e9:.2f} GB (each point's study keeps its own "
+                  "copy of the main path's trajectory); no landscape (the sweep's target "
+                  "builds none: a point's is `snakemake "
+                  "<run>/<point>/seed-<s>/landscape/grid.csv`)"]
+        size = {**size, "model_epochs": totals["model_epochs"], "landscape_points": 0}
+    # sharpness model-epochs the whole run may spend (every seed; every point of a sweep)
+    sharpness_epochs = (totals["sharpness_epochs"] if swept
+                        else size["sharpness"]["epochs"] * size["n_seeds"])
     print("\n".join([*lines, *request_lines(config)]), flush=True)
     lines = []
     if args.measure:
@@ -272,7 +312,7 @@ def describe(args: argparse.Namespace) -> int:
             f"projected          training {train_s / 3600:.2f} h, landscape {grid_s / 3600:.2f} h "
             f"on one {device} (K-at-once on a GPU is faster: see benchmarks/RESULTS.md)",
             f"sharpness          at most {size['sharpness']['epochs_per_point'] * epoch_s:.2f} s "
-            f"per point, {size['sharpness']['epochs'] * size['n_seeds'] * epoch_s / 3600:.2f} h "
+            f"per point, {sharpness_epochs * epoch_s / 3600:.2f} h "
             "in all (Lanczos usually stops well before max_steps; each point's time is in the "
             "sharpness job's log)",
         ]
