@@ -229,8 +229,7 @@ def sweep_size(config: dict) -> tuple[list[str], dict]:
                      f"for {len(main.points)} point(s)")
     for point in grid.points:
         size = study_size(point.config)
-        subpath_epochs = size["model_epochs"] - size["main_epochs"] * size["n_seeds"]
-        totals["model_epochs"] += subpath_epochs
+        totals["model_epochs"] += size["n_subpaths"] * size["subpath_epochs"] * size["n_seeds"]
         totals["snapshot_bytes"] += size["snapshot_bytes"]
         totals["sharpness_epochs"] += size["sharpness"]["epochs"] * size["n_seeds"]
         lines.append(f"  {point.name}: {size['n_subpaths']} x {size['subpath_epochs']} subpath "
@@ -241,7 +240,6 @@ def sweep_size(config: dict) -> tuple[list[str], dict]:
 def describe(args: argparse.Namespace) -> int:
     """Print the plan of a config: jobs, model-epochs, storage and a projected time."""
     config = load_config(args.config, args.set)
-    swept = bool(config.get("sweep"))
     size = study_size(config)
     lines = [
         f"run folder         {size['run_dir']}",
@@ -270,7 +268,9 @@ def describe(args: argparse.Namespace) -> int:
         f"{size['sharpness']['epochs_per_point']:.2f} model-epochs of work per point, "
         f"{size['sharpness']['epochs'] / size['model_epochs_per_seed']:.1%} of training",
     ]
-    if swept:  # the whole run: main paths once, every point's subpaths and landscape
+    # sharpness model-epochs the whole run may spend (every seed; every point of a sweep)
+    sharpness_epochs = size["sharpness"]["epochs"] * size["n_seeds"]
+    if config.get("sweep"):  # the whole run: main paths once, every point's subpaths
         sweep_lines, totals = sweep_size(config)
         lines += [*sweep_lines,
                   f"sweep in all       {totals['model_epochs']:,} model-epochs, snapshots about "
@@ -279,9 +279,7 @@ def describe(args: argparse.Namespace) -> int:
                   "builds none: a point's is `snakemake "
                   "<run>/<point>/seed-<s>/landscape/grid.csv`)"]
         size = {**size, "model_epochs": totals["model_epochs"], "landscape_points": 0}
-    # sharpness model-epochs the whole run may spend (every seed; every point of a sweep)
-    sharpness_epochs = (totals["sharpness_epochs"] if swept
-                        else size["sharpness"]["epochs"] * size["n_seeds"])
+        sharpness_epochs = totals["sharpness_epochs"]
     print("\n".join([*lines, *request_lines(config)]), flush=True)
     lines = []
     if args.measure:
